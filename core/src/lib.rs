@@ -1,0 +1,33 @@
+//! vaezoo-core: the pieces every vaezoo plugin and the application share.
+//!
+//! - [`axes`]: typed tensor axes (`Batch`, `Seq`, `Latent`, …) with sizes known at run time;
+//! - [`backend`]: the device bound, traced-tensor aliases and the casts to trait objects;
+//! - [`latent`]: the latent handed from bottleneck to decoder, always a mixture;
+//! - [`plugin`]: the plugin traits (`Encoder`, `Bottleneck`, `Prior`, `Decoder`, …);
+//! - [`registry`]: name-keyed plugin entries collected from `inventory`;
+//! - [`spec`] and [`schema`]: model specs, their run-time composed JSON Schema and validation;
+//! - [`params`], [`optim`], [`checkpoint`]: parameters, Adam and safetensors checkpoints;
+//! - [`layers`]: our own layers over typed axes.
+
+pub mod axes;
+pub mod backend;
+pub mod checkpoint;
+pub mod error;
+pub mod latent;
+pub mod layers;
+pub mod optim;
+pub mod params;
+pub mod plugin;
+pub mod registry;
+pub mod rng;
+pub mod schema;
+pub mod spec;
+
+pub use backend::{Backend, Traced};
+pub use error::{Error, Result};
+
+/// Re-exports a plugin crate needs, so that its versions always match the host's.
+pub use dfdx;
+pub use inventory;
+pub use schemars;
+pub use serde_json;

@@ -1,0 +1,243 @@
+//! Parameters owned by the host: named, initialised from the host RNG, stored flat on the
+//! device with a host mirror (for the optimiser and checkpoints).
+//!
+//! Plugins declare parameters at build time through a [`ParamBuilder`] and keep the returned
+//! [`ParamId`]s; at forward time they read typed, traced views with [`ParamStore::get`].
+//! Gradients are matched to parameters by tensor id: a typed view is a reshape of the flat
+//! tensor, which keeps its id.
+
+use dfdx::prelude::*;
+
+use crate::backend::{Backend, Traced};
+use crate::error::{Error, Result};
+use crate::rng::{uniform_vec, HostRng};
+
+/// The index of a parameter in its store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+/// A parameter's values on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostParam {
+    /// Dotted name, e.g. `encoder.layers.0.weight`.
+    pub name: String,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+/// Declares parameters while plugins are built; `prefix` scopes the names of one component.
+pub struct ParamBuilder<'a> {
+    params: Vec<HostParam>,
+    prefix: String,
+    rng: &'a mut HostRng,
+}
+
+impl<'a> ParamBuilder<'a> {
+    /// An empty builder drawing initial values from `rng`.
+    pub fn new(rng: &'a mut HostRng) -> Self {
+        Self {
+            params: Vec::new(),
+            prefix: String::new(),
+            rng,
+        }
+    }
+
+    /// Sets the name prefix (e.g. `"encoder"`) for the parameters declared next.
+    pub fn set_prefix(&mut self, prefix: &str) {
+        self.prefix = prefix.to_string();
+    }
+
+    /// Declares a parameter with the given values.
+    pub fn declare(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> ParamId {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
+        let full = if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        };
+        self.params.push(HostParam {
+            name: full,
+            shape: shape.to_vec(),
+            values,
+        });
+        ParamId(self.params.len() - 1)
+    }
+
+    /// Declares a parameter drawn uniformly from `[-bound, bound)` (PyTorch's Linear init uses
+    /// `bound = 1/sqrt(fan_in)` for weights and biases).
+    pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f32) -> ParamId {
+        let n = shape.iter().product();
+        let values = uniform_vec(self.rng, n, -bound, bound);
+        self.declare(name, shape, values)
+    }
+
+    /// Declares a parameter filled with `value`.
+    pub fn constant(&mut self, name: &str, shape: &[usize], value: f32) -> ParamId {
+        let n = shape.iter().product();
+        self.declare(name, shape, vec![value; n])
+    }
+
+    /// The declared parameters, in declaration order.
+    pub fn finish(self) -> Vec<HostParam> {
+        self.params
+    }
+}
+
+struct DeviceParam<D: Backend> {
+    name: String,
+    shape: Vec<usize>,
+    value: Tensor<(usize,), f32, D>,
+    host: Vec<f32>,
+}
+
+/// The parameters of one model on one device.
+pub struct ParamStore<D: Backend> {
+    dev: D,
+    params: Vec<DeviceParam<D>>,
+}
+
+impl<D: Backend> ParamStore<D> {
+    /// Uploads host parameters to `dev`.
+    pub fn new(dev: &D, params: Vec<HostParam>) -> Self {
+        let params = params
+            .into_iter()
+            .map(|p| DeviceParam {
+                value: dev.tensor_from_vec(p.values.clone(), (p.values.len(),)),
+                name: p.name,
+                shape: p.shape,
+                host: p.values,
+            })
+            .collect();
+        Self {
+            dev: dev.clone(),
+            params,
+        }
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// How many parameter tensors there are.
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+
+    /// The total number of scalar parameters.
+    pub fn num_scalars(&self) -> usize {
+        self.params.iter().map(|p| p.host.len()).sum()
+    }
+
+    /// Name of parameter `i`.
+    pub fn name(&self, i: usize) -> &str {
+        &self.params[i].name
+    }
+
+    /// Shape of parameter `i`.
+    pub fn shape(&self, i: usize) -> &[usize] {
+        &self.params[i].shape
+    }
+
+    /// Host values of parameter `i`.
+    pub fn host(&self, i: usize) -> &[f32] {
+        &self.params[i].host
+    }
+
+    /// A traced view of a parameter with a typed shape.
+    ///
+    /// # Panics
+    /// If `shape` does not have the parameter's number of elements (a plugin bug).
+    pub fn get<S: Shape>(&self, id: ParamId, shape: S) -> Traced<S, D> {
+        let p = &self.params[id.0];
+        assert_eq!(
+            shape.num_elements(),
+            p.host.len(),
+            "parameter `{}` viewed with the wrong size",
+            p.name
+        );
+        p.value
+            .clone()
+            .reshape_like(&shape)
+            .put_tape(OwnedTape::default())
+    }
+
+    /// Replaces parameter `i` with `values` (host mirror and device copy).
+    pub fn set(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let p = &mut self.params[i];
+        if values.len() != p.host.len() {
+            return Err(Error::Shape(format!(
+                "parameter `{}` has {} values, got {}",
+                p.name,
+                p.host.len(),
+                values.len()
+            )));
+        }
+        p.host.copy_from_slice(values);
+        p.value.copy_from(values);
+        Ok(())
+    }
+
+    /// Applies `f(i, host_values)` to every parameter, then copies each back to the device.
+    pub fn update_each(&mut self, mut f: impl FnMut(usize, &mut [f32])) {
+        for (i, p) in self.params.iter_mut().enumerate() {
+            f(i, &mut p.host);
+            p.value.copy_from(&p.host);
+        }
+    }
+
+    /// Copies every parameter's gradient into `out[i]` (zeros where none reached it).
+    pub fn gradients_into(&self, grads: &mut Gradients<f32, D>, out: &mut [Vec<f32>]) {
+        for (p, g) in self.params.iter().zip(out.iter_mut()) {
+            grads
+                .try_alloc_for(&p.value)
+                .expect("allocating a gradient buffer");
+            g.resize(p.host.len(), 0.0);
+            grads.get(&p.value).copy_into(g);
+        }
+    }
+
+    /// Host copies of every parameter, in order.
+    pub fn to_host(&self) -> Vec<HostParam> {
+        self.params
+            .iter()
+            .map(|p| HostParam {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+                values: p.host.clone(),
+            })
+            .collect()
+    }
+
+    /// Loads values by name from `saved`, which must hold exactly these parameters.
+    pub fn load_host(&mut self, saved: &[HostParam]) -> Result<()> {
+        if saved.len() != self.params.len() {
+            return Err(Error::Shape(format!(
+                "expected {} parameters, found {}",
+                self.params.len(),
+                saved.len()
+            )));
+        }
+        for i in 0..self.params.len() {
+            let s = saved
+                .iter()
+                .find(|s| s.name == self.params[i].name)
+                .ok_or_else(|| Error::Shape(format!("missing parameter `{}`", self.name(i))))?;
+            if s.shape != self.params[i].shape {
+                return Err(Error::Shape(format!(
+                    "parameter `{}` has shape {:?}, saved {:?}",
+                    s.name, self.params[i].shape, s.shape
+                )));
+            }
+            self.set(i, &s.values)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The plugin traits. Each is generic over the device `D`; a plugin implements it for every
+//! [`Backend`], and the registry stores it as the device-independent `Dyn*` trait object.
+//!
+//! Parameters are owned by the host ([`ParamStore`]) and randomness comes from the host's
+//! generator ([`Ctx::rng`]), so a plugin's forward is a pure function of its inputs, the
+//! parameters and the host's seed: what a C ABI can wrap later.
+
+use dfdx::prelude::*;
+
+use crate::axes::{Batch, Comp, Feature, Latent, Model, Seq};
+use crate::backend::{Backend, Traced};
+use crate::error::Result;
+use crate::latent::Mixture;
+use crate::params::ParamStore;
+use crate::rng::{normal_vec, HostRng};
+
+/// Whether a forward pass trains (samples) or evaluates (uses means).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Stochastic: posterior samples, dropout.
+    Train,
+    /// Deterministic: posterior means.
+    Eval,
+}
+
+/// What every forward pass receives from the host.
+pub struct Ctx<'a, D: Backend> {
+    /// The model's parameters.
+    pub params: &'a ParamStore<D>,
+    /// Train or eval.
+    pub mode: Mode,
+    /// The host's generator: the only source of randomness.
+    pub rng: &'a mut HostRng,
+}
+
+impl<D: Backend> Ctx<'_, D> {
+    /// The device.
+    pub fn dev(&self) -> &D {
+        self.params.device()
+    }
+
+    /// Standard-normal noise of `shape`, drawn from the host generator.
+    pub fn normal<S: Shape>(&mut self, shape: S) -> Tensor<S, f32, D> {
+        let values = normal_vec(self.rng, shape.num_elements());
+        self.dev().tensor_from_vec(values, shape)
+    }
+}
+
+/// A batch of observations.
+pub struct Observation<D: Backend> {
+    /// Features scaled to `[0, 1]`, `(Batch, Feature)`.
+    pub x: Tensor<(Batch, Feature), f32, D>,
+    /// Class labels, one per example, when the dataset has them.
+    pub labels: Option<Vec<usize>>,
+}
+
+/// An encoder's output: a sequence of states (length one for vector data).
+pub struct EncoderStates<D: Backend> {
+    /// `(Batch, Seq, Model)`.
+    pub states: Traced<(Batch, Seq, Model), D>,
+    /// Which positions are real (not padding), row-major `Batch × Seq`; `None` when all are.
+    pub mask: Option<Vec<bool>>,
+}
+
+/// One named KL term, per example.
+pub struct KlTerm<D: Backend> {
+    /// e.g. `"kl"`, or `"kl_g"` / `"kl_d"` for NVIB.
+    pub name: String,
+    /// `(Batch,)`, in nats.
+    pub value: Traced<(Batch,), D>,
+}
+
+/// Maps observations to encoder states.
+pub trait Encoder<D: Backend>: Send + Sync {
+    /// # Shapes
+    /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq, Model)`
+    fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>>;
+}
+
+/// Maps encoder states to a latent distribution and its sample.
+pub trait Bottleneck<D: Backend>: Send + Sync {
+    /// # Shapes
+    /// `states: (Batch, Seq, Model)` → latent `(Batch, Comp, Latent)`
+    fn forward(&self, ctx: &mut Ctx<D>, states: EncoderStates<D>) -> Result<Mixture<D>>;
+}
+
+/// A prior over latents: KL of a posterior against it, and samples for generation.
+pub trait Prior<D: Backend>: Send + Sync {
+    /// KL(q ‖ p), one or more named terms.
+    ///
+    /// # Shapes
+    /// posterior `(Batch, Comp, Latent)` → each term `(Batch,)`
+    fn kl(&self, ctx: &mut Ctx<D>, posterior: &Mixture<D>) -> Result<Vec<KlTerm<D>>>;
+
+    /// Latents drawn from the prior.
+    ///
+    /// # Shapes
+    /// → `(batch, comps, latent)`
+    fn sample(
+        &self,
+        ctx: &mut Ctx<D>,
+        batch: Batch,
+        comps: Comp,
+        latent: Latent,
+    ) -> Result<Mixture<D>>;
+}
+
+/// Maps latents to a distribution over observations.
+pub trait Decoder<D: Backend>: Send + Sync {
+    /// −log p(x | z) per example, in nats.
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)`, `obs.x: (Batch, Feature)` → `(Batch,)`
+    fn nll(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        obs: &Observation<D>,
+    ) -> Result<Traced<(Batch,), D>>;
+
+    /// The mean of p(x | z), in the data's `[0, 1]` units.
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)` → `(Batch, Feature)`
+    fn mean(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+    ) -> Result<Tensor<(Batch, Feature), f32, D>>;
+}
+
+/// Queries read a latent mixture (scaled dot-product attention, or NVIB's denoising attention,
+/// which generalises it). Decoders that read a sequence latent do it through this trait.
+pub trait Attention<D: Backend>: Send + Sync {
+    /// # Shapes
+    /// `queries: (Batch, Seq, Latent)`, `latent: (Batch, Comp, Latent)` → `(Batch, Seq, Latent)`
+    fn attend(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>>;
+}
+
+/// The geometry of a latent kind: how to move between two latents.
+pub trait LatentSpace<D: Backend> {
+    /// The latent a fraction `tau` of the way from `a` to `b` (`tau = 0` is `a`).
+    fn interpolate(&self, a: &Mixture<D>, b: &Mixture<D>, tau: f32) -> Result<Mixture<D>>;
+}
+
+/// Vector latents (one component, no mask): straight-line interpolation of means.
+pub struct VectorSpace;
+
+impl<D: Backend> LatentSpace<D> for VectorSpace {
+    fn interpolate(&self, a: &Mixture<D>, b: &Mixture<D>, tau: f32) -> Result<Mixture<D>> {
+        if a.dims() != b.dims() {
+            return Err(crate::Error::Shape(format!(
+                "cannot interpolate latents of shapes {:?} and {:?}",
+                a.dims(),
+                b.dims()
+            )));
+        }
+        let mean = a.mean.retaped::<OwnedTape<f32, D>>() * (1.0 - tau)
+            + b.mean.retaped::<OwnedTape<f32, D>>() * tau;
+        Ok(Mixture {
+            z: mean.retaped(),
+            mean,
+            log_var: None,
+            mask: None,
+        })
+    }
+}
+
+macro_rules! device_independent {
+    ($($(#[$doc:meta])* $dyn:ident: $tr:ident;)*) => {$(
+        #[cfg(not(feature = "cuda"))]
+        $(#[$doc])*
+        pub trait $dyn: $tr<Cpu> {}
+        #[cfg(not(feature = "cuda"))]
+        impl<P: $tr<Cpu>> $dyn for P {}
+        #[cfg(feature = "cuda")]
+        $(#[$doc])*
+        pub trait $dyn: $tr<Cpu> + $tr<Cuda> {}
+        #[cfg(feature = "cuda")]
+        impl<P: $tr<Cpu> + $tr<Cuda>> $dyn for P {}
+    )*};
+}
+
+device_independent! {
+    /// An [`Encoder`] for every enabled device.
+    DynEncoder: Encoder;
+    /// A [`Bottleneck`] for every enabled device.
+    DynBottleneck: Bottleneck;
+    /// A [`Prior`] for every enabled device.
+    DynPrior: Prior;
+    /// A [`Decoder`] for every enabled device.
+    DynDecoder: Decoder;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::lift;
+
+    #[test]
+    fn vector_interpolation_is_linear_in_the_means() {
+        let dev = Cpu::default();
+        let mk = |v: f32| {
+            let t = lift(dev.tensor_from_vec(vec![v; 4], (Batch(2), Comp(1), Latent(2))));
+            Mixture {
+                z: t.retaped(),
+                mean: t,
+                log_var: None,
+                mask: None,
+            }
+        };
+        let (a, b) = (mk(1.0), mk(3.0));
+        let m = LatentSpace::<Cpu>::interpolate(&VectorSpace, &a, &b, 0.25).unwrap();
+        assert_eq!(m.z.as_vec(), vec![1.5; 4]);
+    }
+}

@@ -1,0 +1,276 @@
+//! The plugin registry: name-keyed entries `{kind, name, version, description, schema, build}`.
+//!
+//! Built-in plugins submit a [`PluginRegistration`] through `inventory`; [`Registry::builtin`]
+//! collects them, rejects duplicate names, and the result is frozen (no mutation API). A plugin
+//! crate that nothing references is silently dropped by the linker, so the facade crate
+//! references every built-in and a test lists them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::params::ParamBuilder;
+use crate::plugin::{DynBottleneck, DynDecoder, DynEncoder, DynPrior};
+
+/// The role a plugin plays in a model (the spec's slot it can fill).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PluginKind {
+    /// Observations → states.
+    Encoder,
+    /// States → latent.
+    Bottleneck,
+    /// KL and sampling.
+    Prior,
+    /// Latent → likelihood.
+    Decoder,
+}
+
+impl PluginKind {
+    /// Every kind, in spec order.
+    pub const ALL: [PluginKind; 4] = [
+        PluginKind::Encoder,
+        PluginKind::Bottleneck,
+        PluginKind::Prior,
+        PluginKind::Decoder,
+    ];
+
+    /// The lower-case name, which is also the spec's field for this slot.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Encoder => "encoder",
+            PluginKind::Bottleneck => "bottleneck",
+            PluginKind::Prior => "prior",
+            PluginKind::Decoder => "decoder",
+        }
+    }
+}
+
+impl fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Sizes of the data a model is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataDims {
+    /// Features per example (784 for 28×28 images).
+    pub features: usize,
+    /// Number of classes in the labels (0 when unlabelled).
+    pub classes: usize,
+}
+
+/// A built encoder and the width of its states.
+pub struct BuiltEncoder {
+    /// The module.
+    pub module: Box<dyn DynEncoder>,
+    /// The `Model` size of its output.
+    pub output_dim: usize,
+}
+
+/// A built bottleneck and its latent size.
+pub struct BuiltBottleneck {
+    /// The module.
+    pub module: Box<dyn DynBottleneck>,
+    /// The `Latent` size of its output.
+    pub latent_dim: usize,
+}
+
+/// `(config, params, data) → encoder`
+pub type EncoderBuilder = fn(&Value, &mut ParamBuilder, DataDims) -> Result<BuiltEncoder>;
+/// `(config, params, encoder output size) → bottleneck`
+pub type BottleneckBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<BuiltBottleneck>;
+/// `(config, params, latent size) → prior`
+pub type PriorBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<Box<dyn DynPrior>>;
+/// `(config, params, latent size, data) → decoder`
+pub type DecoderBuilder =
+    fn(&Value, &mut ParamBuilder, usize, DataDims) -> Result<Box<dyn DynDecoder>>;
+
+/// How a plugin builds its module from its (schema-validated) config, declaring parameters.
+#[derive(Clone, Copy)]
+pub enum Build {
+    /// Builds an encoder.
+    Encoder(EncoderBuilder),
+    /// Builds a bottleneck.
+    Bottleneck(BottleneckBuilder),
+    /// Builds a prior.
+    Prior(PriorBuilder),
+    /// Builds a decoder.
+    Decoder(DecoderBuilder),
+}
+
+impl Build {
+    /// The kind of plugin this builder makes.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            Build::Encoder(_) => PluginKind::Encoder,
+            Build::Bottleneck(_) => PluginKind::Bottleneck,
+            Build::Prior(_) => PluginKind::Prior,
+            Build::Decoder(_) => PluginKind::Decoder,
+        }
+    }
+}
+
+/// What a built-in plugin submits to `inventory`.
+pub struct PluginRegistration {
+    /// Unique name, used as `kind` in specs (e.g. `"gaussian_vib"`).
+    pub name: &'static str,
+    /// The plugin's version (usually its crate's).
+    pub version: &'static str,
+    /// One line for `vaezoo plugins`.
+    pub description: &'static str,
+    /// The JSON Schema of its config.
+    pub schema: fn() -> Value,
+    /// Its builder.
+    pub build: Build,
+}
+
+inventory::collect!(PluginRegistration);
+
+/// Where a plugin came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Linked into this binary.
+    Builtin,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Builtin => f.pad("builtin"),
+        }
+    }
+}
+
+/// One registered plugin.
+#[derive(Clone)]
+pub struct PluginEntry {
+    /// The slot it fills.
+    pub kind: PluginKind,
+    /// Unique name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// One-line description.
+    pub description: String,
+    /// Where it came from.
+    pub origin: Origin,
+    /// JSON Schema of its config.
+    pub schema: Value,
+    /// Its builder.
+    pub build: Build,
+}
+
+/// The frozen set of plugins.
+pub struct Registry {
+    entries: BTreeMap<String, PluginEntry>,
+}
+
+impl Registry {
+    /// Every plugin submitted through `inventory` by the crates linked into this binary.
+    pub fn builtin() -> Result<Self> {
+        Self::from_entries(
+            inventory::iter::<PluginRegistration>
+                .into_iter()
+                .map(|r| PluginEntry {
+                    kind: r.build.kind(),
+                    name: r.name.to_string(),
+                    version: r.version.to_string(),
+                    description: r.description.to_string(),
+                    origin: Origin::Builtin,
+                    schema: (r.schema)(),
+                    build: r.build,
+                }),
+        )
+    }
+
+    /// A registry of exactly `entries`; duplicate names are an error.
+    pub fn from_entries(entries: impl IntoIterator<Item = PluginEntry>) -> Result<Self> {
+        let mut map: BTreeMap<String, PluginEntry> = BTreeMap::new();
+        for e in entries {
+            if let Some(first) = map.get(&e.name) {
+                return Err(Error::DuplicatePlugin {
+                    name: e.name.clone(),
+                    first: format!("{} {} {}", first.origin, first.kind, first.version),
+                    second: format!("{} {} {}", e.origin, e.kind, e.version),
+                });
+            }
+            map.insert(e.name.clone(), e);
+        }
+        Ok(Self { entries: map })
+    }
+
+    /// All entries, sorted by name.
+    pub fn entries(&self) -> impl Iterator<Item = &PluginEntry> {
+        self.entries.values()
+    }
+
+    /// The entries of one kind, sorted by name.
+    pub fn of_kind(&self, kind: PluginKind) -> impl Iterator<Item = &PluginEntry> {
+        self.entries.values().filter(move |e| e.kind == kind)
+    }
+
+    /// The plugin `name` of `kind`.
+    pub fn get(&self, kind: PluginKind, name: &str) -> Result<&PluginEntry> {
+        self.entries
+            .get(name)
+            .filter(|e| e.kind == kind)
+            .ok_or_else(|| Error::UnknownPlugin {
+                kind: kind.to_string(),
+                name: name.to_string(),
+                known: self
+                    .of_kind(kind)
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+macro_rules! typed_build {
+    ($($(#[$doc:meta])* $method:ident: $variant:ident($($arg:ident: $ty:ty),*) -> $out:ty;)*) => {
+        impl Registry {$(
+            $(#[$doc])*
+            pub fn $method(
+                &self,
+                name: &str,
+                config: &Value,
+                params: &mut ParamBuilder,
+                $($arg: $ty),*
+            ) -> Result<$out> {
+                params.set_prefix(PluginKind::$variant.as_str());
+                match self.get(PluginKind::$variant, name)?.build {
+                    Build::$variant(build) => build(config, params, $($arg),*),
+                    _ => unreachable!("entries are keyed by the kind of their builder"),
+                }
+            }
+        )*}
+    };
+}
+
+typed_build! {
+    /// Builds encoder `name` (parameters prefixed `encoder.`).
+    build_encoder: Encoder(data: DataDims) -> BuiltEncoder;
+    /// Builds bottleneck `name` (parameters prefixed `bottleneck.`).
+    build_bottleneck: Bottleneck(model_dim: usize) -> BuiltBottleneck;
+    /// Builds prior `name` (parameters prefixed `prior.`).
+    build_prior: Prior(latent_dim: usize) -> Box<dyn DynPrior>;
+    /// Builds decoder `name` (parameters prefixed `decoder.`).
+    build_decoder: Decoder(latent_dim: usize, data: DataDims) -> Box<dyn DynDecoder>;
+}
+
+/// The JSON Schema of a config type, as plain JSON.
+pub fn schema_of<T: schemars::JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).expect("a schema serialises to JSON")
+}
+
+/// Deserialises a plugin's config (already checked against its schema).
+pub fn parse_config<T: DeserializeOwned>(plugin: &str, config: &Value) -> Result<T> {
+    serde_json::from_value(config.clone()).map_err(|e| Error::Config {
+        plugin: plugin.to_string(),
+        message: e.to_string(),
+    })
+}

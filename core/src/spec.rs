@@ -1,0 +1,155 @@
+//! A model spec: data, the four plugin slots, and training settings.
+//!
+//! Reading a spec is two steps: validate the JSON against the schema composed from the
+//! registry ([`crate::schema`]), then deserialise into [`Spec`]. Plugin configs stay JSON
+//! here; each plugin's builder deserialises its own.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::optim::AdamConfig;
+use crate::registry::PluginKind;
+
+/// A whole model spec, as written in `zoo/<id>.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The JSON Schema this file claims to follow (for editors; ignored by vaezoo).
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Short identifier; names run folders.
+    #[schemars(length(min = 1), regex(pattern = r"^[A-Za-z0-9._-]+$"))]
+    pub name: String,
+    /// What this spec is for, in a sentence.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The dataset.
+    pub data: DataSpec,
+    /// Observations → states.
+    pub encoder: Component,
+    /// States → latent.
+    pub bottleneck: Component,
+    /// The prior the KL is taken against, and samples come from.
+    pub prior: Component,
+    /// Latent → likelihood of the observations.
+    pub decoder: Component,
+    /// Optimisation settings.
+    #[serde(default)]
+    pub training: TrainingSpec,
+}
+
+impl Spec {
+    /// The component filling the slot of `kind`.
+    pub fn component(&self, kind: PluginKind) -> &Component {
+        match kind {
+            PluginKind::Encoder => &self.encoder,
+            PluginKind::Bottleneck => &self.bottleneck,
+            PluginKind::Prior => &self.prior,
+            PluginKind::Decoder => &self.decoder,
+        }
+    }
+}
+
+/// One slot of a model: which registered plugin, with which config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    /// The registered plugin's name (`vaezoo plugins` lists them).
+    pub kind: String,
+    /// The plugin's config; its schema is the plugin's own.
+    #[serde(default = "empty_object")]
+    pub config: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Where the data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "format", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSpec {
+    /// MNIST-style IDX files: `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+    /// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`.
+    Idx {
+        /// The folder with the four files, relative to the spec file.
+        dir: String,
+        /// The largest raw value (255 for 8-bit images, 16 for optdigits); values are divided
+        /// by it so that features lie in [0, 1].
+        #[serde(default = "default_pixel_max")]
+        #[schemars(range(min = 1.0))]
+        pixel_max: f32,
+        /// Use only the first N training examples (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        train_limit: Option<usize>,
+        /// Use only the first N test examples (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        test_limit: Option<usize>,
+    },
+}
+
+fn default_pixel_max() -> f32 {
+    255.0
+}
+
+/// Optimisation settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// Passes over the training split.
+    #[serde(default = "default_epochs")]
+    #[schemars(range(min = 1))]
+    pub epochs: u64,
+    /// Examples per step; the last batch of an epoch may be smaller.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1))]
+    pub batch_size: usize,
+    /// Adam's settings.
+    #[serde(default)]
+    pub optimizer: AdamConfig,
+    /// Weight of the KL terms in the loss (1 is the ELBO).
+    #[serde(default = "default_kl_weight")]
+    #[schemars(range(min = 0.0))]
+    pub kl_weight: f32,
+    /// Clip gradients to this global L2 norm (no clipping when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub grad_clip_norm: Option<f32>,
+    /// Seed of initialisation, shuffling and noise; `vaezoo train --seed` overrides it.
+    #[serde(default)]
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and always at the end).
+    #[serde(default = "default_checkpoint_every")]
+    #[schemars(range(min = 1))]
+    pub checkpoint_every: u64,
+}
+
+fn default_epochs() -> u64 {
+    10
+}
+fn default_batch_size() -> usize {
+    128
+}
+fn default_kl_weight() -> f32 {
+    1.0
+}
+fn default_checkpoint_every() -> u64 {
+    200
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        Self {
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            optimizer: AdamConfig::default(),
+            kl_weight: default_kl_weight(),
+            grad_clip_norm: None,
+            seed: 0,
+            checkpoint_every: default_checkpoint_every(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! `mlp_decoder`: a one-component latent → hidden layers → the parameters of p(x | z).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use vaezoo_core::axes::{Batch, Feature, Latent};
+use vaezoo_core::backend::Reuse;
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::latent::Mixture;
+use vaezoo_core::layers::Activation;
+use vaezoo_core::params::ParamBuilder;
+use vaezoo_core::plugin::{Ctx, Decoder, DynDecoder, Observation};
+use vaezoo_core::registry::{parse_config, schema_of, Build, DataDims, PluginRegistration};
+use vaezoo_core::{Backend, Error, Result, Traced};
+
+use crate::likelihood::{BuiltLikelihood, Likelihood};
+use crate::stack::Stack;
+
+/// Config of `mlp_decoder`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MlpDecoderConfig {
+    /// Widths of the hidden layers (e.g. `[256, 512]` to mirror a 512-256 encoder); the output
+    /// layer's width is the data's number of features.
+    #[serde(default)]
+    #[schemars(inner(range(min = 1)))]
+    pub hidden: Vec<usize>,
+    /// Non-linearity after every hidden layer.
+    #[serde(default)]
+    pub activation: Activation,
+    /// The observation model.
+    pub likelihood: Likelihood,
+}
+
+/// An MLP from the latent to the likelihood's parameters.
+pub struct MlpDecoder {
+    stack: Stack<Latent, Feature>,
+    likelihood: BuiltLikelihood,
+}
+
+impl MlpDecoder {
+    /// Declares `layers.*` (and `log_variance` for a learned Gaussian variance).
+    pub fn new(
+        cfg: &MlpDecoderConfig,
+        params: &mut ParamBuilder,
+        latent: usize,
+        data: DataDims,
+    ) -> Self {
+        let stack = Stack::new(
+            params,
+            Latent(latent),
+            &cfg.hidden,
+            Feature(data.features),
+            cfg.activation,
+            false,
+        );
+        let likelihood = BuiltLikelihood::new(&cfg.likelihood, params, data.features);
+        Self { stack, likelihood }
+    }
+
+    /// # Shapes
+    /// `latent.z: (Batch, Comp = 1, Latent)` → `(Batch, Feature)`
+    fn output<D: Backend>(
+        &self,
+        ctx: &Ctx<D>,
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Feature), D>> {
+        let (batch, comps, dim) = latent.dims();
+        if comps.0 != 1 {
+            return Err(Error::Shape(format!(
+                "mlp_decoder reads one-component (vector) latents, got {} components",
+                comps.0
+            )));
+        }
+        let z = latent.z.reuse().reshape_like(&(batch, dim));
+        Ok(self.stack.forward(ctx.params, z))
+    }
+}
+
+impl<D: Backend> Decoder<D> for MlpDecoder {
+    fn nll(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        obs: &Observation<D>,
+    ) -> Result<Traced<(Batch,), D>> {
+        let out = self.output(ctx, latent)?;
+        if out.shape() != obs.x.shape() {
+            return Err(Error::Shape(format!(
+                "decoder output {:?} does not match the data {:?}",
+                out.shape(),
+                obs.x.shape()
+            )));
+        }
+        Ok(self.likelihood.nll(ctx.params, out, obs.x.clone()))
+    }
+
+    fn mean(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+    ) -> Result<Tensor<(Batch, Feature), f32, D>> {
+        Ok(self.likelihood.mean(self.output(ctx, latent)?))
+    }
+}
+
+fn build(
+    config: &serde_json::Value,
+    params: &mut ParamBuilder,
+    latent: usize,
+    data: DataDims,
+) -> Result<Box<dyn DynDecoder>> {
+    let cfg: MlpDecoderConfig = parse_config("mlp_decoder", config)?;
+    Ok(Box::new(MlpDecoder::new(&cfg, params, latent, data)))
+}
+
+vaezoo_core::inventory::submit! {
+    PluginRegistration {
+        name: "mlp_decoder",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "MLP from a vector latent to a Bernoulli-logit or Gaussian likelihood",
+        schema: schema_of::<MlpDecoderConfig>,
+        build: Build::Decoder(build),
+    }
+}

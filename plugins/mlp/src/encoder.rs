@@ -1,0 +1,89 @@
+//! `mlp_encoder`: features → hidden layers → one state vector (`Seq` of length one).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use vaezoo_core::axes::{Feature, Model, Seq};
+use vaezoo_core::backend::lift;
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::layers::Activation;
+use vaezoo_core::params::ParamBuilder;
+use vaezoo_core::plugin::{Ctx, Encoder, EncoderStates, Observation};
+use vaezoo_core::registry::{
+    parse_config, schema_of, Build, BuiltEncoder, DataDims, PluginRegistration,
+};
+use vaezoo_core::{Backend, Error, Result};
+
+use crate::stack::Stack;
+
+/// Config of `mlp_encoder`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MlpEncoderConfig {
+    /// Widths of the layers; the last one is the width of the state handed to the bottleneck
+    /// (e.g. `[512, 256]` for 784-512-256).
+    #[schemars(length(min = 1), inner(range(min = 1)))]
+    pub hidden: Vec<usize>,
+    /// Non-linearity after every layer.
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+/// An MLP whose every layer, the last included, is followed by the activation.
+pub struct MlpEncoder {
+    stack: Stack<Feature, Model>,
+}
+
+impl MlpEncoder {
+    /// Declares `layers.*`; the output width is `cfg.hidden`'s last entry.
+    pub fn new(cfg: &MlpEncoderConfig, params: &mut ParamBuilder, data: DataDims) -> Result<Self> {
+        let (&out, hidden) = cfg.hidden.split_last().ok_or_else(|| Error::Config {
+            plugin: "mlp_encoder".into(),
+            message: "`hidden` needs at least one layer".into(),
+        })?;
+        let stack = Stack::new(
+            params,
+            Feature(data.features),
+            hidden,
+            Model(out),
+            cfg.activation,
+            true,
+        );
+        Ok(Self { stack })
+    }
+}
+
+impl<D: Backend> Encoder<D> for MlpEncoder {
+    /// # Shapes
+    /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq = 1, Model)`
+    fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>> {
+        let h = self.stack.forward(ctx.params, lift(obs.x.clone()));
+        let (batch, model) = *h.shape();
+        Ok(EncoderStates {
+            states: h.reshape_like(&(batch, Seq(1), model)),
+            mask: None,
+        })
+    }
+}
+
+fn build(
+    config: &serde_json::Value,
+    params: &mut ParamBuilder,
+    data: DataDims,
+) -> Result<BuiltEncoder> {
+    let cfg: MlpEncoderConfig = parse_config("mlp_encoder", config)?;
+    let output_dim = *cfg.hidden.last().unwrap_or(&data.features);
+    Ok(BuiltEncoder {
+        module: Box::new(MlpEncoder::new(&cfg, params, data)?),
+        output_dim,
+    })
+}
+
+vaezoo_core::inventory::submit! {
+    PluginRegistration {
+        name: "mlp_encoder",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "MLP from flat features to one state vector",
+        schema: schema_of::<MlpEncoderConfig>,
+        build: Build::Encoder(build),
+    }
+}

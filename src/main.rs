@@ -1,0 +1,232 @@
+//! The `vaezoo` command line: validate specs, write schemas, list plugins, train, resume,
+//! evaluate and sample.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vaezoo::evaluate::{evaluate, EvalOptions};
+use vaezoo::sample::{sample, SampleOptions};
+use vaezoo::train::{resume, train, TrainOptions, TrainReport};
+use vaezoo::{registry, Error, Result};
+use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
+
+/// Variational information bottlenecks composed from JSON specs.
+#[derive(Parser)]
+#[command(name = "vaezoo", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check specs against the schema of the registered plugins; one line per problem.
+    Validate {
+        /// Spec files.
+        #[arg(required = true)]
+        specs: Vec<PathBuf>,
+    },
+    /// Write the JSON Schemas of specs and of every plugin config.
+    Schema {
+        /// Output folder.
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+    /// List the registered plugins.
+    Plugins,
+    /// Train a spec in a new run folder.
+    Train {
+        /// The spec file.
+        spec: PathBuf,
+        /// The run folder (default runs/<name>-seed<N>-<UTC time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the spec's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop after this many steps in total (continue later with `vaezoo resume`).
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Continue a run from its latest checkpoint.
+    Resume {
+        /// The run folder.
+        run: PathBuf,
+        /// Stop after this many steps in total.
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Evaluate a run's latest checkpoint on the test split (writes RUN/eval.json).
+    Eval {
+        /// The run folder.
+        run: PathBuf,
+        /// Seed of the posterior samples.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Examples per forward pass.
+        #[arg(long, default_value_t = 500)]
+        batch_size: usize,
+    },
+    /// Decode samples from the prior into a PNG grid (default RUN/plots/samples.png).
+    Sample {
+        /// The run folder.
+        run: PathBuf,
+        /// How many samples.
+        #[arg(short, default_value_t = 64)]
+        n: usize,
+        /// Seed of the prior draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output PNG.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    let progress = std::io::stderr().is_terminal();
+    match command {
+        Command::Validate { specs } => validate(&specs),
+        Command::Schema { out } => {
+            for path in write_schemas(registry()?, &out)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins => {
+            println!(
+                "{:<11} {:<16} {:<8} {:<8} description",
+                "kind", "name", "version", "origin"
+            );
+            for e in registry()?.entries() {
+                println!(
+                    "{:<11} {:<16} {:<8} {:<8} {}",
+                    e.kind, e.name, e.version, e.origin, e.description
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train {
+            spec,
+            out,
+            seed,
+            stop_after,
+        } => {
+            let opts = TrainOptions {
+                out,
+                seed,
+                stop_after,
+                progress,
+            };
+            report(train(&spec, &opts)?)
+        }
+        Command::Resume { run, stop_after } => {
+            let opts = TrainOptions {
+                stop_after,
+                progress,
+                ..Default::default()
+            };
+            report(resume(&run, &opts)?)
+        }
+        Command::Eval {
+            run,
+            seed,
+            batch_size,
+        } => {
+            if batch_size == 0 {
+                return Err(Error::Usage("--batch-size must be at least 1".into()));
+            }
+            let r = evaluate(&run, &EvalOptions { seed, batch_size })?;
+            println!(
+                "{} at step {} on {} test examples (seed {})",
+                run.display(),
+                r.step,
+                r.examples,
+                r.seed
+            );
+            println!("{:<10} {:>10}", "metric", "nats");
+            println!("{:<10} {:>10.3}", "-elbo", r.neg_elbo);
+            println!("{:<10} {:>10.3}", "rec", r.rec);
+            println!("{:<10} {:>10.3}", "kl", r.kl);
+            println!("wrote {}", run.join("eval.json").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sample { run, n, seed, out } => {
+            let path = sample(&run, &SampleOptions { n, seed, out })?;
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report(r: TrainReport) -> Result<ExitCode> {
+    let rate = if r.seconds > 0.0 {
+        format!(" ({:.1} it/s)", r.steps_this_session as f64 / r.seconds)
+    } else {
+        String::new()
+    };
+    if r.step < r.total_steps {
+        println!(
+            "stopped at step {}/{} after {:.1} s; continue with `vaezoo resume {}`",
+            r.step,
+            r.total_steps,
+            r.seconds,
+            r.run.display()
+        );
+    } else {
+        println!("trained {} steps in {:.1} s{rate}", r.step, r.seconds);
+        println!(
+            "run folder: {}  (next: `vaezoo eval {0}`, `vaezoo sample {0}`)",
+            r.run.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints `ok: FILE` or one line per problem; fails if any file has a problem.
+fn validate(specs: &[PathBuf]) -> Result<ExitCode> {
+    let validator = SpecValidator::new(registry()?)?;
+    let mut failed = false;
+    for path in specs {
+        match check(path, &validator) {
+            Ok(()) => println!("ok: {}", path.display()),
+            Err(Error::Core(vaezoo_core::Error::InvalidSpec { problems })) => {
+                failed = true;
+                for p in problems {
+                    println!("{}: {p}", path.display());
+                }
+            }
+            Err(e) => {
+                failed = true;
+                println!("{e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(path: &Path, validator: &SpecValidator) -> Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_spec(&path.display().to_string(), &text, validator)?;
+    Ok(())
+}

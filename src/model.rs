@@ -1,0 +1,134 @@
+//! A model: the four plugins a spec names, built with their parameters, and its losses.
+
+use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::params::{HostParam, ParamBuilder};
+use vaezoo_core::plugin::{
+    Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlTerm, Observation,
+};
+use vaezoo_core::registry::{DataDims, Registry};
+use vaezoo_core::rng::HostRng;
+use vaezoo_core::spec::Spec;
+use vaezoo_core::{Backend, Error as CoreError, Traced};
+
+use crate::Result;
+
+/// The built plugins of one spec.
+pub struct Model {
+    encoder: Box<dyn DynEncoder>,
+    bottleneck: Box<dyn DynBottleneck>,
+    prior: Box<dyn DynPrior>,
+    decoder: Box<dyn DynDecoder>,
+    latent_dim: usize,
+}
+
+/// The scalar a step minimises, and its parts.
+pub struct Objective<D: Backend> {
+    /// The loss to back-propagate.
+    pub loss: Traced<(), D>,
+    /// Its value.
+    pub value: f32,
+    /// Batch mean of the reconstruction term.
+    pub rec: f32,
+    /// Batch mean of the summed KL terms.
+    pub kl: f32,
+}
+
+fn mean_of<D: Backend>(t: &Traced<(Batch,), D>) -> f32 {
+    let v = t.as_vec();
+    v.iter().sum::<f32>() / v.len().max(1) as f32
+}
+
+/// The per-example loss terms of one batch.
+pub struct Losses<D: Backend> {
+    /// −log p(x | z), `(Batch,)`.
+    pub rec: Traced<(Batch,), D>,
+    /// The prior's KL terms, each `(Batch,)`.
+    pub kl: Vec<KlTerm<D>>,
+}
+
+impl Model {
+    /// Builds every plugin of `spec` for data of size `data`, declaring parameters drawn from
+    /// `rng`; returns the model and the initial parameters (names prefixed by slot).
+    pub fn build(
+        registry: &Registry,
+        spec: &Spec,
+        data: DataDims,
+        rng: &mut HostRng,
+    ) -> Result<(Self, Vec<HostParam>)> {
+        let mut params = ParamBuilder::new(rng);
+        let (e, b, p, d) = (&spec.encoder, &spec.bottleneck, &spec.prior, &spec.decoder);
+        let encoder = registry.build_encoder(&e.kind, &e.config, &mut params, data)?;
+        let bottleneck =
+            registry.build_bottleneck(&b.kind, &b.config, &mut params, encoder.output_dim)?;
+        let latent = bottleneck.latent_dim;
+        let prior = registry.build_prior(&p.kind, &p.config, &mut params, latent)?;
+        let decoder = registry.build_decoder(&d.kind, &d.config, &mut params, latent, data)?;
+        let model = Self {
+            encoder: encoder.module,
+            bottleneck: bottleneck.module,
+            prior,
+            decoder,
+            latent_dim: bottleneck.latent_dim,
+        };
+        Ok((model, params.finish()))
+    }
+
+    /// The latent size.
+    pub fn latent_dim(&self) -> usize {
+        self.latent_dim
+    }
+
+    /// Reconstruction and KL terms for a batch (posterior samples when `ctx.mode` is Train).
+    ///
+    /// # Shapes
+    /// `obs.x: (Batch, Feature)` → each term `(Batch,)`
+    pub fn losses<D: Backend>(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<Losses<D>> {
+        let states = D::encoder(&*self.encoder).forward(ctx, obs)?;
+        let latent = D::bottleneck(&*self.bottleneck).forward(ctx, states)?;
+        let kl = D::prior(&*self.prior).kl(ctx, &latent)?;
+        let rec = D::decoder(&*self.decoder).nll(ctx, &latent, obs)?;
+        let (rec, tape) = rec.split_tape();
+        let rec = rec.put_tape(tape.merge(latent.into_tape()));
+        Ok(Losses { rec, kl })
+    }
+
+    /// The training objective: the batch mean of `rec + kl_weight · Σ kl`, with its value and
+    /// the batch means of rec and of the summed KL for logging. A non-finite loss is an error.
+    pub fn objective<D: Backend>(&self, losses: Losses<D>, kl_weight: f32) -> Result<Objective<D>> {
+        let rec = mean_of(&losses.rec);
+        let mut total = losses.rec;
+        let mut kl = 0.0;
+        for term in losses.kl {
+            kl += mean_of(&term.value);
+            total = total + term.value * kl_weight;
+        }
+        let loss = total.mean();
+        let value = loss.as_vec()[0];
+        if !value.is_finite() {
+            return Err(CoreError::Numeric(format!(
+                "the loss is {value} (rec {rec}, kl {kl}); try a lower learning rate or gradient clipping"
+            ))
+            .into());
+        }
+        Ok(Objective {
+            loss,
+            value,
+            rec,
+            kl,
+        })
+    }
+
+    /// The decoder's mean for `n` latents drawn from the prior.
+    ///
+    /// # Shapes
+    /// → `(n, Feature)`
+    pub fn sample<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        n: usize,
+    ) -> Result<Tensor<(Batch, Feature), f32, D>> {
+        let z = D::prior(&*self.prior).sample(ctx, Batch(n), Comp(1), Latent(self.latent_dim))?;
+        Ok(D::decoder(&*self.decoder).mean(ctx, &z)?)
+    }
+}

@@ -1,0 +1,411 @@
+//! PNG figures of a training run: loss curves drawn with plotters and grids of
+//! images (inputs, reconstructions, samples) written with the `png` crate.
+//!
+//! Text is drawn with DejaVu Sans embedded in the binary (no system fonts are
+//! needed; see `assets/fonts/LICENSE-DejaVu.txt`). Every file is written
+//! atomically: encoded to `.{name}.tmp.png` in the target directory, then
+//! renamed over `name`, so a reader never sees a half-written PNG.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::{register_font, FontStyle};
+
+/// DejaVu Sans, registered with plotters as the `sans-serif` family.
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+/// The font family name every text style here uses.
+const FAMILY: &str = "sans-serif";
+/// Size of a loss-curve PNG in pixels.
+const LOSS_SIZE: (u32, u32) = (800, 500);
+/// Line colours of the series, in order (Tableau 10), repeated if needed.
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+/// Grey level of the separators between the images of a grid.
+const SEPARATOR: u8 = 64;
+
+/// A figure that could not be drawn or written: the target file and a
+/// one-line reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct PlotError {
+    /// The PNG that was to be written.
+    pub path: PathBuf,
+    /// What went wrong, on one line.
+    pub message: String,
+}
+
+/// Registers the embedded font with plotters (once per process).
+fn ensure_font() -> Result<(), String> {
+    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            register_font(FAMILY, FontStyle::Normal, FONT)
+                .map_err(|_| "the embedded DejaVu Sans font is not a valid font".to_string())
+        })
+        .clone()
+}
+
+/// An axis range holding `min..=max` plus `margin` (a fraction of the span)
+/// on both sides; a single value gets a range around it, no value gives 0..1.
+fn axis_range(bounds: Option<(f64, f64)>, margin: f64) -> Result<Range<f64>, String> {
+    let Some((min, max)) = bounds else {
+        return Ok(0.0..1.0);
+    };
+    let span = max - min;
+    if !span.is_finite() {
+        return Err(format!(
+            "values from {min} to {max} are too far apart to plot"
+        ));
+    }
+    if span == 0.0 {
+        let pad = if min == 0.0 { 1.0 } else { min.abs() * 0.1 };
+        return Ok(min - pad..max + pad);
+    }
+    Ok(min - span * margin..max + span * margin)
+}
+
+/// Smallest and largest of some values.
+fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.fold(None, |acc, v| match acc {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
+    })
+}
+
+/// Draws the loss chart into an RGB buffer of [`LOSS_SIZE`].
+fn draw_loss_chart(
+    rgb: &mut [u8],
+    title: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    x_label: &str,
+    x_range: Range<f64>,
+    y_range: Range<f64>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = BitMapBackend::with_buffer(rgb, LOSS_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FAMILY, 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x_range, y_range)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc("nats per example")
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 16))
+        .light_line_style(RGBColor(240, 240, 240))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .draw()?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        if points.is_empty() {
+            continue;
+        }
+        let style = COLORS[i % COLORS.len()].filled().stroke_width(2);
+        // A single point has no line: show it as a dot.
+        let dot = if points.len() == 1 { 4 } else { 0 };
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style).point_size(dot))?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FAMILY, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes a line chart of `series` (name, `(x, y)` points; e.g. "loss",
+/// "reconstruction" and "kl" against the step) to the 800×500 PNG `path`,
+/// with a legend, `x_label` under the x axis and "nats per example" on the y
+/// axis.
+///
+/// Points with a non-finite coordinate are skipped; the axes span the
+/// remaining points (a single point gets a range around it, none gives 0..1).
+pub fn loss_curves(
+    path: &Path,
+    title: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    x_label: &str,
+) -> Result<(), PlotError> {
+    let fail = |message: String| PlotError {
+        path: path.to_path_buf(),
+        message,
+    };
+    ensure_font().map_err(fail)?;
+    let finite: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(name, points)| {
+            let kept = points.iter().copied();
+            (
+                *name,
+                kept.filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .collect(),
+            )
+        })
+        .collect();
+    let all = || finite.iter().flat_map(|(_, points)| points.iter().copied());
+    let x_range = axis_range(bounds(all().map(|p| p.0)), 0.0).map_err(fail)?;
+    let y_range = axis_range(bounds(all().map(|p| p.1)), 0.05).map_err(fail)?;
+    let (width, height) = LOSS_SIZE;
+    let mut rgb = vec![0u8; width as usize * height as usize * 3];
+    draw_loss_chart(&mut rgb, title, &finite, x_label, x_range, y_range)
+        .map_err(|e| fail(format!("cannot draw the chart: {e}")))?;
+    write_png(path, width, height, png::ColorType::Rgb, &rgb)
+}
+
+/// Writes `n` greyscale images (`rows × cols` each, values in [0, 1], row-major,
+/// image after image in `images`) as one 8-bit greyscale PNG, `grid_cols`
+/// images per row, each pixel enlarged to `scale × scale` (nearest neighbour).
+/// Values are clamped to [0, 1]; NaN is drawn black.
+///
+/// Images are framed by dark-grey separators one (scaled) pixel wide, also
+/// around the outside. With `c = min(grid_cols, n)` columns and
+/// `r = ceil(n / c)` rows of images, the PNG is
+/// `(c * (cols + 1) + 1) * scale` pixels wide and
+/// `(r * (rows + 1) + 1) * scale` pixels high; e.g. 10 images of 28×28 with
+/// `grid_cols = 5`, `scale = 2` give 292×118. Unused cells of the last row
+/// stay dark grey.
+pub fn image_grid(
+    path: &Path,
+    images: &[f32],
+    n: usize,
+    rows: usize,
+    cols: usize,
+    grid_cols: usize,
+    scale: u32,
+) -> Result<(), PlotError> {
+    let fail = |message: String| PlotError {
+        path: path.to_path_buf(),
+        message,
+    };
+    if n == 0 || rows == 0 || cols == 0 || grid_cols == 0 || scale == 0 {
+        return Err(fail(format!(
+            "nothing to draw: n={n}, rows={rows}, cols={cols}, grid_cols={grid_cols}, scale={scale} must all be positive"
+        )));
+    }
+    let features = rows * cols;
+    if n.checked_mul(features) != Some(images.len()) {
+        return Err(fail(format!(
+            "{} values given for {n} images of {rows}x{cols}",
+            images.len()
+        )));
+    }
+    let s = scale as usize;
+    let grid_c = grid_cols.min(n);
+    let grid_r = n.div_ceil(grid_c);
+    let size = |count: usize, len: usize| {
+        count
+            .checked_mul(len + 1)
+            .and_then(|v| v.checked_add(1))
+            .and_then(|v| v.checked_mul(s))
+            .and_then(|v| u32::try_from(v).ok())
+    };
+    let (Some(width), Some(height)) = (size(grid_c, cols), size(grid_r, rows)) else {
+        return Err(fail("the grid is too large for a PNG".to_string()));
+    };
+    let (w, h) = (width as usize, height as usize);
+    let Some(total) = w.checked_mul(h) else {
+        return Err(fail("the grid is too large for a PNG".to_string()));
+    };
+    let mut grey = vec![SEPARATOR; total];
+    for (k, image) in images.chunks_exact(features).enumerate() {
+        let x0 = ((k % grid_c) * (cols + 1) + 1) * s;
+        let y0 = ((k / grid_c) * (rows + 1) + 1) * s;
+        for (r, row) in image.chunks_exact(cols).enumerate() {
+            let top = (y0 + r * s) * w + x0;
+            let line = &mut grey[top..top + cols * s];
+            for (block, &v) in line.chunks_exact_mut(s).zip(row) {
+                block.fill(to_grey(v));
+            }
+            for dy in 1..s {
+                grey.copy_within(top..top + cols * s, top + dy * w);
+            }
+        }
+    }
+    write_png(path, width, height, png::ColorType::Grayscale, &grey)
+}
+
+/// An intensity in [0, 1] as an 8-bit grey level (clamped; NaN is 0).
+fn to_grey(v: f32) -> u8 {
+    if v.is_nan() {
+        0
+    } else {
+        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+    }
+}
+
+/// Encodes 8-bit pixels as a PNG at `path`, atomically: written to
+/// `.{name}.tmp.png` next to it first, then renamed.
+fn write_png(
+    path: &Path,
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    data: &[u8],
+) -> Result<(), PlotError> {
+    let fail = |message: String| PlotError {
+        path: path.to_path_buf(),
+        message,
+    };
+    let Some(name) = path.file_name() else {
+        return Err(fail("not a file path".to_string()));
+    };
+    let tmp = path.with_file_name(format!(".{}.tmp.png", name.to_string_lossy()));
+    let encode = || -> Result<(), String> {
+        let file =
+            File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+        let mut encoder = png::Encoder::new(BufWriter::new(file), width, height);
+        encoder.set_color(color);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))
+    };
+    encode().map_err(|message| {
+        // Best effort: the temporary file may not even exist.
+        let _ = std::fs::remove_file(&tmp);
+        fail(format!("cannot write PNG: {message}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes a PNG, returning its size, colour type and pixels.
+    fn decode(path: &Path) -> (u32, u32, png::ColorType, Vec<u8>) {
+        let decoder = png::Decoder::new(File::open(path).expect("open png"));
+        let mut reader = decoder.read_info().expect("png header");
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).expect("png data");
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, info.color_type, buf)
+    }
+
+    /// The names in `dir`, to check that no temporary file is left behind.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn loss_curves_write_an_rgb_png() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("loss.png");
+        let curve = |f: fn(f64) -> f64| (0..50).map(|s| (s as f64, f(s as f64))).collect();
+        let mut recon: Vec<(f64, f64)> = curve(|s| 200.0 / (1.0 + s));
+        recon[3].1 = f64::NAN;
+        recon[4].0 = f64::INFINITY;
+        let series = [
+            ("loss", curve(|s| 230.0 / (1.0 + s) + 20.0)),
+            ("reconstruction", recon),
+            ("kl", curve(|s| 20.0 + s / 10.0)),
+        ];
+        loss_curves(&path, "Gaussian VAE", &series, "step").unwrap();
+        let (w, h, color, pixels) = decode(&path);
+        assert_eq!((w, h, color), (800, 500, png::ColorType::Rgb));
+        // Something besides the white background was drawn, in colour.
+        assert!(pixels.chunks(3).any(|p| p == [31, 119, 180]));
+        // Overwriting works too.
+        loss_curves(&path, "again", &series[..1], "epoch").unwrap();
+        assert_eq!(names(tmp.path()), vec!["loss.png"]);
+    }
+
+    #[test]
+    fn loss_curves_handle_degenerate_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one = tmp.path().join("one.png");
+        loss_curves(&one, "one point", &[("loss", vec![(0.0, 5.0)])], "step").unwrap();
+        assert_eq!(decode(&one).0, 800);
+        let none = tmp.path().join("none.png");
+        let nan = vec![(0.0, f64::NAN), (f64::NAN, 1.0)];
+        loss_curves(&none, "nothing", &[("loss", nan), ("kl", vec![])], "step").unwrap();
+        loss_curves(&none, "no series", &[], "step").unwrap();
+        let wide = [("loss", vec![(0.0, -f64::MAX), (1.0, f64::MAX)])];
+        let err = loss_curves(&none, "too wide", &wide, "step").unwrap_err();
+        assert!(err.message.contains("too far apart"), "{err}");
+    }
+
+    #[test]
+    fn unwritable_path_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("missing").join("loss.png");
+        let err = loss_curves(&path, "t", &[("loss", vec![(0.0, 1.0)])], "step").unwrap_err();
+        assert_eq!(err.path, path);
+        assert!(err.to_string().contains("cannot write PNG"), "{err}");
+        assert!(!err.to_string().contains('\n'));
+        let err = image_grid(&path, &[0.5], 1, 1, 1, 1, 1).unwrap_err();
+        assert!(err.message.contains("cannot create"), "{err}");
+    }
+
+    #[test]
+    fn image_grid_has_the_documented_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("grid.png");
+        let mut images = vec![1.0f32; 10 * 28 * 28];
+        images[0] = f32::NAN;
+        images[1] = -3.0;
+        images[2] = 0.5;
+        image_grid(&path, &images, 10, 28, 28, 5, 2).unwrap();
+        let (w, h, color, grey) = decode(&path);
+        assert_eq!((w, h), ((5 * 29 + 1) * 2, (2 * 29 + 1) * 2));
+        assert_eq!((w, h), (292, 118));
+        assert_eq!(color, png::ColorType::Grayscale);
+        let at = |x: usize, y: usize| grey[y * w as usize + x];
+        assert_eq!(at(0, 0), SEPARATOR);
+        // First image starts at (2, 2); each pixel is a 2x2 block.
+        assert_eq!(
+            [at(2, 2), at(3, 3), at(4, 2), at(6, 3), at(8, 2)],
+            [0, 0, 0, 128, 255]
+        );
+        assert_eq!(at(58, 2), SEPARATOR, "separator after the first image");
+        assert_eq!(at(60, 2), 255, "second image");
+        assert_eq!(names(tmp.path()), vec!["grid.png"]);
+    }
+
+    #[test]
+    fn image_grid_partial_rows_and_bad_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("g.png");
+        image_grid(&path, &[1.0; 3 * 4], 3, 2, 2, 8, 1).unwrap();
+        let (w, h, _, _) = decode(&path);
+        assert_eq!((w, h), (10, 4), "fewer images than grid_cols: one row of 3");
+        image_grid(&path, &[1.0; 3 * 4], 3, 2, 2, 2, 3).unwrap();
+        let (w, h, _, grey) = decode(&path);
+        assert_eq!((w, h), (21, 21));
+        assert_eq!(
+            grey[(h as usize - 4) * w as usize + 12],
+            SEPARATOR,
+            "empty cell"
+        );
+        assert!(image_grid(&path, &[1.0; 5], 3, 2, 2, 2, 1).is_err());
+        assert!(image_grid(&path, &[], 0, 2, 2, 2, 1).is_err());
+        assert!(image_grid(&path, &[1.0; 4], 1, 2, 2, 0, 1).is_err());
+        assert!(image_grid(&path, &[1.0; 4], 1, 2, 2, 1, 0).is_err());
+        assert!(image_grid(&path, &[1.0; 4], 1, 2, 2, 1, u32::MAX).is_err());
+    }
+}

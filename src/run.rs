@@ -1,0 +1,273 @@
+//! The run folder: everything one training run writes, laid out as
+//!
+//! ```text
+//! RUN/spec.json                         the resolved spec (absolute data path, final seed)
+//! RUN/env.json                          versions, seed, device, plugins, git revision
+//! RUN/metrics.jsonl                     one JSON line per training step
+//! RUN/checkpoints/latest.safetensors    weights, optimiser, step, RNG (written atomically)
+//! RUN/plots/                            loss curves, sample grids (PNG)
+//! RUN/eval.json                         the last `vaezoo eval`
+//! ```
+//!
+//! Every file that is replaced is written to a temporary file and renamed, so an interrupted
+//! run never destroys what was there.
+
+use std::fs;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// A run folder.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a new run folder; an existing non-empty folder is refused (nothing is touched).
+    pub fn create(root: &Path) -> Result<Self> {
+        if root.exists()
+            && fs::read_dir(root)
+                .map_err(|e| Error::io(root, e))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::Run {
+                path: root.to_path_buf(),
+                message: "already exists and is not empty; use `vaezoo resume` to continue it or pick another --out".into(),
+            });
+        }
+        for dir in [
+            root.to_path_buf(),
+            root.join("checkpoints"),
+            root.join("plots"),
+        ] {
+            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing run folder (it must hold `spec.json`).
+    pub fn open(root: &Path) -> Result<Self> {
+        let run = Self {
+            root: root.to_path_buf(),
+        };
+        if !run.spec_path().is_file() {
+            return Err(Error::Run {
+                path: root.to_path_buf(),
+                message: "is not a vaezoo run folder (no spec.json)".into(),
+            });
+        }
+        Ok(run)
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `spec.json`.
+    pub fn spec_path(&self) -> PathBuf {
+        self.root.join("spec.json")
+    }
+
+    /// `env.json`.
+    pub fn env_path(&self) -> PathBuf {
+        self.root.join("env.json")
+    }
+
+    /// `metrics.jsonl`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+
+    /// `checkpoints/latest.safetensors`.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.root.join("checkpoints").join("latest.safetensors")
+    }
+
+    /// `eval.json`.
+    pub fn eval_path(&self) -> PathBuf {
+        self.root.join("eval.json")
+    }
+
+    /// `plots/<name>`.
+    pub fn plot_path(&self, name: &str) -> PathBuf {
+        self.root.join("plots").join(name)
+    }
+
+    /// Reads the metric lines, skipping a torn last line (a run killed mid-write).
+    pub fn read_metrics(&self) -> Result<Vec<Value>> {
+        let path = self.metrics_path();
+        let file = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut out = Vec::new();
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(|e| Error::io(&path, e))?;
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps only the metric lines of steps `<= step` (those a checkpoint covers).
+    pub fn truncate_metrics(&self, step: u64) -> Result<()> {
+        let kept: Vec<Value> = self
+            .read_metrics()?
+            .into_iter()
+            .filter(|v| v["step"].as_u64().is_some_and(|s| s <= step))
+            .collect();
+        let mut text = String::new();
+        for v in kept {
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+        write_atomic(&self.metrics_path(), text.as_bytes())
+    }
+
+    /// Opens `metrics.jsonl` for appending.
+    pub fn metrics_writer(&self) -> Result<MetricsWriter> {
+        let path = self.metrics_path();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(MetricsWriter {
+            out: BufWriter::new(file),
+            path,
+        })
+    }
+}
+
+/// Appends one JSON line per step to `metrics.jsonl`.
+pub struct MetricsWriter {
+    out: BufWriter<fs::File>,
+    path: PathBuf,
+}
+
+impl MetricsWriter {
+    /// Appends one line.
+    pub fn write(&mut self, line: &Value) -> Result<()> {
+        writeln!(self.out, "{line}").map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Pushes buffered lines to the file (done before every checkpoint).
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Writes pretty JSON (with a final newline) atomically.
+pub fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON values serialise");
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Run {
+        path: path.to_path_buf(),
+        message: format!("is not valid JSON: {e}"),
+    })
+}
+
+/// The current UTC time as `YYYYMMDD-HHMMSS`, for default run-folder names.
+pub fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_truncation_drops_later_steps_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("r")).unwrap();
+        let mut w = run.metrics_writer().unwrap();
+        for step in 1..=5u64 {
+            w.write(&serde_json::json!({ "step": step })).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(run.metrics_path())
+            .unwrap();
+        f.write_all(b"{\"step\": 6, \"lo").unwrap();
+        run.truncate_metrics(3).unwrap();
+        let steps: Vec<u64> = run
+            .read_metrics()
+            .unwrap()
+            .iter()
+            .map(|v| v["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_non_empty_folder_is_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("keep.txt"), "x").unwrap();
+        assert!(RunDir::create(dir.path()).is_err());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
+            "x"
+        );
+    }
+
+    #[test]
+    fn utc_stamp_has_the_expected_shape() {
+        let s = utc_stamp();
+        assert_eq!(s.len(), 15);
+        assert_eq!(&s[8..9], "-");
+    }
+}

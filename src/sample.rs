@@ -1,0 +1,51 @@
+//! `vaezoo sample RUN -n N`: decode latents drawn from the prior into a PNG grid.
+
+use std::path::{Path, PathBuf};
+
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::plugin::{Ctx, Mode};
+use vaezoo_core::rng::seeded;
+
+use crate::session::restore;
+use crate::{plots, Error, Result};
+
+/// Options of `vaezoo sample`.
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    /// How many samples.
+    pub n: usize,
+    /// Seed of the prior draws.
+    pub seed: u64,
+    /// Where to write the PNG (default `RUN/plots/samples.png`).
+    pub out: Option<PathBuf>,
+}
+
+/// Draws `opts.n` samples from the run at `root` and writes them as an image grid; returns
+/// the PNG's path.
+pub fn sample(root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
+    if opts.n == 0 {
+        return Err(Error::Usage("-n must be at least 1".into()));
+    }
+    let dev = Cpu::default();
+    let r = restore(&dev, root)?;
+    let mut rng = seeded(opts.seed);
+    let mut ctx = Ctx {
+        params: &r.params,
+        mode: Mode::Eval,
+        rng: &mut rng,
+    };
+    let images = r.model.sample(&mut ctx, opts.n)?.as_vec();
+    let side = (r.state.features as f64).sqrt() as usize;
+    let (rows, cols) = if side * side == r.state.features {
+        (side, side)
+    } else {
+        (1, r.state.features)
+    };
+    let path = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| r.run.plot_path("samples.png"));
+    let grid_cols = (opts.n as f64).sqrt().ceil() as usize;
+    plots::image_grid(&path, &images, opts.n, rows, cols, grid_cols, 3)?;
+    Ok(path)
+}

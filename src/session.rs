@@ -1,0 +1,89 @@
+//! A trained model restored from a run folder: spec, plugins, weights and checkpoint.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use vaezoo_core::checkpoint::Checkpoint;
+use vaezoo_core::params::ParamStore;
+use vaezoo_core::registry::DataDims;
+use vaezoo_core::rng::seeded;
+use vaezoo_core::spec::Spec;
+use vaezoo_core::Backend;
+
+use crate::model::Model;
+use crate::run::RunDir;
+use crate::spec_file::read_spec;
+use crate::{registry, Error, Result};
+
+/// What the trainer keeps in a checkpoint beside weights, optimiser and RNG.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Features per example of the data the model was built for.
+    pub features: usize,
+    /// Classes in the training labels.
+    pub classes: usize,
+    /// Optimiser steps in the whole run.
+    pub total_steps: u64,
+}
+
+impl TrainerState {
+    /// The data sizes the model was built for.
+    pub fn dims(&self) -> DataDims {
+        DataDims {
+            features: self.features,
+            classes: self.classes,
+        }
+    }
+}
+
+/// A run's model with the weights of its latest checkpoint.
+pub struct Restored<D: Backend> {
+    /// The run folder.
+    pub run: RunDir,
+    /// Its resolved spec.
+    pub spec: Spec,
+    /// The built plugins.
+    pub model: Model,
+    /// The weights.
+    pub params: ParamStore<D>,
+    /// The checkpoint they came from.
+    pub checkpoint: Checkpoint,
+    /// The trainer's state in that checkpoint.
+    pub state: TrainerState,
+}
+
+/// Restores the latest checkpoint of the run at `root`. Reads only.
+pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
+    let run = RunDir::open(root)?;
+    let spec = read_spec(&run.spec_path())?;
+    let path = run.checkpoint_path();
+    if !path.is_file() {
+        return Err(Error::Run {
+            path: root.to_path_buf(),
+            message: "has no checkpoint yet; train longer or `vaezoo resume` it".into(),
+        });
+    }
+    let checkpoint = Checkpoint::load(&path)?;
+    let state: TrainerState = serde_json::from_value(checkpoint.trainer.clone()).map_err(|e| {
+        vaezoo_core::Error::Checkpoint {
+            path: path.clone(),
+            message: format!("trainer state unreadable: {e}"),
+        }
+    })?;
+    let (model, init) = Model::build(
+        registry()?,
+        &spec,
+        state.dims(),
+        &mut seeded(spec.training.seed),
+    )?;
+    let mut params = ParamStore::new(dev, init);
+    params.load_host(&checkpoint.params)?;
+    Ok(Restored {
+        run,
+        spec,
+        model,
+        params,
+        checkpoint,
+        state,
+    })
+}

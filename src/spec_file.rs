@@ -1,0 +1,26 @@
+//! Reading spec files: JSON → schema check → typed [`Spec`], with paths resolved.
+
+use std::path::Path;
+
+use vaezoo_core::schema::{parse_spec, SpecValidator};
+use vaezoo_core::spec::{DataSpec, Spec};
+
+use crate::{registry, Error, Result};
+
+/// Reads, validates and deserialises the spec at `path`.
+pub fn read_spec(path: &Path) -> Result<Spec> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let validator = SpecValidator::new(registry()?)?;
+    let (spec, _) = parse_spec(&path.display().to_string(), &text, &validator)?;
+    Ok(spec)
+}
+
+/// Makes the spec's data path absolute, relative to the folder of the spec file `path`.
+pub fn resolve_paths(spec: &mut Spec, path: &Path) -> Result<()> {
+    let base = path.parent().unwrap_or(Path::new("."));
+    let DataSpec::Idx { dir, .. } = &mut spec.data;
+    let joined = base.join(&*dir);
+    let absolute = joined.canonicalize().map_err(|e| Error::io(&joined, e))?;
+    *dir = absolute.display().to_string();
+    Ok(())
+}

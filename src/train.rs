@@ -1,0 +1,353 @@
+//! `vaezoo train` and `vaezoo resume`: the training loop, checkpoints and the run folder.
+//!
+//! A step's position in the data is derived from the step number alone (epoch = step / steps
+//! per epoch; the epoch's order from `(seed, epoch)`), and the checkpoint holds weights, Adam's
+//! moments and the RNG state, so resuming from a checkpoint repeats an uninterrupted run
+//! exactly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use vaezoo_core::axes::{Batch, Feature};
+use vaezoo_core::checkpoint::Checkpoint;
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
+use vaezoo_core::params::ParamStore;
+use vaezoo_core::plugin::{Ctx, Mode, Observation};
+use vaezoo_core::registry::DataDims;
+use vaezoo_core::rng::{seeded, HostRng};
+use vaezoo_core::spec::{DataSpec, Spec};
+use vaezoo_core::Backend;
+
+use crate::data::batches::{batch_ranges, epoch_order, gather};
+use crate::data::{load_split, ImageSet, Split};
+use crate::model::Model;
+use crate::run::{read_json, utc_stamp, write_json, RunDir};
+use crate::session::{restore, TrainerState};
+use crate::spec_file::{read_spec, resolve_paths};
+use crate::{plots, registry, Result};
+
+/// Options of `vaezoo train` / `vaezoo resume`.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// The run folder (default `runs/<name>-seed<N>-<UTC time>`).
+    pub out: Option<PathBuf>,
+    /// Overrides the spec's seed.
+    pub seed: Option<u64>,
+    /// Stop once this many steps are done (the run can be resumed later).
+    pub stop_after: Option<u64>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a training session did.
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    /// The run folder.
+    pub run: PathBuf,
+    /// Steps done, in total.
+    pub step: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+    /// Steps this session did.
+    pub steps_this_session: u64,
+    /// Seconds this session trained.
+    pub seconds: f64,
+}
+
+/// Trains the spec at `spec_path` in a new run folder.
+pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    let mut spec = read_spec(spec_path)?;
+    resolve_paths(&mut spec, spec_path)?;
+    if let Some(seed) = opts.seed {
+        spec.training.seed = seed;
+    }
+    let data = load_train(&spec)?;
+    let root = opts.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{}-seed{}-{}",
+            spec.name,
+            spec.training.seed,
+            utc_stamp()
+        ))
+    });
+    let run = RunDir::create(&root)?;
+    write_json(
+        &run.spec_path(),
+        &serde_json::to_value(&spec).expect("specs serialise"),
+    )?;
+    write_json(&run.env_path(), &environment(&spec))?;
+    fresh_job(&Cpu::default(), run, spec, data)?.run_loop(opts)
+}
+
+/// A job at step 0: parameters initialised from the spec's seed.
+fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: ImageSet) -> Result<Job<D>> {
+    let dims = DataDims {
+        features: data.features(),
+        classes: data.num_classes(),
+    };
+    let mut rng = seeded(spec.training.seed);
+    let (model, init) = Model::build(registry()?, &spec, dims, &mut rng)?;
+    let params = ParamStore::new(dev, init);
+    let adam = Adam::new(spec.training.optimizer.clone(), &params);
+    let state = TrainerState {
+        features: dims.features,
+        classes: dims.classes,
+        total_steps: total_steps(&spec, data.n),
+    };
+    Ok(Job {
+        run,
+        spec,
+        model,
+        params,
+        adam,
+        rng,
+        state,
+        data,
+        step: 0,
+    })
+}
+
+/// Continues the run at `root` from its latest checkpoint (or from the start if it has none).
+pub fn resume(root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
+    let dev = Cpu::default();
+    let run = RunDir::open(root)?;
+    if !run.checkpoint_path().is_file() {
+        // Killed before its first checkpoint: start again, as the same seed would.
+        let spec = read_spec(&run.spec_path())?;
+        let data = load_train(&spec)?;
+        run.truncate_metrics(0)?;
+        return fresh_job(&dev, run, spec, data)?.run_loop(opts);
+    }
+    let restored = restore(&dev, root)?;
+    let data = load_train(&restored.spec)?;
+    if data.features() != restored.state.features {
+        return Err(crate::Error::Run {
+            path: root.to_path_buf(),
+            message: format!(
+                "the data now has {} features per example, the run was trained on {}",
+                data.features(),
+                restored.state.features
+            ),
+        });
+    }
+    let mut adam = Adam::new(restored.spec.training.optimizer.clone(), &restored.params);
+    adam.load_state(restored.checkpoint.optimizer.clone())?;
+    restored.run.truncate_metrics(restored.checkpoint.step)?;
+    let mut job = Job {
+        run: restored.run,
+        spec: restored.spec,
+        model: restored.model,
+        params: restored.params,
+        adam,
+        rng: restored.checkpoint.rng,
+        state: restored.state,
+        data,
+        step: restored.checkpoint.step,
+    };
+    job.run_loop(opts)
+}
+
+fn load_train(spec: &Spec) -> Result<ImageSet> {
+    let DataSpec::Idx {
+        dir,
+        pixel_max,
+        train_limit,
+        ..
+    } = &spec.data;
+    Ok(load_split(
+        Path::new(dir),
+        Split::Train,
+        *pixel_max,
+        *train_limit,
+    )?)
+}
+
+fn total_steps(spec: &Spec, n: usize) -> u64 {
+    spec.training.epochs * n.div_ceil(spec.training.batch_size) as u64
+}
+
+/// Everything one training session holds.
+struct Job<D: Backend> {
+    run: RunDir,
+    spec: Spec,
+    model: Model,
+    params: ParamStore<D>,
+    adam: Adam,
+    rng: HostRng,
+    state: TrainerState,
+    data: ImageSet,
+    step: u64,
+}
+
+impl<D: Backend> Job<D> {
+    fn run_loop(&mut self, opts: &TrainOptions) -> Result<TrainReport> {
+        let t = self.spec.training.clone();
+        let n = self.data.n;
+        let per_epoch = n.div_ceil(t.batch_size) as u64;
+        let total = self.state.total_steps;
+        let end = opts.stop_after.map_or(total, |s| s.min(total));
+        let bar = progress_bar(total, self.step, opts.progress);
+        let mut metrics = self.run.metrics_writer()?;
+        let mut grads = vec![Vec::new(); self.params.len()];
+        let (mut x, mut labels) = (Vec::new(), Vec::new());
+        let mut order = Vec::new();
+        let mut order_epoch = u64::MAX;
+        let features = Feature(self.data.features());
+        let started = Instant::now();
+        let first = self.step;
+        while self.step < end {
+            let epoch = self.step / per_epoch;
+            if epoch != order_epoch {
+                order = epoch_order(n, t.seed, epoch);
+                order_epoch = epoch;
+            }
+            let range = batch_ranges(n, t.batch_size)
+                .nth((self.step % per_epoch) as usize)
+                .expect("step within the epoch");
+            gather(&self.data, &order[range], &mut x, &mut labels);
+            let dev = self.params.device().clone();
+            let obs = Observation {
+                x: dev.tensor_from_vec(x.clone(), (Batch(labels.len()), features)),
+                labels: Some(labels.clone()),
+            };
+            let mut ctx = Ctx {
+                params: &self.params,
+                mode: Mode::Train,
+                rng: &mut self.rng,
+            };
+            let losses = self.model.losses(&mut ctx, &obs)?;
+            let objective = self.model.objective(losses, t.kl_weight)?;
+            let (loss_value, rec, kl) = (objective.value, objective.rec, objective.kl);
+            let mut g = objective.loss.backward();
+            self.params.gradients_into(&mut g, &mut grads);
+            drop(g);
+            let grad_norm = match t.grad_clip_norm {
+                Some(max) => clip_global_norm(&mut grads, max),
+                None => global_norm(&grads),
+            };
+            self.adam.step(&mut self.params, &grads);
+            self.step += 1;
+            metrics.write(&json!({
+                "step": self.step, "epoch": epoch + 1, "loss": loss_value, "rec": rec, "kl": kl,
+                "grad_norm": grad_norm,
+            }))?;
+            bar.set_position(self.step);
+            bar.set_message(format!(
+                "epoch {} loss {loss_value:.2} rec {rec:.2} kl {kl:.2}",
+                epoch + 1
+            ));
+            if self.step % t.checkpoint_every == 0 || self.step == end {
+                metrics.flush()?;
+                self.checkpoint()?;
+            }
+        }
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        self.plot_losses()?;
+        Ok(TrainReport {
+            run: self.run.root().to_path_buf(),
+            step: self.step,
+            total_steps: total,
+            steps_this_session: self.step - first,
+            seconds,
+        })
+    }
+
+    fn checkpoint(&self) -> Result<()> {
+        let ckpt = Checkpoint {
+            step: self.step,
+            params: self.params.to_host(),
+            optimizer: self.adam.state().clone(),
+            rng: self.rng.clone(),
+            spec: read_json(&self.run.spec_path())?,
+            trainer: serde_json::to_value(&self.state).expect("trainer state serialises"),
+            versions: versions(),
+        };
+        Ok(ckpt.save(&self.run.checkpoint_path())?)
+    }
+
+    /// `plots/loss.png`: per-epoch means of loss, reconstruction and KL.
+    fn plot_losses(&self) -> Result<()> {
+        let mut sums: BTreeMap<u64, [f64; 4]> = BTreeMap::new();
+        for m in self.run.read_metrics()? {
+            let Some(epoch) = m["epoch"].as_u64() else {
+                continue;
+            };
+            let e = sums.entry(epoch).or_default();
+            for (i, key) in ["loss", "rec", "kl"].iter().enumerate() {
+                e[i] += m[*key].as_f64().unwrap_or(f64::NAN);
+            }
+            e[3] += 1.0;
+        }
+        let series = |i: usize| sums.iter().map(|(e, s)| (*e as f64, s[i] / s[3])).collect();
+        plots::loss_curves(
+            &self.run.plot_path("loss.png"),
+            &format!("{}: training losses (epoch means)", self.spec.name),
+            &[
+                ("loss", series(0)),
+                ("reconstruction", series(1)),
+                ("kl", series(2)),
+            ],
+            "epoch",
+        )?;
+        Ok(())
+    }
+}
+
+fn progress_bar(total: u64, position: u64, visible: bool) -> ProgressBar {
+    let target = if visible {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_position(position);
+    bar
+}
+
+/// Versions of vaezoo and of every registered plugin.
+fn versions() -> BTreeMap<String, String> {
+    let mut v = BTreeMap::from([("vaezoo".to_string(), env!("CARGO_PKG_VERSION").to_string())]);
+    if let Ok(reg) = registry() {
+        for e in reg.entries() {
+            v.insert(format!("plugin:{}", e.name), e.version.clone());
+        }
+    }
+    v
+}
+
+/// `env.json`: versions, seed, device, plugins, git revision, threads.
+fn environment(spec: &Spec) -> serde_json::Value {
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let plugins: Vec<_> = registry()
+        .map(|r| r.entries().map(|e| json!({"kind": e.kind.as_str(), "name": e.name, "version": e.version, "origin": e.origin.to_string()})).collect())
+        .unwrap_or_default();
+    json!({
+        "vaezoo": env!("CARGO_PKG_VERSION"),
+        "versions": versions(),
+        "seed": spec.training.seed,
+        "device": D_NAME,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "git_revision": git,
+        "started_utc": utc_stamp(),
+        "plugins": plugins,
+    })
+}
+
+const D_NAME: &str = <Cpu as Backend>::NAME;
