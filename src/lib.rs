@@ -7,8 +7,10 @@
 //! - [`data`]: IDX images, seeded shuffling and batching;
 //! - [`run`]: the run folder (spec, checkpoints, metrics, env, plots);
 //! - [`train`], [`evaluate`], [`sample`]: what the CLI commands do;
+//! - [`conformance`]: the conformance kit, one harness run over every registered plugin;
 //! - [`plots`]: PNG loss curves and image grids.
 
+pub mod conformance;
 pub mod data;
 pub mod error;
 pub mod evaluate;

@@ -177,20 +177,25 @@ fn run(command: Command) -> Result<ExitCode> {
 
 fn report(r: TrainReport) -> Result<ExitCode> {
     let rate = if r.seconds > 0.0 {
-        format!(" ({:.1} it/s)", r.steps_this_session as f64 / r.seconds)
+        r.steps_this_session as f64 / r.seconds
     } else {
+        0.0
+    };
+    let session = if r.steps_this_session == r.step {
         String::new()
+    } else {
+        format!(" ({} this session)", r.steps_this_session)
     };
     if r.step < r.total_steps {
         println!(
-            "stopped at step {}/{} after {:.1} s; continue with `vaezoo resume {}`",
+            "stopped at step {}/{}{session} after {:.1} s; continue with `vaezoo resume {}`",
             r.step,
             r.total_steps,
             r.seconds,
             r.run.display()
         );
     } else {
-        println!("trained {} steps in {:.1} s{rate}", r.step, r.seconds);
+        println!("trained {} steps{session} in {:.1} s ({rate:.1} it/s)", r.step, r.seconds);
         println!(
             "run folder: {}  (next: `vaezoo eval {0}`, `vaezoo sample {0}`)",
             r.run.display()

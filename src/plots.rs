@@ -84,6 +84,21 @@ fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     })
 }
 
+/// Decimals that tell apart the ticks of an axis spanning `range`: 0 for a
+/// span of 10 or more, one more for each factor of ten below (at most 6).
+fn tick_decimals(range: &Range<f64>) -> usize {
+    (1.0 - (range.end - range.start).log10().floor()).clamp(0.0, 6.0) as usize
+}
+
+/// A tick label with `decimals` decimals, never "-0".
+fn tick_label(v: f64, decimals: usize) -> String {
+    let label = format!("{v:.decimals$}");
+    match label.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => label,
+    }
+}
+
 /// Draws the loss chart into an RGB buffer of [`LOSS_SIZE`].
 fn draw_loss_chart(
     rgb: &mut [u8],
@@ -93,6 +108,10 @@ fn draw_loss_chart(
     x_range: Range<f64>,
     y_range: Range<f64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let x_decimals = tick_decimals(&x_range);
+    let y_decimals = tick_decimals(&y_range);
+    let x_ticks = move |v: &f64| tick_label(*v, x_decimals);
+    let y_ticks = move |v: &f64| tick_label(*v, y_decimals);
     let root = BitMapBackend::with_buffer(rgb, LOSS_SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -105,9 +124,11 @@ fn draw_loss_chart(
         .configure_mesh()
         .x_desc(x_label)
         .y_desc("nats per example")
+        .x_label_formatter(&x_ticks)
+        .y_label_formatter(&y_ticks)
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
-        .light_line_style(RGBColor(240, 240, 240))
+        .light_line_style(RGBColor(244, 244, 244))
         .bold_line_style(RGBColor(215, 215, 215))
         .draw()?;
     for (i, (name, points)) in series.iter().enumerate() {
@@ -333,6 +354,17 @@ mod tests {
         // Overwriting works too.
         loss_curves(&path, "again", &series[..1], "epoch").unwrap();
         assert_eq!(names(tmp.path()), vec!["loss.png"]);
+    }
+
+    #[test]
+    fn tick_labels_suit_the_axis() {
+        assert_eq!(tick_decimals(&(0.0..4700.0)), 0);
+        assert_eq!(tick_decimals(&(-1.0..1.0)), 1);
+        assert_eq!(tick_decimals(&(0.2..0.25)), 3);
+        assert_eq!(tick_decimals(&(0.0..1e-30)), 6);
+        assert_eq!(tick_label(1000.0, 0), "1000");
+        assert_eq!(tick_label(-0.001, 1), "0.0");
+        assert_eq!(tick_label(-0.25, 2), "-0.25");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`registry`]: name-keyed plugin entries collected from `inventory`;
 //! - [`spec`] and [`schema`]: model specs, their run-time composed JSON Schema and validation;
 //! - [`params`], [`optim`], [`checkpoint`]: parameters, Adam and safetensors checkpoints;
-//! - [`layers`]: our own layers over typed axes.
+//! - [`layers`]: our own layers over typed axes;
+//! - [`gradcheck`]: finite-difference gradient checks for ops and plugins.
 
 pub mod axes;
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod gradcheck;
 pub mod latent;
 pub mod layers;
 pub mod optim;

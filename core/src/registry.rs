@@ -124,6 +124,8 @@ pub struct PluginRegistration {
     pub description: &'static str,
     /// The JSON Schema of its config.
     pub schema: fn() -> Value,
+    /// A small valid config: documentation, and what the conformance kit builds.
+    pub example: fn() -> Value,
     /// Its builder.
     pub build: Build,
 }
@@ -160,6 +162,8 @@ pub struct PluginEntry {
     pub origin: Origin,
     /// JSON Schema of its config.
     pub schema: Value,
+    /// A small valid config.
+    pub example: Value,
     /// Its builder.
     pub build: Build,
 }
@@ -182,6 +186,7 @@ impl Registry {
                     description: r.description.to_string(),
                     origin: Origin::Builtin,
                     schema: (r.schema)(),
+                    example: (r.example)(),
                     build: r.build,
                 }),
         )

@@ -59,6 +59,7 @@ fn entry(name: &str, schema: Value, build: Build) -> PluginEntry {
         description: format!("fake {name}"),
         origin: Origin::Builtin,
         schema,
+        example: json!({}),
         build,
     }
 }

@@ -81,6 +81,7 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "Standard normal prior N(0, I) with closed-form Gaussian KL",
         schema: schema_of::<StandardNormalConfig>,
+        example: || vaezoo_core::serde_json::json!({}),
         build: Build::Prior(build),
     }
 }

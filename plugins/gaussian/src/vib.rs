@@ -85,6 +85,7 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "Diagonal Gaussian posterior per encoder state, reparameterised sampling",
         schema: schema_of::<GaussianVibConfig>,
+        example: || vaezoo_core::serde_json::json!({ "latent_dim": 3 }),
         build: Build::Bottleneck(build),
     }
 }

@@ -119,6 +119,7 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "MLP from a vector latent to a Bernoulli-logit or Gaussian likelihood",
         schema: schema_of::<MlpDecoderConfig>,
+        example: || vaezoo_core::serde_json::json!({ "hidden": [5], "activation": "tanh", "likelihood": { "type": "bernoulli" } }),
         build: Build::Decoder(build),
     }
 }

@@ -84,6 +84,7 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "MLP from flat features to one state vector",
         schema: schema_of::<MlpEncoderConfig>,
+        example: || vaezoo_core::serde_json::json!({ "hidden": [5, 4], "activation": "tanh" }),
         build: Build::Encoder(build),
     }
 }

@@ -1,0 +1,501 @@
+//! The conformance kit: one harness that every registered plugin must pass.
+//!
+//! [`check_plugin`] puts the plugin under test into its slot of a tiny model, with its
+//! registered `example` config, and fills the other slots with the reference vector-VAE
+//! [`PARTNERS`] (`mlp_encoder`, `gaussian_vib`, `standard_normal`, `mlp_decoder`). The data are
+//! fixed: 6 features in (0, 1), 3 classes, a batch of 4, on the `Cpu` device. Then it runs
+//! these checks, each of which passes with a detail or fails with the reason:
+//!
+//! - `schema`: the example config satisfies the spec schema composed from the registry; the
+//!   spec reads, writes back, re-validates and reads back equal; and the plugin's schema
+//!   rejects an unknown config field (a problem under `/<slot>/config`);
+//! - `shapes`: in training, the reconstruction term and every KL term are `(Batch,)` and
+//!   finite, and the decoder's mean of two prior samples is `(2, Feature)` and finite (latent
+//!   masks are not exposed by the model, so they are not checked);
+//! - `kl`: every KL value is finite and ≥ −1e-6, in training and in evaluation;
+//! - `deterministic eval`: two evaluation passes with different RNG seeds agree bit for bit;
+//! - `gradients`: [`GradCheck`] (default tolerances) of the training objective over all the
+//!   model's parameters, with the noise fixed; and every parameter of the plugin under test
+//!   (`<slot>.*`) receives a non-zero gradient;
+//! - `checkpoint`: the parameters saved with [`Checkpoint::save`], loaded back into a model
+//!   built from another seed, give bit-identical evaluation losses.
+//!
+//! A plugin's error or panic never escapes: it becomes that check's failure (a panic reads
+//! `panicked: <message>`). Only a name the registry does not know is an error.
+//!
+//! # Running it on your own plugin
+//!
+//! In a plugin crate with `vaezoo` as a dev-dependency (which links the partners), keep your
+//! crate's `inventory` submissions in the test binary and check your plugin:
+//!
+//! ```ignore
+//! // tests/conformance.rs of the crate `my_plugin`, which registers `my_vib`.
+//! #[test]
+//! fn my_vib_conforms() -> vaezoo::Result<()> {
+//!     my_plugin::link(); // references the crate, so the linker keeps its plugins
+//!     let report = vaezoo::conformance::check_plugin(vaezoo::registry()?, "my_vib")?;
+//!     assert!(report.passed(), "{report}");
+//!     Ok(())
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{json, Value};
+use vaezoo_core::axes::{Batch, Feature};
+use vaezoo_core::backend::lift;
+use vaezoo_core::checkpoint::Checkpoint;
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::gradcheck::GradCheck;
+use vaezoo_core::optim::{Adam, AdamConfig};
+use vaezoo_core::params::ParamStore;
+use vaezoo_core::plugin::{Ctx, Mode, Observation};
+use vaezoo_core::registry::{DataDims, PluginEntry, PluginKind, Registry};
+use vaezoo_core::rng::seeded;
+use vaezoo_core::schema::{parse_spec, SpecValidator};
+use vaezoo_core::spec::Spec;
+use vaezoo_core::{Error as CoreError, Traced};
+
+use crate::model::{Losses, Model};
+
+/// The plugins filling the slots not under test: `(slot, name, config)`. A partner's registered
+/// `example` is used when it is registered; the config here is the fallback.
+pub const PARTNERS: [(PluginKind, &str, &str); 4] = [
+    (
+        PluginKind::Encoder,
+        "mlp_encoder",
+        r#"{"hidden": [5, 4], "activation": "tanh"}"#,
+    ),
+    (
+        PluginKind::Bottleneck,
+        "gaussian_vib",
+        r#"{"latent_dim": 3}"#,
+    ),
+    (PluginKind::Prior, "standard_normal", "{}"),
+    (
+        PluginKind::Decoder,
+        "mlp_decoder",
+        r#"{"hidden": [5], "activation": "tanh", "likelihood": {"type": "bernoulli"}}"#,
+    ),
+];
+
+const FEATURES: usize = 6;
+const CLASSES: usize = 3;
+const BATCH: usize = 4;
+const DIMS: DataDims = DataDims {
+    features: FEATURES,
+    classes: CLASSES,
+};
+/// Seed of the parameters of the model under test (another seed builds the reloaded one).
+const INIT_SEED: u64 = 1;
+/// Seed of the training noise.
+const NOISE_SEED: u64 = 7;
+
+/// The outcome of one check: `Ok(detail)` or `Err(why it failed)`.
+pub type CheckResult = Result<String, String>;
+
+/// The conformance checks of one plugin, in the order they ran.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The plugin's registered name.
+    pub plugin: String,
+    /// `(check name, outcome)`.
+    pub checks: Vec<(&'static str, CheckResult)>,
+}
+
+impl Report {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|(_, result)| result.is_ok())
+    }
+
+    /// The outcome of the check called `name`, if it ran.
+    pub fn check(&self, name: &str) -> Option<&CheckResult> {
+        self.checks.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
+    }
+
+    /// The names of the failed checks.
+    pub fn failed(&self) -> Vec<&'static str> {
+        let failed = self.checks.iter().filter(|(_, r)| r.is_err());
+        failed.map(|(name, _)| *name).collect()
+    }
+}
+
+impl fmt::Display for Report {
+    /// `plugin <name>:`, then one line per check: `ok   <check>: <detail>` or
+    /// `FAIL <check>: <why>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "plugin {}:", self.plugin)?;
+        for (name, result) in &self.checks {
+            let (status, text) = match result {
+                Ok(detail) => ("ok", detail),
+                Err(why) => ("FAIL", why),
+            };
+            let text = text.trim().replace('\n', "; ");
+            write!(f, "\n  {status:<4} {name}: {text}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs every check on the plugin `name` of `registry`; an unknown name is the only error.
+pub fn check_plugin(registry: &Registry, name: &str) -> crate::Result<Report> {
+    let entry =
+        registry
+            .entries()
+            .find(|e| e.name == name)
+            .ok_or_else(|| CoreError::UnknownPlugin {
+                kind: "registered".into(),
+                name: name.to_string(),
+                known: registry
+                    .entries()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+    let kit = Kit {
+        registry,
+        entry,
+        spec: spec_json(registry, entry),
+    };
+    let checks: [(&'static str, Check<'_>); 6] = [
+        ("schema", Kit::schema),
+        ("shapes", Kit::shapes),
+        ("kl", Kit::kl),
+        ("deterministic eval", Kit::deterministic_eval),
+        ("gradients", Kit::gradients),
+        ("checkpoint", Kit::checkpoint),
+    ];
+    let checks = checks
+        .into_iter()
+        .map(|(check, run)| (check, guarded(|| run(&kit))))
+        .collect();
+    Ok(Report {
+        plugin: name.to_string(),
+        checks,
+    })
+}
+
+/// [`check_plugin`] for every plugin of `registry`, by name.
+pub fn check_all(registry: &Registry) -> crate::Result<Vec<Report>> {
+    registry
+        .entries()
+        .map(|e| check_plugin(registry, &e.name))
+        .collect()
+}
+
+/// Runs a check, turning a panic into its failure.
+fn guarded(check: impl FnOnce() -> CheckResult) -> CheckResult {
+    catch_unwind(AssertUnwindSafe(check)).unwrap_or_else(|payload| {
+        let message = match (
+            payload.downcast_ref::<&str>(),
+            payload.downcast_ref::<String>(),
+        ) {
+            (Some(s), _) => s.to_string(),
+            (_, Some(s)) => s.clone(),
+            _ => "(a panic without a message)".to_string(),
+        };
+        Err(format!("panicked: {message}"))
+    })
+}
+
+/// The spec JSON of the test model: the plugin under test in its slot, partners elsewhere.
+fn spec_json(registry: &Registry, entry: &PluginEntry) -> Value {
+    let mut spec = json!({"name": "conformance", "data": {"format": "idx", "dir": "."}});
+    for (kind, partner, fallback) in PARTNERS {
+        let (name, config) = if kind == entry.kind {
+            (entry.name.as_str(), entry.example.clone())
+        } else {
+            let config = registry.get(kind, partner).map(|e| e.example.clone());
+            let fallback = || serde_json::from_str(fallback).expect("partner configs are JSON");
+            (partner, config.unwrap_or_else(|_| fallback()))
+        };
+        spec[kind.as_str()] = json!({"kind": name, "config": config});
+    }
+    spec
+}
+
+/// The fixed batch: `x = (i·7 mod 10)/10 + 0.05`, label `i mod 3`.
+fn observation(dev: &Cpu) -> Observation<Cpu> {
+    let x = (0..BATCH * FEATURES)
+        .map(|i| (i * 7 % 10) as f32 / 10.0 + 0.05)
+        .collect();
+    Observation {
+        x: dev.tensor_from_vec(x, (Batch(BATCH), Feature(FEATURES))),
+        labels: Some((0..BATCH).map(|i| i % CLASSES).collect()),
+    }
+}
+
+fn losses(model: &Model, params: &ParamStore<Cpu>, mode: Mode, seed: u64) -> CheckLosses {
+    let mut rng = seeded(seed);
+    let mut ctx = Ctx {
+        params,
+        mode,
+        rng: &mut rng,
+    };
+    let obs = observation(params.device());
+    model
+        .losses(&mut ctx, &obs)
+        .map_err(|e| format!("forward ({mode:?}): {e}"))
+}
+
+type CheckLosses = Result<Losses<Cpu>, String>;
+
+/// The values of rec and of each named KL term.
+fn values(losses: &Losses<Cpu>) -> Vec<(String, Vec<f32>)> {
+    let kl = losses.kl.iter().map(|t| (t.name.clone(), t.value.as_vec()));
+    std::iter::once(("rec".to_string(), losses.rec.as_vec()))
+        .chain(kl)
+        .collect()
+}
+
+/// Compares two [`values`] bit for bit; `what` names the two passes.
+fn same_bits(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) -> CheckResult {
+    let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    if names(a) != names(b) {
+        return Err(format!(
+            "{what} give terms {:?} and {:?}",
+            names(a),
+            names(b)
+        ));
+    }
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        if bits(x) != bits(y) {
+            return Err(format!("{what} differ in {name}: {x:?} vs {y:?}"));
+        }
+    }
+    Ok(format!("rec and {} KL term(s) bit-identical", a.len() - 1))
+}
+
+/// A temporary folder, removed on drop (panics included).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> Result<Self, String> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let label: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let path = std::env::temp_dir().join(format!(
+            "vaezoo-conformance-{}-{label}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One check of a [`Kit`].
+type Check<'r> = fn(&Kit<'r>) -> CheckResult;
+
+/// One plugin under test, with its test spec.
+struct Kit<'a> {
+    registry: &'a Registry,
+    entry: &'a PluginEntry,
+    spec: Value,
+}
+
+impl Kit<'_> {
+    /// The test model with parameters drawn from `seed`.
+    fn build(&self, seed: u64) -> Result<(Model, ParamStore<Cpu>), String> {
+        let spec: Spec = serde_json::from_value(self.spec.clone())
+            .map_err(|e| format!("the test spec does not read: {e}"))?;
+        let (model, host) = Model::build(self.registry, &spec, DIMS, &mut seeded(seed))
+            .map_err(|e| format!("build: {e}"))?;
+        Ok((model, ParamStore::new(&Cpu::default(), host)))
+    }
+
+    fn schema(&self) -> CheckResult {
+        let validator = SpecValidator::new(self.registry).map_err(|e| e.to_string())?;
+        let problems = validator.problems(&self.spec);
+        if !problems.is_empty() {
+            return Err(format!("example config: {}", problems.join("; ")));
+        }
+        let parse = |label: &str, v: &Value| {
+            parse_spec(label, &v.to_string(), &validator).map(|(spec, _)| spec)
+        };
+        let spec = parse("conformance", &self.spec).map_err(|e| e.to_string())?;
+        let written = serde_json::to_value(&spec).map_err(|e| format!("writing: {e}"))?;
+        let problems = validator.problems(&written);
+        if !problems.is_empty() {
+            return Err(format!("the spec written back: {}", problems.join("; ")));
+        }
+        let reread = parse("written back", &written).map_err(|e| e.to_string())?;
+        if reread != spec {
+            return Err(format!(
+                "the spec reads back different: {reread:?} vs {spec:?}"
+            ));
+        }
+        let slot = self.entry.kind.as_str();
+        let mut extra = self.spec.clone();
+        let Some(config) = extra[slot]["config"].as_object_mut() else {
+            return Err("the example config is not a JSON object".into());
+        };
+        config.insert("__unknown__".into(), json!(1));
+        let pointer = format!("/{slot}/config");
+        let problems = validator.problems(&extra);
+        if !problems.iter().any(|p| p.starts_with(&pointer)) {
+            let problems = problems.join("; ");
+            return Err(format!(
+                "the schema accepts an unknown config field `__unknown__` (problems: [{problems}])"
+            ));
+        }
+        Ok("example valid, spec round-trips, unknown config field rejected".into())
+    }
+
+    fn shapes(&self) -> CheckResult {
+        let (model, params) = self.build(INIT_SEED)?;
+        let l = losses(&model, &params, Mode::Train, NOISE_SEED)?;
+        let mut terms = vec![("rec".to_string(), *l.rec.shape(), l.rec.as_vec())];
+        let kl = l.kl.iter();
+        terms.extend(kl.map(|t| (t.name.clone(), *t.value.shape(), t.value.as_vec())));
+        for (name, (Batch(n),), v) in &terms {
+            if *n != BATCH || v.len() != BATCH {
+                return Err(format!(
+                    "{name} has {n} rows ({} values), not {BATCH}",
+                    v.len()
+                ));
+            }
+            if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
+                return Err(format!("{name} has the value {bad}"));
+            }
+        }
+        let mut rng = seeded(NOISE_SEED);
+        let mut ctx = Ctx {
+            params: &params,
+            mode: Mode::Eval,
+            rng: &mut rng,
+        };
+        let mean = model
+            .sample(&mut ctx, 2)
+            .map_err(|e| format!("sample: {e}"))?;
+        let (Batch(rows), Feature(cols)) = *mean.shape();
+        if (rows, cols) != (2, FEATURES) {
+            return Err(format!("2 samples have a mean of shape ({rows}, {cols})"));
+        }
+        if let Some(bad) = mean.as_vec().into_iter().find(|x| !x.is_finite()) {
+            return Err(format!("the sample mean has the value {bad}"));
+        }
+        let names: Vec<&str> = terms.iter().skip(1).map(|(n, _, _)| n.as_str()).collect();
+        Ok(format!(
+            "rec and KL {names:?} ({BATCH},), sample mean (2, {FEATURES}), all finite; no mask exposed"
+        ))
+    }
+
+    fn kl(&self) -> CheckResult {
+        let (model, params) = self.build(INIT_SEED)?;
+        let mut detail = Vec::new();
+        for mode in [Mode::Train, Mode::Eval] {
+            let l = losses(&model, &params, mode, NOISE_SEED)?;
+            let mut min = f32::INFINITY;
+            for term in &l.kl {
+                for (i, v) in term.value.as_vec().into_iter().enumerate() {
+                    if !v.is_finite() || v < -1e-6 {
+                        return Err(format!("{mode:?}: {}[{i}] = {v}", term.name));
+                    }
+                    min = min.min(v);
+                }
+            }
+            detail.push(format!("{mode:?} min {min:.3e}"));
+        }
+        Ok(format!("finite and ≥ 0 ({})", detail.join(", ")))
+    }
+
+    fn deterministic_eval(&self) -> CheckResult {
+        let (model, params) = self.build(INIT_SEED)?;
+        let a = values(&losses(&model, &params, Mode::Eval, 10)?);
+        let b = values(&losses(&model, &params, Mode::Eval, 11)?);
+        same_bits(&a, &b, "eval passes with seeds 10 and 11").map(|d| d + " across RNG seeds")
+    }
+
+    fn gradients(&self) -> CheckResult {
+        let (model, mut params) = self.build(INIT_SEED)?;
+        let prefix = format!("{}.", self.entry.kind);
+        let own: Vec<String> = (0..params.len())
+            .map(|i| params.name(i).to_string())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        let dev = params.device().clone();
+        let mut failure = None;
+        let result = GradCheck::default().run(&mut params, |p| -> Traced<(), Cpu> {
+            let loss = losses(&model, p, Mode::Train, NOISE_SEED)
+                .and_then(|l| model.objective(l, 1.0).map_err(|e| e.to_string()));
+            match loss {
+                Ok(objective) => objective.loss,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    lift(dev.zeros())
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let report = result?;
+        let dead: Vec<&str> = own
+            .iter()
+            .filter(|n| report.zero_gradient.contains(n))
+            .map(String::as_str)
+            .collect();
+        if !dead.is_empty() {
+            return Err(format!("no gradient reaches {}", dead.join(", ")));
+        }
+        let own = match own.len() {
+            0 => "no parameters of its own".to_string(),
+            n => format!("all {n} of its own parameters get a gradient"),
+        };
+        Ok(format!(
+            "{} coordinates of {} parameters match finite differences (max err {:.1e}); {own}",
+            report.checked,
+            params.len(),
+            report.max_abs_err
+        ))
+    }
+
+    fn checkpoint(&self) -> CheckResult {
+        let (model, params) = self.build(INIT_SEED)?;
+        let before = values(&losses(&model, &params, Mode::Eval, NOISE_SEED)?);
+        let dir = TempDir::new(&self.entry.name)?;
+        let path = dir.0.join("conformance.safetensors");
+        let saved = Checkpoint {
+            step: 0,
+            params: params.to_host(),
+            optimizer: Adam::new(AdamConfig::default(), &params).state().clone(),
+            rng: seeded(0),
+            spec: self.spec.clone(),
+            trainer: json!({}),
+            versions: BTreeMap::from([(self.entry.name.clone(), self.entry.version.clone())]),
+        };
+        saved.save(&path).map_err(|e| e.to_string())?;
+        let loaded = Checkpoint::load(&path).map_err(|e| e.to_string())?;
+        if loaded != saved {
+            return Err("the checkpoint reads back different from what was saved".into());
+        }
+        let (other, mut restored) = self.build(INIT_SEED + 1)?;
+        restored
+            .load_host(&loaded.params)
+            .map_err(|e| format!("loading: {e}"))?;
+        let after = values(&losses(&other, &restored, Mode::Eval, NOISE_SEED)?);
+        let what = "the original and the reloaded model";
+        same_bits(&before, &after, what).map(|d| {
+            format!(
+                "{} parameters saved and loaded into a model built from another seed; eval {d}",
+                params.len()
+            )
+        })
+    }
+}

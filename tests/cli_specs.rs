@@ -1,0 +1,135 @@
+//! `vaezoo validate`, `schema` and `plugins`: spec mistakes reported with JSON pointers, the
+//! committed schemas up to date, and every built-in plugin registered.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{ok, repo, text, vaezoo};
+use vaezoo_core::schema::schema_files;
+
+const VALID: &str = r#"{
+  "name": "t",
+  "data": { "format": "idx", "dir": "data/optdigits", "pixel_max": 16 },
+  "encoder": { "kind": "mlp_encoder", "config": { "hidden": [8] } },
+  "bottleneck": { "kind": "gaussian_vib", "config": { "latent_dim": 2 } },
+  "prior": { "kind": "standard_normal" },
+  "decoder": { "kind": "mlp_decoder", "config": { "likelihood": { "type": "bernoulli" } } }
+}"#;
+
+/// Runs `vaezoo validate` on `spec` text; returns (success, output).
+fn validate(spec: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.json");
+    std::fs::write(&path, spec).unwrap();
+    let out = vaezoo(&["validate", path.to_str().unwrap()]);
+    let all = text(&out);
+    assert!(!all.contains("panicked"), "{all}");
+    (out.status.success(), all)
+}
+
+#[test]
+fn a_valid_spec_passes() {
+    let (success, out) = validate(VALID);
+    assert!(success, "{out}");
+    assert!(out.starts_with("ok: "), "{out}");
+}
+
+#[test]
+fn every_kind_of_mistake_is_one_line_with_its_pointer() {
+    let cases = [
+        ("\"kind\": \"gaussian_vib\"", "\"kind\": \"gaussian\"", "/bottleneck/kind: \"gaussian\" is not one of"),
+        ("{ \"latent_dim\": 2 }", "{}", "/bottleneck/config: \"latent_dim\" is a required property"),
+        ("\"latent_dim\": 2", "\"latent_dim\": \"two\"", "/bottleneck/config/latent_dim: \"two\" is not of type \"integer\""),
+        ("\"hidden\": [8]", "\"hidden\": [8], \"dropout\": 0.1", "/encoder/config: Additional properties are not allowed ('dropout' was unexpected)"),
+        ("\"latent_dim\": 2", "\"latent_dim\": 0", "/bottleneck/config/latent_dim: 0 is less than the minimum of 1"),
+    ];
+    for (from, to, expected) in cases {
+        let (success, out) = validate(&VALID.replace(from, to));
+        assert!(!success, "{to}: accepted");
+        assert!(out.contains(expected), "{to}: expected `{expected}` in\n{out}");
+        assert_eq!(out.lines().count(), 1, "{to}: one line per problem\n{out}");
+    }
+    let (success, out) = validate(&VALID.replace("\"kind\": \"gaussian_vib\"", "\"kind\": \"x\"").replace("\"hidden\": [8]", "\"hidden\": \"8\""));
+    assert!(!success);
+    assert_eq!(out.lines().count(), 2, "both problems:\n{out}");
+}
+
+#[test]
+fn malformed_json_reports_line_and_column() {
+    let (success, out) = validate("{\n  \"name\": \"t\",\n  \"data\": {\n}");
+    assert!(!success);
+    assert!(out.contains(":4:1: malformed JSON"), "{out}");
+    let (success, out) = validate("{\n  \"name\": \"t\" \"data\": 1\n}");
+    assert!(!success);
+    assert!(out.contains(":2:15: malformed JSON: expected `,` or `}`"), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_panic() {
+    let out = vaezoo(&["validate", "no/such/spec.json"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no/such/spec.json"), "{}", text(&out));
+}
+
+#[test]
+fn every_zoo_spec_is_valid() {
+    let mut specs: Vec<String> = std::fs::read_dir(repo().join("zoo"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    specs.sort();
+    assert!(specs.len() >= 2);
+    let mut args = vec!["validate"];
+    args.extend(specs.iter().map(String::as_str));
+    ok(vaezoo(&args));
+}
+
+#[test]
+fn committed_schemas_are_up_to_date() {
+    let registry = vaezoo::registry().unwrap();
+    let expected = schema_files(registry);
+    for (path, content) in &expected {
+        let committed = std::fs::read_to_string(repo().join("schemas").join(path)).unwrap_or_default();
+        assert!(committed == *content, "schemas/{} is stale: run `cargo run -- schema`", path.display());
+    }
+    let on_disk: BTreeSet<_> = walk(&repo().join("schemas"));
+    let generated: BTreeSet<_> = expected.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(on_disk, generated, "schemas/ holds files no plugin generates: run `cargo run -- schema` after removing them");
+}
+
+fn walk(root: &std::path::Path) -> BTreeSet<std::path::PathBuf> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_builtin_plugin_is_registered_and_listed() {
+    let registry = vaezoo::registry().unwrap();
+    let registered: BTreeSet<&str> = registry.entries().map(|e| e.name.as_str()).collect();
+    let builtins: BTreeSet<&str> = vaezoo::builtin_plugin_names().into_iter().collect();
+    assert_eq!(registered, builtins);
+    assert_eq!(
+        registered,
+        BTreeSet::from(["gaussian_vib", "mlp_decoder", "mlp_encoder", "standard_normal"])
+    );
+    let out = ok(vaezoo(&["plugins"]));
+    for name in builtins {
+        let line = out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+        assert!(line.contains("builtin") && line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the CLI integration tests: run the built `vaezoo` binary, make specs.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root (where `zoo/` is).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `vaezoo ARGS…` run from the repository root.
+pub fn vaezoo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("the vaezoo binary runs")
+}
+
+/// stdout + stderr as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts success, printing the output otherwise.
+pub fn ok(out: Output) -> String {
+    assert!(out.status.success(), "vaezoo failed:\n{}", text(&out));
+    text(&out)
+}
+
+/// A spec like `zoo/vae-optdigits-tiny.json` with the `training` section replaced, written to
+/// `dir/name.json` (its data path made absolute).
+pub fn tiny_spec(dir: &Path, name: &str, training: serde_json::Value) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("zoo/vae-optdigits-tiny.json")).unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+    spec["name"] = name.into();
+    spec["data"]["dir"] = repo().join("zoo/data/optdigits").display().to_string().into();
+    spec["training"] = training;
+    spec.as_object_mut().unwrap().remove("$schema");
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();
+    path
+}
+
+/// Every file under `dir` with its bytes, sorted by path.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
