@@ -7,12 +7,13 @@ use std::path::Path;
 
 use serde::Serialize;
 use vaezoo_core::axes::{Batch, Feature};
-use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::plugin::{Ctx, Mode, Observation};
 use vaezoo_core::rng::seeded;
 use vaezoo_core::spec::DataSpec;
+use vaezoo_core::Backend;
 
 use crate::data::{load_split, Split};
+use crate::device::{on_device, DeviceChoice};
 use crate::run::write_json;
 use crate::session::restore;
 use crate::Result;
@@ -24,6 +25,8 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Images per forward pass.
     pub batch_size: usize,
+    /// Where to compute.
+    pub device: DeviceChoice,
 }
 
 impl Default for EvalOptions {
@@ -31,6 +34,7 @@ impl Default for EvalOptions {
         Self {
             seed: 0,
             batch_size: 500,
+            device: DeviceChoice::Cpu,
         }
     }
 }
@@ -54,8 +58,11 @@ pub struct EvalReport {
 
 /// Evaluates the latest checkpoint of the run at `root`; writes `eval.json` when it succeeds.
 pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<EvalReport> {
-    let dev = Cpu::default();
-    let r = restore(&dev, root)?;
+    on_device!(opts.device, |dev| evaluate_on(dev, root, opts))
+}
+
+fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<EvalReport> {
+    let r = restore(dev, root)?;
     let DataSpec::Idx {
         dir,
         pixel_max,

@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod model;

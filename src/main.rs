@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vaezoo::device::DeviceChoice;
 use vaezoo::evaluate::{evaluate, EvalOptions};
 use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
@@ -49,6 +50,9 @@ enum Command {
         /// Stop after this many steps in total (continue later with `vaezoo resume`).
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
     },
     /// Continue a run from its latest checkpoint.
     Resume {
@@ -57,6 +61,9 @@ enum Command {
         /// Stop after this many steps in total.
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
     },
     /// Evaluate a run's latest checkpoint on the test split (writes RUN/eval.json).
     Eval {
@@ -68,6 +75,9 @@ enum Command {
         /// Examples per forward pass.
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
     },
     /// Decode samples from the prior into a PNG grid (default RUN/plots/samples.png).
     Sample {
@@ -82,6 +92,9 @@ enum Command {
         /// Output PNG.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
     },
 }
 
@@ -127,19 +140,26 @@ fn run(command: Command) -> Result<ExitCode> {
             out,
             seed,
             stop_after,
+            device,
         } => {
             let opts = TrainOptions {
                 out,
                 seed,
                 stop_after,
                 progress,
+                device,
             };
             report(train(&spec, &opts)?)
         }
-        Command::Resume { run, stop_after } => {
+        Command::Resume {
+            run,
+            stop_after,
+            device,
+        } => {
             let opts = TrainOptions {
                 stop_after,
                 progress,
+                device,
                 ..Default::default()
             };
             report(resume(&run, &opts)?)
@@ -148,11 +168,19 @@ fn run(command: Command) -> Result<ExitCode> {
             run,
             seed,
             batch_size,
+            device,
         } => {
             if batch_size == 0 {
                 return Err(Error::Usage("--batch-size must be at least 1".into()));
             }
-            let r = evaluate(&run, &EvalOptions { seed, batch_size })?;
+            let r = evaluate(
+                &run,
+                &EvalOptions {
+                    seed,
+                    batch_size,
+                    device,
+                },
+            )?;
             println!(
                 "{} at step {} on {} test examples (seed {})",
                 run.display(),
@@ -167,8 +195,22 @@ fn run(command: Command) -> Result<ExitCode> {
             println!("wrote {}", run.join("eval.json").display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sample { run, n, seed, out } => {
-            let path = sample(&run, &SampleOptions { n, seed, out })?;
+        Command::Sample {
+            run,
+            n,
+            seed,
+            out,
+            device,
+        } => {
+            let path = sample(
+                &run,
+                &SampleOptions {
+                    n,
+                    seed,
+                    out,
+                    device,
+                },
+            )?;
             println!("wrote {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -195,7 +237,10 @@ fn report(r: TrainReport) -> Result<ExitCode> {
             r.run.display()
         );
     } else {
-        println!("trained {} steps{session} in {:.1} s ({rate:.1} it/s)", r.step, r.seconds);
+        println!(
+            "trained {} steps{session} in {:.1} s ({rate:.1} it/s)",
+            r.step, r.seconds
+        );
         println!(
             "run folder: {}  (next: `vaezoo eval {0}`, `vaezoo sample {0}`)",
             r.run.display()

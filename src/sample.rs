@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::plugin::{Ctx, Mode};
 use vaezoo_core::rng::seeded;
+use vaezoo_core::Backend;
 
+use crate::device::{on_device, DeviceChoice};
 use crate::session::restore;
 use crate::{plots, Error, Result};
 
@@ -18,6 +19,8 @@ pub struct SampleOptions {
     pub seed: u64,
     /// Where to write the PNG (default `RUN/plots/samples.png`).
     pub out: Option<PathBuf>,
+    /// Where to compute.
+    pub device: DeviceChoice,
 }
 
 /// Draws `opts.n` samples from the run at `root` and writes them as an image grid; returns
@@ -26,8 +29,11 @@ pub fn sample(root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
     if opts.n == 0 {
         return Err(Error::Usage("-n must be at least 1".into()));
     }
-    let dev = Cpu::default();
-    let r = restore(&dev, root)?;
+    on_device!(opts.device, |dev| sample_on(dev, root, opts))
+}
+
+fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
+    let r = restore(dev, root)?;
     let mut rng = seeded(opts.seed);
     let mut ctx = Ctx {
         params: &r.params,

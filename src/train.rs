@@ -24,6 +24,7 @@ use vaezoo_core::Backend;
 
 use crate::data::batches::{batch_ranges, epoch_order, gather};
 use crate::data::{load_split, ImageSet, Split};
+use crate::device::{on_device, DeviceChoice};
 use crate::model::Model;
 use crate::run::{read_json, utc_stamp, write_json, RunDir};
 use crate::session::{restore, TrainerState};
@@ -41,6 +42,8 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Where to compute.
+    pub device: DeviceChoice,
 }
 
 /// What a training session did.
@@ -79,8 +82,9 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
         &run.spec_path(),
         &serde_json::to_value(&spec).expect("specs serialise"),
     )?;
-    write_json(&run.env_path(), &environment(&spec))?;
-    fresh_job(&Cpu::default(), run, spec, data)?.run_loop(opts)
+    write_json(&run.env_path(), &environment(&spec, opts.device))?;
+    on_device!(opts.device, |dev| fresh_job(dev, run, spec, data)?
+        .run_loop(opts))
 }
 
 /// A job at step 0: parameters initialised from the spec's seed.
@@ -113,16 +117,19 @@ fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: ImageSet) -> Re
 
 /// Continues the run at `root` from its latest checkpoint (or from the start if it has none).
 pub fn resume(root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
-    let dev = Cpu::default();
+    on_device!(opts.device, |dev| resume_on(dev, root, opts))
+}
+
+fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     let run = RunDir::open(root)?;
     if !run.checkpoint_path().is_file() {
         // Killed before its first checkpoint: start again, as the same seed would.
         let spec = read_spec(&run.spec_path())?;
         let data = load_train(&spec)?;
         run.truncate_metrics(0)?;
-        return fresh_job(&dev, run, spec, data)?.run_loop(opts);
+        return fresh_job(dev, run, spec, data)?.run_loop(opts);
     }
-    let restored = restore(&dev, root)?;
+    let restored = restore(dev, root)?;
     let data = load_train(&restored.spec)?;
     if data.features() != restored.state.features {
         return Err(crate::Error::Run {
@@ -328,7 +335,7 @@ fn versions() -> BTreeMap<String, String> {
 }
 
 /// `env.json`: versions, seed, device, plugins, git revision, threads.
-fn environment(spec: &Spec) -> serde_json::Value {
+fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Value {
     let git = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
         .output()
@@ -342,12 +349,10 @@ fn environment(spec: &Spec) -> serde_json::Value {
         "vaezoo": env!("CARGO_PKG_VERSION"),
         "versions": versions(),
         "seed": spec.training.seed,
-        "device": D_NAME,
+        "device": device.name(),
         "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "git_revision": git,
         "started_utc": utc_stamp(),
         "plugins": plugins,
     })
 }
-
-const D_NAME: &str = <Cpu as Backend>::NAME;

@@ -38,19 +38,46 @@ fn a_valid_spec_passes() {
 #[test]
 fn every_kind_of_mistake_is_one_line_with_its_pointer() {
     let cases = [
-        ("\"kind\": \"gaussian_vib\"", "\"kind\": \"gaussian\"", "/bottleneck/kind: \"gaussian\" is not one of"),
-        ("{ \"latent_dim\": 2 }", "{}", "/bottleneck/config: \"latent_dim\" is a required property"),
-        ("\"latent_dim\": 2", "\"latent_dim\": \"two\"", "/bottleneck/config/latent_dim: \"two\" is not of type \"integer\""),
-        ("\"hidden\": [8]", "\"hidden\": [8], \"dropout\": 0.1", "/encoder/config: Additional properties are not allowed ('dropout' was unexpected)"),
-        ("\"latent_dim\": 2", "\"latent_dim\": 0", "/bottleneck/config/latent_dim: 0 is less than the minimum of 1"),
+        (
+            "\"kind\": \"gaussian_vib\"",
+            "\"kind\": \"gaussian\"",
+            "/bottleneck/kind: \"gaussian\" is not one of",
+        ),
+        (
+            "{ \"latent_dim\": 2 }",
+            "{}",
+            "/bottleneck/config: \"latent_dim\" is a required property",
+        ),
+        (
+            "\"latent_dim\": 2",
+            "\"latent_dim\": \"two\"",
+            "/bottleneck/config/latent_dim: \"two\" is not of type \"integer\"",
+        ),
+        (
+            "\"hidden\": [8]",
+            "\"hidden\": [8], \"dropout\": 0.1",
+            "/encoder/config: Additional properties are not allowed ('dropout' was unexpected)",
+        ),
+        (
+            "\"latent_dim\": 2",
+            "\"latent_dim\": 0",
+            "/bottleneck/config/latent_dim: 0 is less than the minimum of 1",
+        ),
     ];
     for (from, to, expected) in cases {
         let (success, out) = validate(&VALID.replace(from, to));
         assert!(!success, "{to}: accepted");
-        assert!(out.contains(expected), "{to}: expected `{expected}` in\n{out}");
+        assert!(
+            out.contains(expected),
+            "{to}: expected `{expected}` in\n{out}"
+        );
         assert_eq!(out.lines().count(), 1, "{to}: one line per problem\n{out}");
     }
-    let (success, out) = validate(&VALID.replace("\"kind\": \"gaussian_vib\"", "\"kind\": \"x\"").replace("\"hidden\": [8]", "\"hidden\": \"8\""));
+    let (success, out) = validate(
+        &VALID
+            .replace("\"kind\": \"gaussian_vib\"", "\"kind\": \"x\"")
+            .replace("\"hidden\": [8]", "\"hidden\": \"8\""),
+    );
     assert!(!success);
     assert_eq!(out.lines().count(), 2, "both problems:\n{out}");
 }
@@ -62,7 +89,10 @@ fn malformed_json_reports_line_and_column() {
     assert!(out.contains(":4:1: malformed JSON"), "{out}");
     let (success, out) = validate("{\n  \"name\": \"t\" \"data\": 1\n}");
     assert!(!success);
-    assert!(out.contains(":2:15: malformed JSON: expected `,` or `}`"), "{out}");
+    assert!(
+        out.contains(":2:15: malformed JSON: expected `,` or `}`"),
+        "{out}"
+    );
     assert_eq!(out.lines().count(), 1, "{out}");
 }
 
@@ -93,12 +123,20 @@ fn committed_schemas_are_up_to_date() {
     let registry = vaezoo::registry().unwrap();
     let expected = schema_files(registry);
     for (path, content) in &expected {
-        let committed = std::fs::read_to_string(repo().join("schemas").join(path)).unwrap_or_default();
-        assert!(committed == *content, "schemas/{} is stale: run `cargo run -- schema`", path.display());
+        let committed =
+            std::fs::read_to_string(repo().join("schemas").join(path)).unwrap_or_default();
+        assert!(
+            committed == *content,
+            "schemas/{} is stale: run `cargo run -- schema`",
+            path.display()
+        );
     }
     let on_disk: BTreeSet<_> = walk(&repo().join("schemas"));
     let generated: BTreeSet<_> = expected.iter().map(|(p, _)| p.clone()).collect();
-    assert_eq!(on_disk, generated, "schemas/ holds files no plugin generates: run `cargo run -- schema` after removing them");
+    assert_eq!(
+        on_disk, generated,
+        "schemas/ holds files no plugin generates: run `cargo run -- schema` after removing them"
+    );
 }
 
 fn walk(root: &std::path::Path) -> BTreeSet<std::path::PathBuf> {
@@ -125,11 +163,22 @@ fn every_builtin_plugin_is_registered_and_listed() {
     assert_eq!(registered, builtins);
     assert_eq!(
         registered,
-        BTreeSet::from(["gaussian_vib", "mlp_decoder", "mlp_encoder", "standard_normal"])
+        BTreeSet::from([
+            "gaussian_vib",
+            "mlp_decoder",
+            "mlp_encoder",
+            "standard_normal"
+        ])
     );
     let out = ok(vaezoo(&["plugins"]));
     for name in builtins {
-        let line = out.lines().find(|l| l.contains(name)).unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
-        assert!(line.contains("builtin") && line.contains(env!("CARGO_PKG_VERSION")), "{line}");
+        let line = out
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+        assert!(
+            line.contains("builtin") && line.contains(env!("CARGO_PKG_VERSION")),
+            "{line}"
+        );
     }
 }

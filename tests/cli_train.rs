@@ -14,21 +14,43 @@ use vaezoo_core::checkpoint::Checkpoint;
 fn train_eval_sample_write_the_run_folder() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = ok(vaezoo(&["train", "zoo/vae-optdigits-tiny.json", "--out", run.to_str().unwrap()]));
+    let out = ok(vaezoo(&[
+        "train",
+        "zoo/vae-optdigits-tiny.json",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
     assert!(out.contains("trained 24 steps in"), "{out}");
-    for file in ["spec.json", "env.json", "metrics.jsonl", "checkpoints/latest.safetensors", "plots/loss.png"] {
+    for file in [
+        "spec.json",
+        "env.json",
+        "metrics.jsonl",
+        "checkpoints/latest.safetensors",
+        "plots/loss.png",
+    ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 24);
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-    assert!(last["loss"].as_f64() < first["loss"].as_f64(), "the loss falls");
+    assert!(
+        last["loss"].as_f64() < first["loss"].as_f64(),
+        "the loss falls"
+    );
 
     let out = ok(vaezoo(&["eval", run.to_str().unwrap()]));
-    assert!(out.contains("-elbo") && out.contains("rec") && out.contains("kl"), "{out}");
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
-    let (neg_elbo, rec, kl) = (eval["neg_elbo"].as_f64().unwrap(), eval["rec"].as_f64().unwrap(), eval["kl"].as_f64().unwrap());
+    assert!(
+        out.contains("-elbo") && out.contains("rec") && out.contains("kl"),
+        "{out}"
+    );
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let (neg_elbo, rec, kl) = (
+        eval["neg_elbo"].as_f64().unwrap(),
+        eval["rec"].as_f64().unwrap(),
+        eval["kl"].as_f64().unwrap(),
+    );
     assert!((neg_elbo - (rec + kl)).abs() < 1e-6 * neg_elbo.abs());
     assert!(kl >= 0.0 && rec > 0.0 && eval["examples"] == 256);
     let again = ok(vaezoo(&["eval", run.to_str().unwrap()]));
@@ -43,10 +65,18 @@ fn train_eval_sample_write_the_run_folder() {
 fn an_existing_run_folder_is_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "mine").unwrap();
-    let out = vaezoo(&["train", "zoo/vae-optdigits-tiny.json", "--out", dir.path().to_str().unwrap()]);
+    let out = vaezoo(&[
+        "train",
+        "zoo/vae-optdigits-tiny.json",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(text(&out).contains("already exists"), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "mine"
+    );
 }
 
 /// Training long enough to be killed: 60 epochs of 512 digits at batch 16 = 1920 steps.
@@ -59,10 +89,20 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let spec = tiny_spec(dir.path(), "killed", long_training());
     let (full, killed) = (dir.path().join("full"), dir.path().join("killed"));
-    ok(vaezoo(&["train", spec.to_str().unwrap(), "--out", full.to_str().unwrap()]));
+    ok(vaezoo(&[
+        "train",
+        spec.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+    ]));
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
-        .args(["train", spec.to_str().unwrap(), "--out", killed.to_str().unwrap()])
+        .args([
+            "train",
+            spec.to_str().unwrap(),
+            "--out",
+            killed.to_str().unwrap(),
+        ])
         .current_dir(repo())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -77,7 +117,10 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     let at_kill = Checkpoint::load(&ckpt).unwrap().step;
-    assert!(at_kill < 1920, "the run was killed before it finished (step {at_kill})");
+    assert!(
+        at_kill < 1920,
+        "the run was killed before it finished (step {at_kill})"
+    );
 
     let out = ok(vaezoo(&["resume", killed.to_str().unwrap()]));
     assert!(out.contains("trained 1920 steps"), "{out}");
@@ -89,8 +132,13 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     assert_eq!(a.params, b.params, "final weights are bit-identical");
     assert_eq!(a.optimizer, b.optimizer);
     assert_eq!(a.rng, b.rng);
-    let metrics = |run: &std::path::Path| std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics(&full), metrics(&killed), "the metric log is the same, with no duplicates");
+    let metrics =
+        |run: &std::path::Path| std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics(&full),
+        metrics(&killed),
+        "the metric log is the same, with no duplicates"
+    );
     let eval = |run: &std::path::Path| {
         ok(vaezoo(&["eval", run.to_str().unwrap()]));
         std::fs::read_to_string(run.join("eval.json")).unwrap()
@@ -101,14 +149,37 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
 #[test]
 fn stop_and_resume_continue_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = tiny_spec(dir.path(), "stopped", json!({ "epochs": 2, "batch_size": 32, "seed": 1, "checkpoint_every": 3 }));
+    let spec = tiny_spec(
+        dir.path(),
+        "stopped",
+        json!({ "epochs": 2, "batch_size": 32, "seed": 1, "checkpoint_every": 3 }),
+    );
     let (full, parts) = (dir.path().join("full"), dir.path().join("parts"));
-    ok(vaezoo(&["train", spec.to_str().unwrap(), "--out", full.to_str().unwrap()]));
-    let out = ok(vaezoo(&["train", spec.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--stop-after", "10"]));
+    ok(vaezoo(&[
+        "train",
+        spec.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+    ]));
+    let out = ok(vaezoo(&[
+        "train",
+        spec.to_str().unwrap(),
+        "--out",
+        parts.to_str().unwrap(),
+        "--stop-after",
+        "10",
+    ]));
     assert!(out.contains("stopped at step 10/32"), "{out}");
-    ok(vaezoo(&["resume", parts.to_str().unwrap(), "--stop-after", "21"]));
+    ok(vaezoo(&[
+        "resume",
+        parts.to_str().unwrap(),
+        "--stop-after",
+        "21",
+    ]));
     ok(vaezoo(&["resume", parts.to_str().unwrap()]));
-    let load = |run: &std::path::Path| Checkpoint::load(&run.join("checkpoints/latest.safetensors")).unwrap();
+    let load = |run: &std::path::Path| {
+        Checkpoint::load(&run.join("checkpoints/latest.safetensors")).unwrap()
+    };
     assert_eq!(load(&full).params, load(&parts).params);
 }
 
@@ -116,13 +187,22 @@ fn stop_and_resume_continue_exactly() {
 fn a_damaged_checkpoint_is_one_line_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    ok(vaezoo(&["train", "zoo/vae-optdigits-tiny.json", "--out", run.to_str().unwrap()]));
+    ok(vaezoo(&[
+        "train",
+        "zoo/vae-optdigits-tiny.json",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
     let ckpt = run.join("checkpoints/latest.safetensors");
     let bytes = std::fs::read(&ckpt).unwrap();
     let mut flipped = bytes.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0xff;
-    for damaged in [bytes[..bytes.len() / 2].to_vec(), flipped, b"not a checkpoint".to_vec()] {
+    for damaged in [
+        bytes[..bytes.len() / 2].to_vec(),
+        flipped,
+        b"not a checkpoint".to_vec(),
+    ] {
         std::fs::write(&ckpt, &damaged).unwrap();
         let before = snapshot(&run);
         for cmd in [&["eval"][..], &["sample"], &["resume"]] {
@@ -130,9 +210,15 @@ fn a_damaged_checkpoint_is_one_line_and_changes_nothing() {
             args.push(run.to_str().unwrap());
             let out = vaezoo(&args);
             let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-            assert!(!out.status.success(), "{cmd:?} accepted a damaged checkpoint");
+            assert!(
+                !out.status.success(),
+                "{cmd:?} accepted a damaged checkpoint"
+            );
             let lines: Vec<&str> = stderr.lines().collect();
-            assert!(lines[0].starts_with("error: ") && lines[0].contains("checkpoint"), "{stderr}");
+            assert!(
+                lines[0].starts_with("error: ") && lines[0].contains("checkpoint"),
+                "{stderr}"
+            );
             assert!(lines.len() <= 2 && !stderr.contains("panicked"), "{stderr}");
             assert_eq!(before, snapshot(&run), "{cmd:?} changed the run folder");
         }

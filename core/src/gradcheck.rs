@@ -113,7 +113,11 @@ mod tests {
     use crate::params::ParamBuilder;
     use crate::rng::{normal_vec, seeded};
 
-    type Setup = (ParamStore<Cpu>, Linear<Feature, Hidden>, Tensor<(Batch, Feature), f32, Cpu>);
+    type Setup = (
+        ParamStore<Cpu>,
+        Linear<Feature, Hidden>,
+        Tensor<(Batch, Feature), f32, Cpu>,
+    );
 
     fn linear_setup() -> Setup {
         let mut rng = seeded(3);
@@ -146,7 +150,11 @@ mod tests {
             })
             .unwrap_or_else(|e| panic!("{act:?}: {e}"));
             assert_eq!(report.checked, 20 + 4);
-            assert!(report.zero_gradient.is_empty(), "{act:?}: {:?}", report.zero_gradient);
+            assert!(
+                report.zero_gradient.is_empty(),
+                "{act:?}: {:?}",
+                report.zero_gradient
+            );
         }
     }
 

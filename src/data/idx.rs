@@ -87,7 +87,7 @@ struct IdxFile {
 /// Reads `path` and checks its magic number and that its size matches the
 /// `ndims` dimensions in its header.
 fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<IdxFile, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+    let mut bytes = std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => DataError::new(path, "file not found"),
         _ => DataError::new(path, format!("cannot read file: {e}")),
     })?;
@@ -143,10 +143,8 @@ fn read_idx(path: &Path, magic: u32, ndims: usize) -> Result<IdxFile, DataError>
             ),
         ));
     }
-    Ok(IdxFile {
-        body: bytes[header_len..].to_vec(),
-        dims,
-    })
+    bytes.drain(..header_len);
+    Ok(IdxFile { body: bytes, dims })
 }
 
 /// Scales the first `limit` images of a checked image file to [0, 1].

@@ -40,7 +40,11 @@ pub fn tiny_spec(dir: &Path, name: &str, training: serde_json::Value) -> PathBuf
     let text = std::fs::read_to_string(repo().join("zoo/vae-optdigits-tiny.json")).unwrap();
     let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
     spec["name"] = name.into();
-    spec["data"]["dir"] = repo().join("zoo/data/optdigits").display().to_string().into();
+    spec["data"]["dir"] = repo()
+        .join("zoo/data/optdigits")
+        .display()
+        .to_string()
+        .into();
     spec["training"] = training;
     spec.as_object_mut().unwrap().remove("$schema");
     let path = dir.join(format!("{name}.json"));

@@ -1,0 +1,53 @@
+//! Choosing the device a command runs on: the CPU always, a CUDA GPU when vaezoo is built with
+//! the `cuda` feature.
+
+use clap::ValueEnum;
+
+/// The device of `--device`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DeviceChoice {
+    /// The CPU (all cores, through dfdx's gemm and rayon).
+    #[default]
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+impl DeviceChoice {
+    /// The name recorded in `env.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+}
+
+/// The first CUDA device.
+#[cfg(feature = "cuda")]
+pub fn cuda() -> crate::Result<vaezoo_core::dfdx::prelude::Cuda> {
+    vaezoo_core::dfdx::prelude::Cuda::try_build(0, 0)
+        .map_err(|e| crate::Error::Usage(format!("no usable CUDA device: {e:?}")))
+}
+
+/// Evaluates `$body` with `$dev` bound to a reference to the chosen device.
+macro_rules! on_device {
+    ($choice:expr, |$dev:ident| $body:expr) => {
+        match $choice {
+            $crate::device::DeviceChoice::Cpu => {
+                let $dev = &vaezoo_core::dfdx::prelude::Cpu::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            $crate::device::DeviceChoice::Cuda => {
+                let $dev = &$crate::device::cuda()?;
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            $crate::device::DeviceChoice::Cuda => Err($crate::Error::Usage(
+                "this vaezoo was built without CUDA; rebuild with `--features cuda`".into(),
+            )),
+        }
+    };
+}
+pub(crate) use on_device;
