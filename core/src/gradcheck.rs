@@ -87,7 +87,7 @@ impl GradCheck {
                 report.checked += 1;
                 report.max_abs_err = report.max_abs_err.max(err);
                 let scale = grad[j].abs().max(numeric.abs());
-                if !(err <= self.atol + self.rtol * scale) {
+                if err.is_nan() || err > self.atol + self.rtol * scale {
                     failures.push(format!(
                         "{}[{j}]: tape {} vs finite difference {numeric}",
                         params.name(i),

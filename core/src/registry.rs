@@ -279,3 +279,55 @@ pub fn parse_config<T: DeserializeOwned>(plugin: &str, config: &Value) -> Result
         message: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, build: Build) -> PluginEntry {
+        PluginEntry {
+            kind: build.kind(),
+            name: name.into(),
+            version: "1.0.0".into(),
+            description: String::new(),
+            origin: Origin::Builtin,
+            schema: serde_json::json!({}),
+            example: serde_json::json!({}),
+            build,
+        }
+    }
+
+    fn no_prior(_: &Value, _: &mut ParamBuilder, _: usize) -> Result<Box<dyn DynPrior>> {
+        Err(Error::Config {
+            plugin: "p".into(),
+            message: "not built in this test".into(),
+        })
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let err = Registry::from_entries([
+            entry("same", Build::Prior(no_prior)),
+            entry("same", Build::Prior(no_prior)),
+        ])
+        .err()
+        .expect("a duplicate is an error");
+        assert!(
+            err.to_string().contains("`same` is registered twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lookups_check_the_kind_and_list_the_alternatives() {
+        let registry = Registry::from_entries([entry("p1", Build::Prior(no_prior))]).unwrap();
+        assert!(registry.get(PluginKind::Prior, "p1").is_ok());
+        let err = registry.get(PluginKind::Bottleneck, "p1").err().unwrap();
+        assert!(
+            err.to_string().contains("no bottleneck plugin named `p1`"),
+            "{err}"
+        );
+        let err = registry.get(PluginKind::Prior, "p2").err().unwrap();
+        assert!(err.to_string().contains("registered: p1"), "{err}");
+    }
+}
