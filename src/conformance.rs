@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::process;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Value};
@@ -59,12 +59,12 @@ use vaezoo_core::registry::{DataDims, PluginEntry, PluginKind, Registry};
 use vaezoo_core::rng::seeded;
 use vaezoo_core::schema::{parse_spec, SpecValidator};
 use vaezoo_core::spec::Spec;
-use vaezoo_core::{Error as CoreError, Traced};
+use vaezoo_core::Error as CoreError;
 
 use crate::model::{Losses, Model};
 
-/// The plugins filling the slots not under test: `(slot, name, config)`. A partner's registered
-/// `example` is used when it is registered; the config here is the fallback.
+/// The plugins filling the slots not under test: `(slot, name, config)`. The config is used
+/// only when the partner is not registered; otherwise its registered `example` is.
 pub const PARTNERS: [(PluginKind, &str, &str); 4] = [
     (
         PluginKind::Encoder,
@@ -85,15 +85,14 @@ pub const PARTNERS: [(PluginKind, &str, &str); 4] = [
 ];
 
 const FEATURES: usize = 6;
-const CLASSES: usize = 3;
 const BATCH: usize = 4;
 const DIMS: DataDims = DataDims {
     features: FEATURES,
-    classes: CLASSES,
+    classes: 3,
 };
-/// Seed of the parameters of the model under test (another seed builds the reloaded one).
+/// Seed of the parameters (the reloaded model of the checkpoint check is built from another).
 const INIT_SEED: u64 = 1;
-/// Seed of the training noise.
+/// Seed of the noise of training passes.
 const NOISE_SEED: u64 = 7;
 
 /// The outcome of one check: `Ok(detail)` or `Err(why it failed)`.
@@ -119,7 +118,7 @@ impl Report {
         self.checks.iter().find(|(n, _)| *n == name).map(|(_, r)| r)
     }
 
-    /// The names of the failed checks.
+    /// The names of the failed checks, in order.
     pub fn failed(&self) -> Vec<&'static str> {
         let failed = self.checks.iter().filter(|(_, r)| r.is_err());
         failed.map(|(name, _)| *name).collect()
@@ -127,7 +126,7 @@ impl Report {
 }
 
 impl fmt::Display for Report {
-    /// `plugin <name>:`, then one line per check: `ok   <check>: <detail>` or
+    /// `plugin <name>:`, then one line per check, `ok   <check>: <detail>` or
     /// `FAIL <check>: <why>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "plugin {}:", self.plugin)?;
@@ -136,8 +135,11 @@ impl fmt::Display for Report {
                 Ok(detail) => ("ok", detail),
                 Err(why) => ("FAIL", why),
             };
-            let text = text.trim().replace('\n', "; ");
-            write!(f, "\n  {status:<4} {name}: {text}")?;
+            write!(
+                f,
+                "\n  {status:<4} {name}: {}",
+                text.trim().replace('\n', "; ")
+            )?;
         }
         Ok(())
     }
@@ -145,19 +147,11 @@ impl fmt::Display for Report {
 
 /// Runs every check on the plugin `name` of `registry`; an unknown name is the only error.
 pub fn check_plugin(registry: &Registry, name: &str) -> crate::Result<Report> {
-    let entry =
-        registry
-            .entries()
-            .find(|e| e.name == name)
-            .ok_or_else(|| CoreError::UnknownPlugin {
-                kind: "registered".into(),
-                name: name.to_string(),
-                known: registry
-                    .entries()
-                    .map(|e| e.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+    let Some(entry) = registry.entries().find(|e| e.name == name) else {
+        let known: Vec<&str> = registry.entries().map(|e| e.name.as_str()).collect();
+        let (kind, name, known) = ("registered".into(), name.into(), known.join(", "));
+        return Err(CoreError::UnknownPlugin { kind, name, known }.into());
+    };
     let kit = Kit {
         registry,
         entry,
@@ -173,33 +167,25 @@ pub fn check_plugin(registry: &Registry, name: &str) -> crate::Result<Report> {
     ];
     let checks = checks
         .into_iter()
-        .map(|(check, run)| (check, guarded(|| run(&kit))))
-        .collect();
+        .map(|(check, run)| (check, guarded(|| run(&kit))));
     Ok(Report {
         plugin: name.to_string(),
-        checks,
+        checks: checks.collect(),
     })
 }
 
 /// [`check_plugin`] for every plugin of `registry`, by name.
 pub fn check_all(registry: &Registry) -> crate::Result<Vec<Report>> {
-    registry
-        .entries()
-        .map(|e| check_plugin(registry, &e.name))
-        .collect()
+    let names = registry.entries().map(|e| e.name.as_str());
+    names.map(|name| check_plugin(registry, name)).collect()
 }
 
 /// Runs a check, turning a panic into its failure.
 fn guarded(check: impl FnOnce() -> CheckResult) -> CheckResult {
     catch_unwind(AssertUnwindSafe(check)).unwrap_or_else(|payload| {
-        let message = match (
-            payload.downcast_ref::<&str>(),
-            payload.downcast_ref::<String>(),
-        ) {
-            (Some(s), _) => s.to_string(),
-            (_, Some(s)) => s.clone(),
-            _ => "(a panic without a message)".to_string(),
-        };
+        let message = (payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
         Err(format!("panicked: {message}"))
     })
 }
@@ -208,12 +194,10 @@ fn guarded(check: impl FnOnce() -> CheckResult) -> CheckResult {
 fn spec_json(registry: &Registry, entry: &PluginEntry) -> Value {
     let mut spec = json!({"name": "conformance", "data": {"format": "idx", "dir": "."}});
     for (kind, partner, fallback) in PARTNERS {
-        let (name, config) = if kind == entry.kind {
-            (entry.name.as_str(), entry.example.clone())
-        } else {
-            let config = registry.get(kind, partner).map(|e| e.example.clone());
-            let fallback = || serde_json::from_str(fallback).expect("partner configs are JSON");
-            (partner, config.unwrap_or_else(|_| fallback()))
+        let (name, config) = match registry.get(kind, partner) {
+            _ if kind == entry.kind => (entry.name.as_str(), entry.example.clone()),
+            Ok(registered) => (partner, registered.example.clone()),
+            Err(_) => (partner, serde_json::from_str(fallback).expect("valid JSON")),
         };
         spec[kind.as_str()] = json!({"kind": name, "config": config});
     }
@@ -222,81 +206,52 @@ fn spec_json(registry: &Registry, entry: &PluginEntry) -> Value {
 
 /// The fixed batch: `x = (i·7 mod 10)/10 + 0.05`, label `i mod 3`.
 fn observation(dev: &Cpu) -> Observation<Cpu> {
-    let x = (0..BATCH * FEATURES)
-        .map(|i| (i * 7 % 10) as f32 / 10.0 + 0.05)
-        .collect();
+    let x = (0..BATCH * FEATURES).map(|i| (i * 7 % 10) as f32 / 10.0 + 0.05);
     Observation {
-        x: dev.tensor_from_vec(x, (Batch(BATCH), Feature(FEATURES))),
-        labels: Some((0..BATCH).map(|i| i % CLASSES).collect()),
+        x: dev.tensor_from_vec(x.collect(), (Batch(BATCH), Feature(FEATURES))),
+        labels: Some((0..BATCH).map(|i| i % DIMS.classes).collect()),
     }
 }
 
-fn losses(model: &Model, params: &ParamStore<Cpu>, mode: Mode, seed: u64) -> CheckLosses {
+/// `("rec", values)`, then `(name, values)` of each KL term.
+type Terms = Vec<(String, Vec<f32>)>;
+
+/// Compares two [`Terms`] bit for bit; `what` names the two passes.
+fn same_bits(a: &Terms, b: &Terms, what: &str) -> CheckResult {
+    let bits = |t: &Terms| -> Vec<(String, Vec<u32>)> {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect();
+        t.iter().map(|(n, v)| (n.clone(), bits(v))).collect()
+    };
+    if bits(a) != bits(b) {
+        return Err(format!("{what} differ: {a:?} vs {b:?}"));
+    }
+    Ok(format!("rec and {} KL term(s) bit-identical", a.len() - 1))
+}
+
+/// The losses of one pass over the fixed batch.
+fn losses(
+    model: &Model,
+    params: &ParamStore<Cpu>,
+    mode: Mode,
+    seed: u64,
+) -> Result<Losses<Cpu>, String> {
     let mut rng = seeded(seed);
     let mut ctx = Ctx {
         params,
         mode,
         rng: &mut rng,
     };
-    let obs = observation(params.device());
-    model
-        .losses(&mut ctx, &obs)
-        .map_err(|e| format!("forward ({mode:?}): {e}"))
+    let losses = model.losses(&mut ctx, &observation(params.device()));
+    losses.map_err(|e| format!("forward ({mode:?}): {e}"))
 }
 
-type CheckLosses = Result<Losses<Cpu>, String>;
-
-/// The values of rec and of each named KL term.
-fn values(losses: &Losses<Cpu>) -> Vec<(String, Vec<f32>)> {
-    let kl = losses.kl.iter().map(|t| (t.name.clone(), t.value.as_vec()));
-    std::iter::once(("rec".to_string(), losses.rec.as_vec()))
+/// The [`Terms`] of one pass over the fixed batch.
+fn terms(model: &Model, params: &ParamStore<Cpu>, mode: Mode, seed: u64) -> Result<Terms, String> {
+    let l = losses(model, params, mode, seed)?;
+    let kl = l.kl.iter().map(|t| (t.name.clone(), t.value.as_vec()));
+    Ok(std::iter::once(("rec".into(), l.rec.as_vec()))
         .chain(kl)
-        .collect()
-}
-
-/// Compares two [`values`] bit for bit; `what` names the two passes.
-fn same_bits(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)], what: &str) -> CheckResult {
-    let names = |v: &[(String, Vec<f32>)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    if names(a) != names(b) {
-        return Err(format!(
-            "{what} give terms {:?} and {:?}",
-            names(a),
-            names(b)
-        ));
-    }
-    for ((name, x), (_, y)) in a.iter().zip(b) {
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        if bits(x) != bits(y) {
-            return Err(format!("{what} differ in {name}: {x:?} vs {y:?}"));
-        }
-    }
-    Ok(format!("rec and {} KL term(s) bit-identical", a.len() - 1))
-}
-
-/// A temporary folder, removed on drop (panics included).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> Result<Self, String> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let label: String = label
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let path = std::env::temp_dir().join(format!(
-            "vaezoo-conformance-{}-{label}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Self(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+        .collect())
 }
 
 /// One check of a [`Kit`].
@@ -321,20 +276,19 @@ impl Kit<'_> {
 
     fn schema(&self) -> CheckResult {
         let validator = SpecValidator::new(self.registry).map_err(|e| e.to_string())?;
-        let problems = validator.problems(&self.spec);
-        if !problems.is_empty() {
-            return Err(format!("example config: {}", problems.join("; ")));
-        }
-        let parse = |label: &str, v: &Value| {
-            parse_spec(label, &v.to_string(), &validator).map(|(spec, _)| spec)
+        let problems = |v: &Value| match validator.problems(v) {
+            p if p.is_empty() => Ok(()),
+            p => Err(p.join("; ")),
         };
-        let spec = parse("conformance", &self.spec).map_err(|e| e.to_string())?;
+        problems(&self.spec).map_err(|p| format!("the example config: {p}"))?;
+        let parse = |label: &str, v: &Value| {
+            let parsed = parse_spec(label, &v.to_string(), &validator);
+            parsed.map(|(spec, _)| spec).map_err(|e| e.to_string())
+        };
+        let spec = parse("conformance", &self.spec)?;
         let written = serde_json::to_value(&spec).map_err(|e| format!("writing: {e}"))?;
-        let problems = validator.problems(&written);
-        if !problems.is_empty() {
-            return Err(format!("the spec written back: {}", problems.join("; ")));
-        }
-        let reread = parse("written back", &written).map_err(|e| e.to_string())?;
+        problems(&written).map_err(|p| format!("the spec written back: {p}"))?;
+        let reread = parse("written back", &written)?;
         if reread != spec {
             return Err(format!(
                 "the spec reads back different: {reread:?} vs {spec:?}"
@@ -346,12 +300,11 @@ impl Kit<'_> {
             return Err("the example config is not a JSON object".into());
         };
         config.insert("__unknown__".into(), json!(1));
-        let pointer = format!("/{slot}/config");
-        let problems = validator.problems(&extra);
+        let (pointer, problems) = (format!("/{slot}/config"), validator.problems(&extra));
         if !problems.iter().any(|p| p.starts_with(&pointer)) {
-            let problems = problems.join("; ");
             return Err(format!(
-                "the schema accepts an unknown config field `__unknown__` (problems: [{problems}])"
+                "the schema accepts an unknown config field `__unknown__` (problems: [{}])",
+                problems.join("; ")
             ));
         }
         Ok("example valid, spec round-trips, unknown config field rejected".into())
@@ -359,16 +312,10 @@ impl Kit<'_> {
 
     fn shapes(&self) -> CheckResult {
         let (model, params) = self.build(INIT_SEED)?;
-        let l = losses(&model, &params, Mode::Train, NOISE_SEED)?;
-        let mut terms = vec![("rec".to_string(), *l.rec.shape(), l.rec.as_vec())];
-        let kl = l.kl.iter();
-        terms.extend(kl.map(|t| (t.name.clone(), *t.value.shape(), t.value.as_vec())));
-        for (name, (Batch(n),), v) in &terms {
-            if *n != BATCH || v.len() != BATCH {
-                return Err(format!(
-                    "{name} has {n} rows ({} values), not {BATCH}",
-                    v.len()
-                ));
+        let terms = terms(&model, &params, Mode::Train, NOISE_SEED)?;
+        for (name, v) in &terms {
+            if v.len() != BATCH {
+                return Err(format!("{name} has {} values, not {BATCH}", v.len()));
             }
             if let Some(bad) = v.iter().find(|x| !x.is_finite()) {
                 return Err(format!("{name} has the value {bad}"));
@@ -380,9 +327,8 @@ impl Kit<'_> {
             mode: Mode::Eval,
             rng: &mut rng,
         };
-        let mean = model
-            .sample(&mut ctx, 2)
-            .map_err(|e| format!("sample: {e}"))?;
+        let mean = model.sample(&mut ctx, 2);
+        let mean = mean.map_err(|e| format!("sample: {e}"))?;
         let (Batch(rows), Feature(cols)) = *mean.shape();
         if (rows, cols) != (2, FEATURES) {
             return Err(format!("2 samples have a mean of shape ({rows}, {cols})"));
@@ -390,7 +336,7 @@ impl Kit<'_> {
         if let Some(bad) = mean.as_vec().into_iter().find(|x| !x.is_finite()) {
             return Err(format!("the sample mean has the value {bad}"));
         }
-        let names: Vec<&str> = terms.iter().skip(1).map(|(n, _, _)| n.as_str()).collect();
+        let names: Vec<&str> = terms.iter().skip(1).map(|(n, _)| n.as_str()).collect();
         Ok(format!(
             "rec and KL {names:?} ({BATCH},), sample mean (2, {FEATURES}), all finite; no mask exposed"
         ))
@@ -400,12 +346,11 @@ impl Kit<'_> {
         let (model, params) = self.build(INIT_SEED)?;
         let mut detail = Vec::new();
         for mode in [Mode::Train, Mode::Eval] {
-            let l = losses(&model, &params, mode, NOISE_SEED)?;
             let mut min = f32::INFINITY;
-            for term in &l.kl {
-                for (i, v) in term.value.as_vec().into_iter().enumerate() {
+            for (name, values) in terms(&model, &params, mode, NOISE_SEED)?.iter().skip(1) {
+                for (i, &v) in values.iter().enumerate() {
                     if !v.is_finite() || v < -1e-6 {
-                        return Err(format!("{mode:?}: {}[{i}] = {v}", term.name));
+                        return Err(format!("{mode:?}: {name}[{i}] = {v}"));
                     }
                     min = min.min(v);
                 }
@@ -417,8 +362,8 @@ impl Kit<'_> {
 
     fn deterministic_eval(&self) -> CheckResult {
         let (model, params) = self.build(INIT_SEED)?;
-        let a = values(&losses(&model, &params, Mode::Eval, 10)?);
-        let b = values(&losses(&model, &params, Mode::Eval, 11)?);
+        let a = terms(&model, &params, Mode::Eval, 10)?;
+        let b = terms(&model, &params, Mode::Eval, 11)?;
         same_bits(&a, &b, "eval passes with seeds 10 and 11").map(|d| d + " across RNG seeds")
     }
 
@@ -429,27 +374,32 @@ impl Kit<'_> {
             .map(|i| params.name(i).to_string())
             .filter(|n| n.starts_with(&prefix))
             .collect();
-        let dev = params.device().clone();
         let mut failure = None;
-        let result = GradCheck::default().run(&mut params, |p| -> Traced<(), Cpu> {
-            let loss = losses(&model, p, Mode::Train, NOISE_SEED)
-                .and_then(|l| model.objective(l, 1.0).map_err(|e| e.to_string()));
-            match loss {
+        let result = GradCheck::default().run(&mut params, |p| {
+            let loss = losses(&model, p, Mode::Train, NOISE_SEED);
+            match loss.and_then(|l| model.objective(l, 1.0).map_err(|e| e.to_string())) {
                 Ok(objective) => objective.loss,
                 Err(e) => {
                     failure.get_or_insert(e);
-                    lift(dev.zeros())
+                    lift(p.device().zeros())
                 }
             }
         });
         if let Some(e) = failure {
             return Err(e);
         }
-        let report = result?;
-        let dead: Vec<&str> = own
-            .iter()
-            .filter(|n| report.zero_gradient.contains(n))
-            .map(String::as_str)
+        let report = result.map_err(|e| {
+            // The plugin's own mismatches first: they are usually the cause.
+            let (mut shown, rest): (Vec<&str>, Vec<&str>) =
+                e.split("; ").partition(|m| m.starts_with(&prefix));
+            let total = shown.len() + rest.len();
+            shown.extend(rest);
+            shown.truncate(4);
+            format!("{total} coordinate(s) disagree, e.g. {}", shown.join("; "))
+        })?;
+        let dead = own.iter().map(String::as_str);
+        let dead: Vec<&str> = dead
+            .filter(|n| report.zero_gradient.iter().any(|z| z == n))
             .collect();
         if !dead.is_empty() {
             return Err(format!("no gradient reaches {}", dead.join(", ")));
@@ -468,9 +418,8 @@ impl Kit<'_> {
 
     fn checkpoint(&self) -> CheckResult {
         let (model, params) = self.build(INIT_SEED)?;
-        let before = values(&losses(&model, &params, Mode::Eval, NOISE_SEED)?);
-        let dir = TempDir::new(&self.entry.name)?;
-        let path = dir.0.join("conformance.safetensors");
+        let before = terms(&model, &params, Mode::Eval, NOISE_SEED)?;
+        let (plugin, version) = (self.entry.name.clone(), self.entry.version.clone());
         let saved = Checkpoint {
             step: 0,
             params: params.to_host(),
@@ -478,10 +427,19 @@ impl Kit<'_> {
             rng: seeded(0),
             spec: self.spec.clone(),
             trainer: json!({}),
-            versions: BTreeMap::from([(self.entry.name.clone(), self.entry.version.clone())]),
+            versions: BTreeMap::from([(plugin, version)]),
         };
-        saved.save(&path).map_err(|e| e.to_string())?;
-        let loaded = Checkpoint::load(&path).map_err(|e| e.to_string())?;
+        // No plugin code runs while the folder exists, so a panic cannot leave it behind.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("vaezoo-conformance-{}-{n}", process::id()));
+        let path = dir.join("conformance.safetensors");
+        let loaded = fs::create_dir_all(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))
+            .and_then(|()| saved.save(&path).map_err(|e| e.to_string()))
+            .and_then(|()| Checkpoint::load(&path).map_err(|e| e.to_string()));
+        let _ = fs::remove_dir_all(&dir);
+        let loaded = loaded?;
         if loaded != saved {
             return Err("the checkpoint reads back different from what was saved".into());
         }
@@ -489,12 +447,11 @@ impl Kit<'_> {
         restored
             .load_host(&loaded.params)
             .map_err(|e| format!("loading: {e}"))?;
-        let after = values(&losses(&other, &restored, Mode::Eval, NOISE_SEED)?);
-        let what = "the original and the reloaded model";
-        same_bits(&before, &after, what).map(|d| {
+        let after = terms(&other, &restored, Mode::Eval, NOISE_SEED)?;
+        same_bits(&before, &after, "the original and the reloaded model").map(|d| {
+            let n = params.len();
             format!(
-                "{} parameters saved and loaded into a model built from another seed; eval {d}",
-                params.len()
+                "{n} parameters saved and loaded into a model built from another seed; eval {d}"
             )
         })
     }
