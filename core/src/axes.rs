@@ -42,6 +42,8 @@ axes! {
     Feature,
     /// Attention heads.
     Head,
+    /// The width of one attention head (model width / heads).
+    HeadDim,
     /// Vocabulary entries.
     Vocab,
     /// Classes of a labelled dataset.

@@ -8,11 +8,13 @@
 //! - [`spec`] and [`schema`]: model specs, their run-time composed JSON Schema and validation;
 //! - [`params`], [`optim`], [`checkpoint`]: parameters, Adam and safetensors checkpoints;
 //! - [`layers`]: our own layers over typed axes;
+//! - [`custom_op`]: element-wise ops with host-computed values and hand-written backward;
 //! - [`gradcheck`]: finite-difference gradient checks for ops and plugins.
 
 pub mod axes;
 pub mod backend;
 pub mod checkpoint;
+pub mod custom_op;
 pub mod error;
 pub mod gradcheck;
 pub mod latent;
