@@ -54,6 +54,8 @@ pub struct EvalReport {
     pub kl: f64,
     /// The seed of the posterior samples.
     pub seed: u64,
+    /// The bottleneck's statistics, averaged over batches weighted by their size.
+    pub stats: std::collections::BTreeMap<String, f64>,
 }
 
 /// Evaluates the latest checkpoint of the run at `root`; writes `eval.json` when it succeeds.
@@ -72,6 +74,7 @@ fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<E
     let test = load_split(Path::new(dir), Split::Test, *pixel_max, *test_limit)?;
     let mut rng = seeded(opts.seed);
     let (mut rec_sum, mut kl_sum) = (0.0f64, 0.0f64);
+    let mut stats = std::collections::BTreeMap::new();
     for start in (0..test.n).step_by(opts.batch_size.max(1)) {
         let end = (start + opts.batch_size.max(1)).min(test.n);
         let f = test.features();
@@ -92,6 +95,9 @@ fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<E
         };
         let losses = r.model.losses(&mut ctx, &obs)?;
         rec_sum += sum(losses.rec.as_vec());
+        for (name, value) in &losses.stats {
+            *stats.entry(name.to_string()).or_insert(0.0) += value * (end - start) as f64;
+        }
         for term in losses.kl {
             kl_sum += sum(term.value.as_vec());
         }
@@ -104,6 +110,7 @@ fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<E
         rec: rec_sum / n,
         kl: kl_sum / n,
         seed: opts.seed,
+        stats: stats.into_iter().map(|(k, v)| (k, v / n)).collect(),
     };
     write_json(
         &r.run.eval_path(),

@@ -192,6 +192,9 @@ fn run(command: Command) -> Result<ExitCode> {
             println!("{:<10} {:>10.3}", "-elbo", r.neg_elbo);
             println!("{:<10} {:>10.3}", "rec", r.rec);
             println!("{:<10} {:>10.3}", "kl", r.kl);
+            for (name, value) in &r.stats {
+                println!("{name:<10} {value:>10.3}");
+            }
             println!("wrote {}", run.join("eval.json").display());
             Ok(ExitCode::SUCCESS)
         }

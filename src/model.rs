@@ -32,6 +32,8 @@ pub struct Objective<D: Backend> {
     pub rec: f32,
     /// Batch mean of the summed KL terms.
     pub kl: f32,
+    /// The bottleneck's statistics.
+    pub stats: Vec<(&'static str, f64)>,
 }
 
 fn mean_of<D: Backend>(t: &Traced<(Batch,), D>) -> f32 {
@@ -45,6 +47,8 @@ pub struct Losses<D: Backend> {
     pub rec: Traced<(Batch,), D>,
     /// The prior's KL terms, each `(Batch,)`.
     pub kl: Vec<KlTerm<D>>,
+    /// The bottleneck's statistics for this batch (e.g. NVIB's `avg_prop_vec`).
+    pub stats: Vec<(&'static str, f64)>,
 }
 
 impl Model {
@@ -88,15 +92,17 @@ impl Model {
         let latent = D::bottleneck(&*self.bottleneck).forward(ctx, states)?;
         let kl = D::prior(&*self.prior).kl(ctx, &latent)?;
         let rec = D::decoder(&*self.decoder).nll(ctx, &latent, obs)?;
+        let stats = latent.stats.clone();
         let (rec, tape) = rec.split_tape();
         let rec = rec.put_tape(tape.merge(latent.into_tape()));
-        Ok(Losses { rec, kl })
+        Ok(Losses { rec, kl, stats })
     }
 
     /// The training objective: the batch mean of `rec + kl_weight · Σ kl`, with its value and
     /// the batch means of rec and of the summed KL for logging. A non-finite loss is an error.
     pub fn objective<D: Backend>(&self, losses: Losses<D>, kl_weight: f32) -> Result<Objective<D>> {
         let rec = mean_of(&losses.rec);
+        let stats = losses.stats;
         let mut total = losses.rec;
         let mut kl = 0.0;
         for term in losses.kl {
@@ -116,6 +122,7 @@ impl Model {
             value,
             rec,
             kl,
+            stats,
         })
     }
 

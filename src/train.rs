@@ -229,6 +229,7 @@ impl<D: Backend> Job<D> {
             let losses = self.model.losses(&mut ctx, &obs)?;
             let objective = self.model.objective(losses, t.kl_weight)?;
             let (loss_value, rec, kl) = (objective.value, objective.rec, objective.kl);
+            let objective_stats = objective.stats;
             let mut g = objective.loss.backward();
             self.params.gradients_into(&mut g, &mut grads);
             drop(g);
@@ -238,10 +239,14 @@ impl<D: Backend> Job<D> {
             };
             self.adam.step(&mut self.params, &grads);
             self.step += 1;
-            metrics.write(&json!({
+            let mut line = json!({
                 "step": self.step, "epoch": epoch + 1, "loss": loss_value, "rec": rec, "kl": kl,
                 "grad_norm": grad_norm,
-            }))?;
+            });
+            for (name, value) in &objective_stats {
+                line[*name] = json!(value);
+            }
+            metrics.write(&line)?;
             bar.set_position(self.step);
             bar.set_message(format!(
                 "epoch {} loss {loss_value:.2} rec {rec:.2} kl {kl:.2}",

@@ -8,7 +8,8 @@
 use dfdx::prelude::*;
 
 use crate::plugin::{
-    Bottleneck, Decoder, DynBottleneck, DynDecoder, DynEncoder, DynPrior, Encoder, Prior,
+    Attention, Bottleneck, Decoder, DynAttention, DynBottleneck, DynDecoder, DynEncoder, DynPrior,
+    Encoder, Prior,
 };
 
 /// A tensor that records its operations on a tape, so gradients can flow back through it.
@@ -26,6 +27,8 @@ pub trait Backend: Device<f32> + Default + 'static {
     fn prior(p: &dyn DynPrior) -> &dyn Prior<Self>;
     /// The decoder as seen on this device.
     fn decoder(p: &dyn DynDecoder) -> &dyn Decoder<Self>;
+    /// The attention as seen on this device.
+    fn attention(p: &dyn DynAttention) -> &dyn Attention<Self>;
 }
 
 macro_rules! backend {
@@ -42,6 +45,9 @@ macro_rules! backend {
                 p
             }
             fn decoder(p: &dyn DynDecoder) -> &dyn Decoder<Self> {
+                p
+            }
+            fn attention(p: &dyn DynAttention) -> &dyn Attention<Self> {
                 p
             }
         }

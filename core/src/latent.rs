@@ -18,9 +18,34 @@ pub struct Mixture<D: Backend> {
     pub log_var: Option<Traced<(Batch, Comp, Latent), D>>,
     /// Which components exist, row-major `Batch × Comp`; `None` when all do.
     pub mask: Option<Vec<bool>>,
+    /// Mixture weights π, `(Batch, Comp)`, summing to one over existing components; `None`
+    /// when uniform.
+    pub weights: Option<Traced<(Batch, Comp), D>>,
+    /// Dirichlet pseudo-counts α, `(Batch, Comp)`, for nonparametric latents (NVIB).
+    pub alpha: Option<Traced<(Batch, Comp), D>>,
+    /// Statistics the bottleneck reports (e.g. NVIB's `avg_prop_vec`), logged by the trainer.
+    pub stats: Vec<(&'static str, f64)>,
 }
 
 impl<D: Backend> Mixture<D> {
+    /// A Gaussian latent (one or more components with uniform weights), as a vector VAE's.
+    pub fn gaussian(
+        z: Traced<(Batch, Comp, Latent), D>,
+        mean: Traced<(Batch, Comp, Latent), D>,
+        log_var: Option<Traced<(Batch, Comp, Latent), D>>,
+        mask: Option<Vec<bool>>,
+    ) -> Self {
+        Self {
+            z,
+            mean,
+            log_var,
+            mask,
+            weights: None,
+            alpha: None,
+            stats: Vec::new(),
+        }
+    }
+
     /// The operations recorded on this latent's tensors. Consumers read the latent through
     /// [`Reuse::reuse`](crate::backend::Reuse) handles, which carry no history, so whoever
     /// owns the latent merges this tape into the loss; otherwise no gradient reaches the
@@ -30,6 +55,12 @@ impl<D: Backend> Mixture<D> {
         tape = tape.merge(self.mean.split_tape().1);
         if let Some(log_var) = self.log_var {
             tape = tape.merge(log_var.split_tape().1);
+        }
+        if let Some(weights) = self.weights {
+            tape = tape.merge(weights.split_tape().1);
+        }
+        if let Some(alpha) = self.alpha {
+            tape = tape.merge(alpha.split_tape().1);
         }
         tape
     }

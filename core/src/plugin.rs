@@ -162,12 +162,7 @@ impl<D: Backend> LatentSpace<D> for VectorSpace {
         }
         let mean = a.mean.retaped::<OwnedTape<f32, D>>() * (1.0 - tau)
             + b.mean.retaped::<OwnedTape<f32, D>>() * tau;
-        Ok(Mixture {
-            z: mean.retaped(),
-            mean,
-            log_var: None,
-            mask: None,
-        })
+        Ok(Mixture::gaussian(mean.retaped(), mean, None, None))
     }
 }
 
@@ -195,6 +190,8 @@ device_independent! {
     DynPrior: Prior;
     /// A [`Decoder`] for every enabled device.
     DynDecoder: Decoder;
+    /// An [`Attention`] for every enabled device.
+    DynAttention: Attention;
 }
 
 #[cfg(test)]
@@ -207,12 +204,7 @@ mod tests {
         let dev = Cpu::default();
         let mk = |v: f32| {
             let t = lift(dev.tensor_from_vec(vec![v; 4], (Batch(2), Comp(1), Latent(2))));
-            Mixture {
-                z: t.retaped(),
-                mean: t,
-                log_var: None,
-                mask: None,
-            }
+            Mixture::gaussian(t.retaped(), t, None, None)
         };
         let (a, b) = (mk(1.0), mk(3.0));
         let m = LatentSpace::<Cpu>::interpolate(&VectorSpace, &a, &b, 0.25).unwrap();

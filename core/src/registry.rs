@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::params::ParamBuilder;
-use crate::plugin::{DynBottleneck, DynDecoder, DynEncoder, DynPrior};
+use crate::plugin::{DynAttention, DynBottleneck, DynDecoder, DynEncoder, DynPrior};
 
 /// The role a plugin plays in a model (the spec's slot it can fill).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -26,24 +26,27 @@ pub enum PluginKind {
     Prior,
     /// Latent → likelihood.
     Decoder,
+    /// Queries × latent → values; used inside decoders, not a spec slot of its own.
+    Attention,
 }
 
 impl PluginKind {
-    /// Every kind, in spec order.
-    pub const ALL: [PluginKind; 4] = [
+    /// The kinds that are slots of a spec (its fields of the same names), in spec order.
+    pub const SLOTS: [PluginKind; 4] = [
         PluginKind::Encoder,
         PluginKind::Bottleneck,
         PluginKind::Prior,
         PluginKind::Decoder,
     ];
 
-    /// The lower-case name, which is also the spec's field for this slot.
+    /// The lower-case name (for slots, the spec's field).
     pub fn as_str(self) -> &'static str {
         match self {
             PluginKind::Encoder => "encoder",
             PluginKind::Bottleneck => "bottleneck",
             PluginKind::Prior => "prior",
             PluginKind::Decoder => "decoder",
+            PluginKind::Attention => "attention",
         }
     }
 }
@@ -89,6 +92,9 @@ pub type PriorBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<Box<dyn D
 pub type DecoderBuilder =
     fn(&Value, &mut ParamBuilder, usize, DataDims) -> Result<Box<dyn DynDecoder>>;
 
+/// `(config, params, latent size) → attention`
+pub type AttentionBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<Box<dyn DynAttention>>;
+
 /// How a plugin builds its module from its (schema-validated) config, declaring parameters.
 #[derive(Clone, Copy)]
 pub enum Build {
@@ -100,6 +106,8 @@ pub enum Build {
     Prior(PriorBuilder),
     /// Builds a decoder.
     Decoder(DecoderBuilder),
+    /// Builds an attention.
+    Attention(AttentionBuilder),
 }
 
 impl Build {
@@ -110,6 +118,7 @@ impl Build {
             Build::Bottleneck(_) => PluginKind::Bottleneck,
             Build::Prior(_) => PluginKind::Prior,
             Build::Decoder(_) => PluginKind::Decoder,
+            Build::Attention(_) => PluginKind::Attention,
         }
     }
 }
@@ -265,6 +274,8 @@ typed_build! {
     build_prior: Prior(latent_dim: usize) -> Box<dyn DynPrior>;
     /// Builds decoder `name` (parameters prefixed `decoder.`).
     build_decoder: Decoder(latent_dim: usize, data: DataDims) -> Box<dyn DynDecoder>;
+    /// Builds attention `name` (parameters prefixed `attention.`).
+    build_attention: Attention(latent_dim: usize) -> Box<dyn DynAttention>;
 }
 
 /// The JSON Schema of a config type, as plain JSON.

@@ -42,7 +42,7 @@ pub fn spec_schema(registry: &Registry) -> Value {
     let mut generated = schemars::schema_for!(Spec);
     let mut spec = std::mem::take(generated.ensure_object());
     if let Some(Value::Object(properties)) = spec.get_mut("properties") {
-        for kind in PluginKind::ALL {
+        for kind in PluginKind::SLOTS {
             if let Some(slot) = properties.get_mut(kind.as_str()) {
                 *slot = slot_schema(registry, kind, slot.get("description").cloned());
             }

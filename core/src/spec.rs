@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::optim::AdamConfig;
-use crate::registry::PluginKind;
 
 /// A whole model spec, as written in `zoo/<id>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -37,18 +36,6 @@ pub struct Spec {
     /// Optimisation settings.
     #[serde(default)]
     pub training: TrainingSpec,
-}
-
-impl Spec {
-    /// The component filling the slot of `kind`.
-    pub fn component(&self, kind: PluginKind) -> &Component {
-        match kind {
-            PluginKind::Encoder => &self.encoder,
-            PluginKind::Bottleneck => &self.bottleneck,
-            PluginKind::Prior => &self.prior,
-            PluginKind::Decoder => &self.decoder,
-        }
-    }
 }
 
 /// One slot of a model: which registered plugin, with which config.

@@ -57,12 +57,12 @@ impl<D: Backend> Prior<D> for StandardNormal {
         let shape = (batch, comps, latent);
         let z = lift(ctx.normal(shape));
         let zeros: Tensor<_, f32, D> = ctx.dev().zeros_like(&shape);
-        Ok(Mixture {
+        Ok(Mixture::gaussian(
             z,
-            mean: lift(zeros.clone()),
-            log_var: Some(lift(zeros)),
-            mask: None,
-        })
+            lift(zeros.clone()),
+            Some(lift(zeros)),
+            None,
+        ))
     }
 }
 

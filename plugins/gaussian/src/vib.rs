@@ -58,12 +58,7 @@ impl<D: Backend> Bottleneck<D> for GaussianVib {
             }
             Mode::Eval => mean.reuse(),
         };
-        Ok(Mixture {
-            z,
-            mean,
-            log_var: Some(log_var),
-            mask: input.mask,
-        })
+        Ok(Mixture::gaussian(z, mean, Some(log_var), input.mask))
     }
 }
 

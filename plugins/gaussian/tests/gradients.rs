@@ -52,12 +52,7 @@ fn posterior(
 ) -> Mixture<Cpu> {
     let shape = (Batch(BATCH), Comp(comps), Latent(LATENT));
     let mean = p.get(m, shape);
-    Mixture {
-        z: mean.reuse(),
-        mean,
-        log_var: Some(p.get(lv, shape)),
-        mask,
-    }
+    Mixture::gaussian(mean.reuse(), mean, Some(p.get(lv, shape)), mask)
 }
 
 /// KL(q ‖ N(0, I)) per example, in f64: ½ Σ (μ² + e^lv − 1 − lv) over unmasked components.

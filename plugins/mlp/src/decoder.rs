@@ -2,8 +2,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use vaezoo_core::axes::{Batch, Feature, Latent};
-use vaezoo_core::backend::Reuse;
+use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
+use vaezoo_core::backend::{lift, Reuse};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::layers::Activation;
@@ -29,12 +29,28 @@ pub struct MlpDecoderConfig {
     pub activation: Activation,
     /// The observation model.
     pub likelihood: Likelihood,
+    /// How a latent with several components becomes the one vector the MLP reads.
+    #[serde(default)]
+    pub read: Read,
+}
+
+/// How the decoder reads a latent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Read {
+    /// The latent must have exactly one component (a vector VAE).
+    #[default]
+    Single,
+    /// The mixture's mean Σᵢ πᵢ zᵢ over its existing components (π uniform when the latent has
+    /// no weights), e.g. to decode an NVIB latent with an MLP.
+    WeightedMean,
 }
 
 /// An MLP from the latent to the likelihood's parameters.
 pub struct MlpDecoder {
     stack: Stack<Latent, Feature>,
     likelihood: BuiltLikelihood,
+    read: Read,
 }
 
 impl MlpDecoder {
@@ -54,7 +70,11 @@ impl MlpDecoder {
             false,
         );
         let likelihood = BuiltLikelihood::new(&cfg.likelihood, params, data.features);
-        Self { stack, likelihood }
+        Self {
+            stack,
+            likelihood,
+            read: cfg.read,
+        }
     }
 
     /// # Shapes
@@ -65,13 +85,30 @@ impl MlpDecoder {
         latent: &Mixture<D>,
     ) -> Result<Traced<(Batch, Feature), D>> {
         let (batch, comps, dim) = latent.dims();
-        if comps.0 != 1 {
-            return Err(Error::Shape(format!(
-                "mlp_decoder reads one-component (vector) latents, got {} components",
-                comps.0
-            )));
-        }
-        let z = latent.z.reuse().reshape_like(&(batch, dim));
+        let z = match self.read {
+            Read::Single if comps.0 != 1 => {
+                return Err(Error::Shape(format!(
+                    "mlp_decoder with `read: single` reads one-component (vector) latents, got {} \
+                     components; use `read: weighted_mean`",
+                    comps.0
+                )))
+            }
+            Read::Single => latent.z.reuse().reshape_like(&(batch, dim)),
+            Read::WeightedMean => {
+                let weights = match &latent.weights {
+                    Some(w) => w.reuse(),
+                    None => lift(uniform_weights(
+                        ctx.dev(),
+                        batch,
+                        comps,
+                        latent.mask.as_deref(),
+                    )),
+                };
+                let shape = (batch, comps, dim);
+                (latent.z.reuse() * weights.broadcast_like(&shape))
+                    .sum::<(Batch, Latent), Axis<1>>()
+            }
+        };
         Ok(self.stack.forward(ctx.params, z))
     }
 }
@@ -103,6 +140,27 @@ impl<D: Backend> Decoder<D> for MlpDecoder {
     }
 }
 
+/// π uniform over each row's existing components.
+///
+/// # Shapes
+/// → `(batch, comps)`
+fn uniform_weights<D: Backend>(
+    dev: &D,
+    batch: Batch,
+    comps: Comp,
+    mask: Option<&[bool]>,
+) -> Tensor<(Batch, Comp), f32, D> {
+    let mut w = vec![0.0; batch.0 * comps.0];
+    for (b, row) in w.chunks_mut(comps.0).enumerate() {
+        let exists = |i: usize| mask.is_none_or(|m| m[b * comps.0 + i]);
+        let n = (0..comps.0).filter(|&i| exists(i)).count().max(1) as f32;
+        for (i, x) in row.iter_mut().enumerate() {
+            *x = if exists(i) { 1.0 / n } else { 0.0 };
+        }
+    }
+    dev.tensor_from_vec(w, (batch, comps))
+}
+
 fn build(
     config: &serde_json::Value,
     params: &mut ParamBuilder,
@@ -119,7 +177,7 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "MLP from a vector latent to a Bernoulli-logit or Gaussian likelihood",
         schema: schema_of::<MlpDecoderConfig>,
-        example: || vaezoo_core::serde_json::json!({ "hidden": [5], "activation": "tanh", "likelihood": { "type": "bernoulli" } }),
+        example: || vaezoo_core::serde_json::json!({ "hidden": [5], "activation": "tanh", "likelihood": { "type": "bernoulli" }, "read": "weighted_mean" }),
         build: Build::Decoder(build),
     }
 }

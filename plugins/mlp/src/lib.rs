@@ -6,7 +6,7 @@ mod encoder;
 mod likelihood;
 mod stack;
 
-pub use decoder::{MlpDecoder, MlpDecoderConfig};
+pub use decoder::{MlpDecoder, MlpDecoderConfig, Read};
 pub use encoder::{MlpEncoder, MlpEncoderConfig};
 pub use likelihood::Likelihood;
 

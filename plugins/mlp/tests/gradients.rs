@@ -18,7 +18,7 @@ use vaezoo_core::plugin::{Ctx, Decoder, Encoder, Mode, Observation};
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::{normal_vec, seeded};
 use vaezoo_core::Traced;
-use vaezoo_mlp::{Likelihood, MlpDecoder, MlpDecoderConfig, MlpEncoder, MlpEncoderConfig};
+use vaezoo_mlp::{Likelihood, MlpDecoder, MlpDecoderConfig, MlpEncoder, MlpEncoderConfig, Read};
 
 const BATCH: usize = 3;
 const FEATURES: usize = 6;
@@ -291,6 +291,7 @@ fn decoder_setup(
         hidden: hidden.to_vec(),
         activation,
         likelihood,
+        read: Read::Single,
     };
     let decoder = MlpDecoder::new(&cfg, &mut pb, LATENT, DATA);
     let z = pb.declare(
@@ -308,12 +309,7 @@ fn decoder_setup(
 /// A deterministic latent whose sample is parameter `z`.
 fn latent(p: &ParamStore<Cpu>, z: ParamId, comps: usize) -> Mixture<Cpu> {
     let z = p.get(z, (Batch(BATCH), Comp(comps), Latent(LATENT)));
-    Mixture {
-        mean: z.reuse(),
-        z,
-        log_var: None,
-        mask: None,
-    }
+    Mixture::gaussian(z.reuse(), z, None, None)
 }
 
 /// The decoder's −log p(x | z) per example, with the latent's tape merged in.
@@ -529,6 +525,7 @@ fn decoder_rejects_a_latent_with_two_components() {
             hidden: vec![5],
             activation: Activation::Tanh,
             likelihood,
+            read: Read::Single,
         };
         let decoder = MlpDecoder::new(&cfg, &mut pb, LATENT, DATA);
         // Two components of LATENT each: BATCH·2·LATENT values.
@@ -557,12 +554,7 @@ fn decoder_rejects_a_latent_with_two_components() {
             (Batch(BATCH), Comp(1), Latent(LATENT)),
         );
         let one = vaezoo_core::backend::lift(one);
-        let q1 = Mixture {
-            mean: one.reuse(),
-            z: one,
-            log_var: None,
-            mask: None,
-        };
+        let q1 = Mixture::gaussian(one.reuse(), one, None, None);
         assert!(decoder.nll(&mut ctx, &q1, &obs).is_ok());
     }
 }
