@@ -1,8 +1,9 @@
 //! The conformance kit: one harness that every registered plugin must pass.
 //!
 //! [`check_plugin`] puts the plugin under test into its slot of a tiny model, with its
-//! registered `example` config, and fills the other slots with the reference vector-VAE
-//! [`PARTNERS`] (`mlp_encoder`, `gaussian_vib`, `standard_normal`, `mlp_decoder`). The data are
+//! registered `example` config, and fills the other slots with the plugins it declares as its
+//! `partners`, else with the reference vector-VAE [`PARTNERS`] (`mlp_encoder`, `gaussian_vib`,
+//! `standard_normal`, `mlp_decoder`), each with its registered example. The data are
 //! fixed: 6 features in (0, 1), 3 classes, a batch of 4, on the `Cpu` device. Then it runs
 //! these checks, each of which passes with a detail or fails with the reason:
 //!
@@ -194,10 +195,15 @@ fn guarded(check: impl FnOnce() -> CheckResult) -> CheckResult {
 fn spec_json(registry: &Registry, entry: &PluginEntry) -> Value {
     let mut spec = json!({"name": "conformance", "data": {"format": "idx", "dir": "."}});
     for (kind, partner, fallback) in PARTNERS {
-        let (name, config) = match registry.get(kind, partner) {
+        let declared = entry
+            .partners
+            .iter()
+            .find_map(|name| registry.get(kind, name).ok());
+        let (name, config) = match (declared, registry.get(kind, partner)) {
             _ if kind == entry.kind => (entry.name.as_str(), entry.example.clone()),
-            Ok(registered) => (partner, registered.example.clone()),
-            Err(_) => (partner, serde_json::from_str(fallback).expect("valid JSON")),
+            (Some(declared), _) => (declared.name.as_str(), declared.example.clone()),
+            (None, Ok(registered)) => (partner, registered.example.clone()),
+            (None, Err(_)) => (partner, serde_json::from_str(fallback).expect("valid JSON")),
         };
         spec[kind.as_str()] = json!({"kind": name, "config": config});
     }

@@ -167,6 +167,7 @@ fn faulty(name: &str, fault: &str, schema: Value) -> PluginEntry {
         origin: Origin::Builtin,
         schema,
         example: json!({"latent_dim": 3, "fault": fault}),
+        partners: Vec::new(),
         build: Build::Bottleneck(build_faulty),
     }
 }

@@ -22,6 +22,14 @@ macro_rules! axes {
                 Some(Self(size))
             }
         }
+
+        /// Concatenating along an axis adds its sizes (dfdx's `concat_along` needs this).
+        impl std::ops::Add for $name {
+            type Output = Self;
+            fn add(self, other: Self) -> Self {
+                Self(self.0 + other.0)
+            }
+        }
     )*};
 }
 
@@ -64,5 +72,15 @@ mod tests {
         assert_eq!(y.shape(), &(Batch(3), Latent(2)));
         let s = y.sum::<(Batch,), Axis<1>>();
         assert_eq!(s.as_vec(), vec![8.0; 3]);
+    }
+
+    #[test]
+    fn typed_axes_concatenate() {
+        let dev = Cpu::default();
+        let a: Tensor<(Batch, Comp), f32, _> = dev.ones_like(&(Batch(2), Comp(1)));
+        let b: Tensor<(Batch, Comp), f32, _> = dev.zeros_like(&(Batch(2), Comp(3)));
+        let c = (a, b).concat_along(Axis::<1>);
+        assert_eq!(c.shape(), &(Batch(2), Comp(4)));
+        assert_eq!(c.as_vec(), vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
     }
 }

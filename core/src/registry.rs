@@ -135,6 +135,9 @@ pub struct PluginRegistration {
     pub schema: fn() -> Value,
     /// A small valid config: documentation, and what the conformance kit builds.
     pub example: fn() -> Value,
+    /// Plugins of other kinds it needs beside it (e.g. a prior that only understands one
+    /// bottleneck's latents); the conformance kit composes the plugin with them.
+    pub partners: &'static [&'static str],
     /// Its builder.
     pub build: Build,
 }
@@ -173,6 +176,8 @@ pub struct PluginEntry {
     pub schema: Value,
     /// A small valid config.
     pub example: Value,
+    /// Plugins of other kinds it needs beside it.
+    pub partners: Vec<String>,
     /// Its builder.
     pub build: Build,
 }
@@ -196,6 +201,7 @@ impl Registry {
                     origin: Origin::Builtin,
                     schema: (r.schema)(),
                     example: (r.example)(),
+                    partners: r.partners.iter().map(|p| p.to_string()).collect(),
                     build: r.build,
                 }),
         )
@@ -304,6 +310,7 @@ mod tests {
             origin: Origin::Builtin,
             schema: serde_json::json!({}),
             example: serde_json::json!({}),
+            partners: Vec::new(),
             build,
         }
     }

@@ -60,6 +60,7 @@ fn entry(name: &str, schema: Value, build: Build) -> PluginEntry {
         origin: Origin::Builtin,
         schema,
         example: json!({}),
+        partners: Vec::new(),
         build,
     }
 }

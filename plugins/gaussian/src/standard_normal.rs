@@ -82,6 +82,7 @@ vaezoo_core::inventory::submit! {
         description: "Standard normal prior N(0, I) with closed-form Gaussian KL",
         schema: schema_of::<StandardNormalConfig>,
         example: || vaezoo_core::serde_json::json!({}),
+        partners: &[],
         build: Build::Prior(build),
     }
 }

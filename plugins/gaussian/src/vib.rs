@@ -81,6 +81,7 @@ vaezoo_core::inventory::submit! {
         description: "Diagonal Gaussian posterior per encoder state, reparameterised sampling",
         schema: schema_of::<GaussianVibConfig>,
         example: || vaezoo_core::serde_json::json!({ "latent_dim": 3 }),
+        partners: &[],
         build: Build::Bottleneck(build),
     }
 }

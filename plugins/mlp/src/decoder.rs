@@ -178,6 +178,7 @@ vaezoo_core::inventory::submit! {
         description: "MLP from a vector latent to a Bernoulli-logit or Gaussian likelihood",
         schema: schema_of::<MlpDecoderConfig>,
         example: || vaezoo_core::serde_json::json!({ "hidden": [5], "activation": "tanh", "likelihood": { "type": "bernoulli" }, "read": "weighted_mean" }),
+        partners: &[],
         build: Build::Decoder(build),
     }
 }

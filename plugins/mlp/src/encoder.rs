@@ -85,6 +85,7 @@ vaezoo_core::inventory::submit! {
         description: "MLP from flat features to one state vector",
         schema: schema_of::<MlpEncoderConfig>,
         example: || vaezoo_core::serde_json::json!({ "hidden": [5, 4], "activation": "tanh" }),
+        partners: &[],
         build: Build::Encoder(build),
     }
 }

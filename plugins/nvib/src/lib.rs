@@ -1,18 +1,23 @@
 //! The Nonparametric Variational Information Bottleneck (Henderson & Fehr, ICLR 2023) and its
 //! parts, ported from the official code (both the ICLR 2023 version, `v1`, which the published
 //! NVAE used, and the later one, `head`). The maths and every pitfall of the official code are
-//! in `docs/nvib-math.md`; golden files of the official code check the port.
+//! in the repository's `docs/nvib-math.md`; golden files of the official code check the port.
 //!
 //! - [`num`]: the float types (f32 in models, f64 for the golden checks) and devices;
-//! - [`special`]: lgamma, digamma, trigamma, Gamma sampling and its implicit gradient;
+//! - [`special`]: lgamma, digamma and trigamma, on the host and as differentiable ops;
+//! - [`gamma`]: torch's Gamma sampler and implicit reparameterisation gradient, `rsample`;
 //! - [`dirichlet`]: the Dirichlet weights π of both versions, train and eval;
 //! - [`kl`]: the Gaussian and Dirichlet KL terms against the (conditional) DP prior;
 //! - [`attention`]: denoising attention (train and eval) and scaled dot-product attention;
+//! - [`layer`] and [`init`]: the NVIB layer of both versions and its initialisations;
 //! - [`schedule`]: the official KL annealing schedules.
 
 pub mod attention;
 pub mod dirichlet;
+pub mod gamma;
+pub mod init;
 pub mod kl;
+pub mod layer;
 pub mod num;
 pub mod schedule;
 pub mod special;

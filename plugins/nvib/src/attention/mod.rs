@@ -1,1 +1,133 @@
-//! (being written)
+//! Denoising attention (DA): NVIB's cross-attention over a Dirichlet-process latent, and the
+//! scaled dot-product attention it generalises (§B of `docs/nvib-math.md`).
+//!
+//! - [`sdpa`]: scaled dot-product attention with key padding;
+//! - [`denoising_attention_train`] (§B.1): attention to the sampled latent Z, weighted by π;
+//! - [`denoising_attention_eval`] (§B.2): the query attends to the Gaussians N(μ, σ²) and is
+//!   interpolated with their means;
+//! - [`denoising_mha_train`], [`denoising_mha_eval`] (§B.3): the official
+//!   `DenoisingMultiheadAttention` as functions of explicit (traced) weights.
+//!
+//! Conventions: batch-first; per-head tensors are `(Batch, Head, …)` where the official code
+//! flattens to `B·nh` with index `b·nh + h`. `keep` is row-major `Batch × Comp`, true = a real
+//! component (the official masks are its negation). A component is also dropped where π ≤ 0.
+//! Dropped components get logit −∞ (exactly zero weight and zero gradient); a row with every
+//! component dropped gives NaN, as in torch (NVIB never does this: the prior component at
+//! index 0 is always kept).
+
+mod eval;
+mod multihead;
+mod sdpa;
+mod train;
+
+#[cfg(test)]
+mod tests;
+
+pub use eval::{denoising_attention_eval, LatentQuery, ValueMap};
+pub use multihead::{denoising_mha_eval, denoising_mha_train, MhaBias, MhaWeights};
+pub use sdpa::sdpa;
+pub use train::denoising_attention_train;
+
+use dfdx::prelude::*;
+use vaezoo_core::axes::{Batch, Comp, Head, Seq};
+
+use crate::num::{c, tiny, Dev, Real, Tr};
+
+/// Attention weights per head, `(Batch, Head, Seq, Comp)`, without a tape.
+pub type Weights<E, D> = Tensor<(Batch, Head, Seq, Comp), E, D>;
+
+/// Which official version's constants to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DaVersion {
+    /// idiap/nvib v1.0 (the ICLR 2023 code the NVAE uses): π clamped at 1e-8 before the log;
+    /// eval variance penalty Σ_p log V (c₃ = 1); one head, so the eval query variance is
+    /// √E = √P. Its module ignores the value bias in evaluation.
+    V1,
+    /// idiap/nvib HEAD (= v3.0): π clamped at the float type's tiny; c₃ = ½; any number of
+    /// heads, query variance √E.
+    Head,
+}
+
+impl DaVersion {
+    /// The floor of π before its log.
+    fn pi_floor<E: Real>(self) -> E {
+        match self {
+            Self::V1 => c(1e-8),
+            Self::Head => tiny(),
+        }
+    }
+
+    /// c₃, the weight of the eval-time variance penalty Σ_p log V.
+    fn log_var_weight<E: Real>(self) -> E {
+        match self {
+            Self::V1 => c(1.0),
+            Self::Head => c(0.5),
+        }
+    }
+}
+
+/// `keep` with the components of π ≤ 0 dropped too.
+fn keep_where_pi_positive<E: Real, D: Dev<E>>(
+    keep: &[bool],
+    pi: &Tr<(Batch, Comp), E, D>,
+) -> Vec<bool> {
+    let pi = pi.as_vec();
+    assert_eq!(keep.len(), pi.len(), "keep must be Batch × Comp");
+    keep.iter()
+        .zip(pi)
+        .map(|(&k, p)| k && p > E::zero())
+        .collect()
+}
+
+/// log max(π, floor): the mixture weight's log-prior term of the logits.
+///
+/// # Shapes
+/// `pi: (Batch, Comp)` → `(Batch, Comp)`
+fn log_pi<E: Real, D: Dev<E>>(
+    pi: Tr<(Batch, Comp), E, D>,
+    version: DaVersion,
+) -> Tr<(Batch, Comp), E, D> {
+    let floor = version.pi_floor::<E>().to_f64().expect("a float");
+    pi.clamp(floor, f64::INFINITY).ln()
+}
+
+/// Softmax over components after setting the logits of dropped components to −∞; also
+/// returns a tape-free copy of the weights.
+///
+/// # Shapes
+/// `logits: (Batch, Head, Seq, Comp)`, `keep: Batch × Comp` → `(Batch, Head, Seq, Comp)` twice
+fn masked_softmax<E: Real, D: Dev<E>>(
+    logits: Tr<(Batch, Head, Seq, Comp), E, D>,
+    keep: &[bool],
+) -> (Tr<(Batch, Head, Seq, Comp), E, D>, Weights<E, D>) {
+    let shape = *logits.shape();
+    let (b, h, m, n) = (shape.0 .0, shape.1 .0, shape.2 .0, shape.3 .0);
+    assert_eq!(keep.len(), b * n, "keep must be Batch × Comp");
+    let flags: Vec<E> = (0..b * h * m * n)
+        .map(|i| {
+            let (bi, ni) = (i / (h * m * n), i % n);
+            if keep[bi * n + ni] {
+                E::one()
+            } else {
+                E::zero()
+            }
+        })
+        .collect();
+    let dev = logits.device().clone();
+    let keep = dev.tensor_from_vec(flags, shape).gt(c::<E>(0.5));
+    let minus_inf = dev.tensor_from_vec(vec![E::neg_infinity(); b * h * m * n], shape);
+    let attn = keep.choose(logits, minus_inf).softmax::<Axis<3>>();
+    let weights = attn.retaped::<NoneTape>();
+    (attn, weights)
+}
+
+/// `(Batch, Comp)` repeated over heads and queries.
+///
+/// # Shapes
+/// `x: (Batch, Comp)`, `like: (Batch, Head, Seq, Comp)` → `(Batch, Head, Seq, Comp)`
+fn per_query<E: Real, D: Dev<E>>(
+    x: Tr<(Batch, Comp), E, D>,
+    like: &(Batch, Head, Seq, Comp),
+) -> Tr<(Batch, Head, Seq, Comp), E, D> {
+    x.broadcast_like::<_, Axes2<1, 2>>(like)
+}

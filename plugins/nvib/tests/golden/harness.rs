@@ -13,11 +13,10 @@ pub fn golden_dir() -> PathBuf {
     }
 }
 
-/// One stored tensor: shape, dtype name and row-major data (`None` = NaN in the official code).
+/// One stored tensor: shape and row-major data (`None` = NaN in the official code).
 #[derive(Clone, Debug)]
 pub struct Array {
     pub shape: Vec<usize>,
-    pub dtype: String,
     pub data: Vec<Option<f64>>,
 }
 
@@ -44,21 +43,12 @@ impl Array {
         if data.len() != shape.iter().product::<usize>() {
             return Err(format!("{} values for shape {shape:?}", data.len()));
         }
-        Ok(Self {
-            shape,
-            dtype: v["dtype"].as_str().unwrap_or("f64").to_string(),
-            data,
-        })
+        Ok(Self { shape, data })
     }
 
     /// The values, NaN where the official output was NaN.
     pub fn f64s(&self) -> Vec<f64> {
         self.data.iter().map(|x| x.unwrap_or(f64::NAN)).collect()
-    }
-
-    /// The values as f32.
-    pub fn f32s(&self) -> Vec<f32> {
-        self.f64s().into_iter().map(|x| x as f32).collect()
     }
 
     /// The single value of a scalar.
@@ -165,11 +155,6 @@ impl Produced {
     pub fn with(mut self, name: &str, values: Vec<f64>) -> Self {
         self.values.push((name.to_string(), values));
         self
-    }
-
-    /// Adds output `name` from f32 values.
-    pub fn with_f32(self, name: &str, values: Vec<f32>) -> Self {
-        self.with(name, values.into_iter().map(f64::from).collect())
     }
 
     /// Declares output `name` not compared, and why.

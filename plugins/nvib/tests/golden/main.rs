@@ -8,7 +8,9 @@
 
 mod attention;
 mod harness;
+mod identity;
 mod kl;
+mod layer;
 mod special;
 
 use harness::{compare, golden_dir, Golden, Produced};
@@ -16,7 +18,13 @@ use harness::{compare, golden_dir, Golden, Produced};
 /// A family of cases: `None` when the case is not one of its own.
 type Handler = fn(&Golden) -> Option<Result<Produced, String>>;
 
-const HANDLERS: &[Handler] = &[special::run, kl::run, attention::run];
+const HANDLERS: &[Handler] = &[
+    special::run,
+    kl::run,
+    attention::run,
+    layer::run,
+    identity::run,
+];
 
 /// The port's outputs for `g`, or why there are none.
 fn run(g: &Golden) -> Result<Produced, String> {

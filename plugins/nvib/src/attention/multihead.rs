@@ -1,0 +1,197 @@
+//! The official `DenoisingMultiheadAttention` module (§B.3 of `docs/nvib-math.md`) as pure
+//! functions of explicit weights: the decoder's cross-attention reading the NVIB latent
+//! (z, π, μ, logσ²). Weights are traced tensors, so a plugin owning them as parameters gets
+//! their gradients.
+//!
+//! v1.0 (the NVAE's: one head, `bias=False`) and HEAD (any number of heads, `bias=True`) are
+//! covered. HEAD's module eval path is broken (§B.3); [`denoising_mha_eval`] computes what it
+//! is meant to return (golden `da_head_eval_fn.mha_output_intended`).
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+
+use super::{
+    denoising_attention_eval, denoising_attention_train, DaVersion, LatentQuery, ValueMap, Weights,
+};
+use crate::num::{Dev, Real, Tr};
+
+/// The projection biases (torch's `bias=True`).
+pub struct MhaBias<E: Real, D: Dev<E>> {
+    /// b_q, b_k, b_v: the official `in_proj_bias` [3P] split in three, each `(Model,)`.
+    pub q: Tr<(Model,), E, D>,
+    /// See `q`.
+    pub k: Tr<(Model,), E, D>,
+    /// See `q`.
+    pub v: Tr<(Model,), E, D>,
+    /// The output projection's bias, `(Model,)`.
+    pub out: Tr<(Model,), E, D>,
+}
+
+/// The weights of one denoising multi-head attention, in torch's `[out, in]` layout
+/// (y = x Wᵀ + b). The official packed `in_proj_weight` [3P, P] is `[q; k; v]` stacked along
+/// its rows. Head h owns rows h·E..(h+1)·E of `q`, `k` and `v` (E = Model / heads).
+pub struct MhaWeights<E: Real, D: Dev<E>> {
+    /// The number of heads; it must divide the `Model` width.
+    pub heads: Head,
+    /// W_q, `(Model, Model)`.
+    pub q: Tr<(Model, Model), E, D>,
+    /// W_k, `(Model, Latent)`.
+    pub k: Tr<(Model, Latent), E, D>,
+    /// W_v, `(Model, Latent)`.
+    pub v: Tr<(Model, Latent), E, D>,
+    /// W_o, the output projection, `(Model, Model)`.
+    pub out: Tr<(Model, Model), E, D>,
+    /// The biases, `None` for `bias=False` (the NVAE decoder's).
+    pub bias: Option<MhaBias<E, D>>,
+}
+
+/// Training mode: the queries attend to the sampled latent `z` with weights `pi`
+/// ([`denoising_attention_train`] per head), then the output projection.
+///
+/// Returns the attention output and the per-head attention weights (HEAD returns these; v1.0
+/// returns their mean over heads, the same for its single head).
+///
+/// # Shapes
+/// `query: (Batch, Seq, Model)`, `z: (Batch, Comp, Latent)`, `pi: (Batch, Comp)`,
+/// `keep: Batch × Comp` → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
+pub fn denoising_mha_train<E: Real, D: Dev<E>>(
+    query: Tr<(Batch, Seq, Model), E, D>,
+    weights: MhaWeights<E, D>,
+    z: Tr<(Batch, Comp, Latent), E, D>,
+    pi: Tr<(Batch, Comp), E, D>,
+    keep: &[bool],
+    version: DaVersion,
+) -> (Tr<(Batch, Seq, Model), E, D>, Weights<E, D>) {
+    let MhaWeights {
+        heads,
+        q: w_q,
+        k: w_k,
+        v: w_v,
+        out: w_o,
+        bias,
+    } = weights;
+    let [b_q, b_k, b_v, b_o] = split_bias(bias);
+    let q = split_heads(project(query, w_q, b_q), heads);
+    let k = split_heads(project(z.retaped(), w_k, b_k), heads);
+    let v = split_heads(project(z.retaped(), w_v, b_v), heads);
+    let (out, attn) = denoising_attention_train(q, k, v, pi, z, keep, version);
+    (project(merge_heads(out), w_o, b_o), attn)
+}
+
+/// Evaluation mode: each head's query is mapped into the latent space (u = q_h W_{k,h},
+/// b = q_h·b_{k,h}) and attends to the component Gaussians N(μ, σ²)
+/// ([`denoising_attention_eval`]); the per-head value map is W_{v,h} (+ b_{v,h}), then the
+/// output projection. As the official v1.0 module, [`DaVersion::V1`] leaves out b_{k,h} and
+/// b_{v,h} (a difference only with `bias`; the NVAE has none).
+///
+/// # Shapes
+/// `query: (Batch, Seq, Model)`, `mu, log_var: (Batch, Comp, Latent)`, `pi: (Batch, Comp)`,
+/// `keep: Batch × Comp` → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
+pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
+    query: Tr<(Batch, Seq, Model), E, D>,
+    weights: MhaWeights<E, D>,
+    mu: Tr<(Batch, Comp, Latent), E, D>,
+    log_var: Tr<(Batch, Comp, Latent), E, D>,
+    pi: Tr<(Batch, Comp), E, D>,
+    keep: &[bool],
+    version: DaVersion,
+) -> (Tr<(Batch, Seq, Model), E, D>, Weights<E, D>) {
+    let MhaWeights {
+        heads,
+        q: w_q,
+        k: w_k,
+        v: w_v,
+        out: w_o,
+        bias,
+    } = weights;
+    let [b_q, b_k, b_v, b_o] = split_bias(bias);
+    let (b_k, b_v) = match version {
+        DaVersion::V1 => (None, None),
+        DaVersion::Head => (b_k, b_v),
+    };
+    let q = split_heads(project(query, w_q, b_q), heads);
+    let (batch, _, seq, head_dim) = *q.shape();
+    let latent = w_k.shape().1;
+    let per_head = (heads, head_dim, latent);
+    let w_k = w_k
+        .reshape_like(&per_head)
+        .broadcast_like::<_, Axis<0>>(&(batch, heads, head_dim, latent));
+    let b = b_k.map(|b_k| {
+        let shape = (batch, heads, seq, head_dim);
+        (q.retaped::<OwnedTape<E, D>>()
+            * b_k
+                .reshape_like(&(heads, head_dim))
+                .broadcast_like::<_, Axes2<0, 2>>(&shape))
+        .sum::<(Batch, Head, Seq), Axis<3>>()
+    });
+    let query = LatentQuery {
+        u: q.matmul(w_k),
+        b,
+    };
+    let value = ValueMap {
+        weight: w_v.reshape_like(&per_head),
+        bias: b_v.map(|b_v| b_v.reshape_like(&(heads, head_dim))),
+    };
+    let (out, attn) = denoising_attention_eval(query, mu, log_var, pi, value, keep, version);
+    (project(merge_heads(out), w_o, b_o), attn)
+}
+
+type Biases<E, D> = [Option<Tr<(Model,), E, D>>; 4];
+
+/// (b_q, b_k, b_v, b_out), each `None` without bias.
+fn split_bias<E: Real, D: Dev<E>>(bias: Option<MhaBias<E, D>>) -> Biases<E, D> {
+    match bias {
+        Some(MhaBias { q, k, v, out }) => [Some(q), Some(k), Some(v), Some(out)],
+        None => [None, None, None, None],
+    }
+}
+
+/// x Wᵀ (+ b) for a torch-layout weight.
+///
+/// # Shapes
+/// `x: (Batch, N, I)`, `w: (Model, I)`, `b: (Model,)` → `(Batch, N, Model)`
+fn project<N: Dim, I: Dim, E: Real, D: Dev<E>>(
+    x: Tr<(Batch, N, I), E, D>,
+    w: Tr<(Model, I), E, D>,
+    b: Option<Tr<(Model,), E, D>>,
+) -> Tr<(Batch, N, Model), E, D> {
+    let y = x.matmul(w.permute::<_, Axes2<1, 0>>());
+    match b {
+        Some(b) => {
+            let shape = *y.shape();
+            y + b.broadcast_like::<_, Axes2<0, 1>>(&shape)
+        }
+        None => y,
+    }
+}
+
+/// The model width split into heads (torch's `view(N, B·nh, E).transpose(0, 1)`).
+///
+/// # Shapes
+/// `x: (Batch, N, Model)` → `(Batch, Head, N, HeadDim)`
+fn split_heads<N: Dim, E: Real, D: Dev<E>>(
+    x: Tr<(Batch, N, Model), E, D>,
+    heads: Head,
+) -> Tr<(Batch, Head, N, HeadDim), E, D> {
+    let (batch, n, model) = *x.shape();
+    assert_eq!(
+        model.0 % heads.0,
+        0,
+        "the heads must divide the model width"
+    );
+    x.reshape_like(&(batch, n, heads, HeadDim(model.0 / heads.0)))
+        .permute::<_, Axes4<0, 2, 1, 3>>()
+}
+
+/// The heads concatenated back into the model width.
+///
+/// # Shapes
+/// `x: (Batch, Head, N, HeadDim)` → `(Batch, N, Model)`
+fn merge_heads<N: Dim, E: Real, D: Dev<E>>(
+    x: Tr<(Batch, Head, N, HeadDim), E, D>,
+) -> Tr<(Batch, N, Model), E, D> {
+    let (batch, heads, n, head_dim) = *x.shape();
+    x.permute::<_, Axes4<0, 2, 1, 3>>()
+        .reshape_like(&(batch, n, Model(heads.0 * head_dim.0)))
+}
