@@ -31,7 +31,12 @@ pub use vaezoo_core as core;
 /// The names of every built-in plugin, by the crate that registers it. Calling into each plugin
 /// crate here is what keeps it (and its `inventory` registrations) in the binary.
 pub fn builtin_plugin_names() -> Vec<&'static str> {
-    [vaezoo_gaussian::link(), vaezoo_mlp::link()].concat()
+    [
+        vaezoo_gaussian::link(),
+        vaezoo_mlp::link(),
+        vaezoo_nvib::link(),
+    ]
+    .concat()
 }
 
 /// The registry of this binary: built-in plugins, collected once and frozen.

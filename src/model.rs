@@ -98,7 +98,7 @@ impl Model {
         Ok(Losses { rec, kl, stats })
     }
 
-    /// The training objective: the batch mean of `rec + kl_weight · Σ kl`, with its value and
+    /// The training objective: the batch mean of `rec + kl_weight · Σ weight·kl`, with its value and
     /// the batch means of rec and of the summed KL for logging. A non-finite loss is an error.
     pub fn objective<D: Backend>(&self, losses: Losses<D>, kl_weight: f32) -> Result<Objective<D>> {
         let rec = mean_of(&losses.rec);
@@ -107,7 +107,7 @@ impl Model {
         let mut kl = 0.0;
         for term in losses.kl {
             kl += mean_of(&term.value);
-            total = total + term.value * kl_weight;
+            total = total + term.value * (kl_weight * term.weight);
         }
         let loss = total.mean();
         let value = loss.as_vec()[0];

@@ -68,6 +68,9 @@ pub struct KlTerm<D: Backend> {
     pub name: String,
     /// `(Batch,)`, in nats.
     pub value: Traced<(Batch,), D>,
+    /// Its weight in the training loss (e.g. NVIB's λ_G, λ_D), on top of the spec's
+    /// `kl_weight`; evaluation reports the unweighted value.
+    pub weight: f32,
 }
 
 /// Maps observations to encoder states.

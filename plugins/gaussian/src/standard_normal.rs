@@ -42,6 +42,7 @@ impl<D: Backend> Prior<D> for StandardNormal {
         Ok(vec![KlTerm {
             name: "kl".into(),
             value: per_comp.sum::<(Batch,), Axis<1>>(),
+            weight: 1.0,
         }])
     }
 

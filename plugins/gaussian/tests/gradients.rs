@@ -60,7 +60,7 @@ fn host_kl(mean: &[f32], log_var: &[f32], comps: usize, mask: Option<&[bool]>) -
     (0..BATCH)
         .map(|b| {
             (0..comps)
-                .filter(|&c| mask.map_or(true, |m| m[b * comps + c]))
+                .filter(|&c| mask.is_none_or(|m| m[b * comps + c]))
                 .map(|c| {
                     (0..LATENT)
                         .map(|l| {

@@ -177,7 +177,7 @@ pub fn standard_gamma_grad(alpha: f64, x: f64) -> f64 {
 /// does; the backward multiplies by dx/dα = [`standard_gamma_grad`](α, raw sample).
 ///
 /// # Shapes
-/// `alpha: S`, `samples: S::NUM_ELEMENTS` → `S`
+/// `alpha: S`, `samples`: one per element of `alpha` → `S`
 ///
 /// # Panics
 /// If `samples` does not have one entry per element of `alpha`.

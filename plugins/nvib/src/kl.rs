@@ -84,7 +84,7 @@ fn keep_tensor<S: Shape, E: Real, D: Dev<E>>(
 ) -> Tensor<S, bool, D> {
     let flags = keep
         .iter()
-        .flat_map(|&k| std::iter::repeat(c::<E>(if k { 1.0 } else { 0.0 })).take(repeat))
+        .flat_map(|&k| std::iter::repeat_n(c::<E>(if k { 1.0 } else { 0.0 }), repeat))
         .collect();
     dev.tensor_from_vec(flags, shape).gt(c::<E>(0.5))
 }
@@ -224,7 +224,7 @@ pub struct PriorLatent<E: Real, D: Dev<E>> {
 /// `lengths`: Batch → `z, logvar: (Batch, Comp = κ·max_len, Latent)`, `alpha: (Batch, Comp)`
 ///
 /// # Panics
-/// If the prior's μ/σ² do not fit `latent`.
+/// If `max_len` or a length is 0, or the prior's μ/σ² do not fit `latent`.
 pub fn prior_latent<E: Real, D: Dev<E>>(
     dev: &D,
     rng: &mut HostRng,
@@ -233,6 +233,7 @@ pub fn prior_latent<E: Real, D: Dev<E>>(
     latent: Latent,
     prior: &DpPrior,
 ) -> PriorLatent<E, D> {
+    assert!(max_len > 0 && !lengths.contains(&0), "empty prior latent");
     let (batch, comp) = (Batch(lengths.len()), Comp(prior.kappa * max_len));
     let (mu, var) = prior.per_dim(latent.0);
     let keep: Vec<bool> = lengths
@@ -329,7 +330,7 @@ mod tests {
             delta: 0.3,
             kappa: 2,
         };
-        let (max_len, lengths) = (4, vec![2, 4, 5, 3].repeat(500));
+        let (max_len, lengths) = (4, [2, 4, 5, 3].repeat(500));
         let out = prior_latent::<f64, _>(
             &Cpu::default(),
             &mut seeded(3),

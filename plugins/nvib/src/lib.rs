@@ -10,14 +10,25 @@
 //! - [`kl`]: the Gaussian and Dirichlet KL terms against the (conditional) DP prior;
 //! - [`attention`]: denoising attention (train and eval) and scaled dot-product attention;
 //! - [`layer`] and [`init`]: the NVIB layer of both versions and its initialisations;
-//! - [`schedule`]: the official KL annealing schedules.
+//! - [`schedule`]: the official KL annealing schedules;
+//! - [`space`]: interpolation between mixture latents (the weighted union of components);
+//! - [`bottleneck`] (`nvib`), [`prior`] (`dirichlet_process`): the registered plugins.
+
+/// The names of the plugins this crate registers. The facade calls it so that the linker
+/// keeps this crate (and its `inventory` submissions) in every binary.
+pub fn link() -> &'static [&'static str] {
+    &["dirichlet_process", "nvib"]
+}
 
 pub mod attention;
+pub mod bottleneck;
 pub mod dirichlet;
 pub mod gamma;
 pub mod init;
 pub mod kl;
 pub mod layer;
 pub mod num;
+pub mod prior;
 pub mod schedule;
+pub mod space;
 pub mod special;

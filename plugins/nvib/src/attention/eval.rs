@@ -4,9 +4,13 @@
 //! and their means.
 
 use dfdx::prelude::*;
+use dfdx::shapes::Dim;
 use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Seq};
 
-use super::{keep_where_pi_positive, log_pi, masked_softmax, per_query, DaVersion, Weights};
+use super::{
+    keep_where_pi_positive, log_pi, masked_softmax, per_head_matmul, per_query, DaVersion,
+    WithWeights,
+};
 use crate::num::{c, Dev, Real, Tr};
 
 /// Every head's query mapped into the latent space.
@@ -55,13 +59,10 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     value: ValueMap<E, D>,
     keep: &[bool],
     version: DaVersion,
-) -> (Tr<(Batch, Head, Seq, HeadDim), E, D>, Weights<E, D>) {
+) -> WithWeights<(Batch, Head, Seq, HeadDim), E, D> {
     let keep = keep_where_pi_positive(keep, &pi);
     let LatentQuery { u, b } = query;
-    let (batch, heads, seq, _) = *u.shape();
-    let (_, comps, latent) = *mu.shape();
-    let head_dim = value.weight.shape().1;
-    let s = c::<E>((head_dim.0 as f64).sqrt());
+    let s = c::<E>((value.weight.shape().1 .0 as f64).sqrt());
 
     // Per component: V = σ² + s, μ/V, and the prior terms of the logits.
     let var = log_var.exp();
@@ -74,14 +75,13 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     let prior = log_pi(pi, version) - half_mahalanobis - log_det;
 
     // Logits and attention weights.
-    let per_head = (batch, heads, comps, latent);
-    let logits = u.retaped::<OwnedTape<E, D>>().matmul(
+    let logits = shared_by_heads(
+        u.retaped::<OwnedTape<E, D>>(),
         mu_over_v
             .retaped::<OwnedTape<E, D>>()
-            .broadcast_like::<_, Axis<1>>(&per_head)
-            .permute::<_, Axes4<0, 1, 3, 2>>(),
+            .permute::<_, Axes3<0, 2, 1>>(),
     );
-    let shape = (batch, heads, seq, comps);
+    let shape = *logits.shape();
     let logits = logits + per_query(prior, &shape);
     let logits = match b {
         Some(b) => logits + b.broadcast_like::<_, Axis<3>>(&shape),
@@ -90,18 +90,12 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     let (attn, weights) = masked_softmax(logits, &keep);
 
     // Interpolation between the query and the means, then the value map.
-    let toward_query = attn
-        .retaped::<OwnedTape<E, D>>()
-        .matmul(var_ratio.broadcast_like::<_, Axis<1>>(&per_head))
-        * u;
-    let toward_mean = attn
-        .retaped::<OwnedTape<E, D>>()
-        .matmul((mu_over_v * s).broadcast_like::<_, Axis<1>>(&per_head));
+    let toward_query = shared_by_heads(attn.retaped::<OwnedTape<E, D>>(), var_ratio) * u;
+    let toward_mean = shared_by_heads(attn.retaped::<OwnedTape<E, D>>(), mu_over_v * s);
     let ValueMap { weight, bias } = value;
-    let out = (toward_query + toward_mean).matmul(
-        weight
-            .permute::<_, Axes3<0, 2, 1>>()
-            .broadcast_like::<_, Axis<0>>(&(batch, heads, latent, head_dim)),
+    let out = per_head_matmul(
+        toward_query + toward_mean,
+        weight.permute::<_, Axes3<0, 2, 1>>(),
     );
     let out_shape = *out.shape();
     let out = match bias {
@@ -116,4 +110,20 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
         }
     };
     (out, weights)
+}
+
+/// Σ_k x[b,h,m,k] y[b,k,j]: every head's rows times the example's matrix `y`, as one batched
+/// matmul over examples (no zero-stride operand, which cuBLAS rejects).
+///
+/// # Shapes
+/// `x: (Batch, Head, Seq, K)`, `y: (Batch, K, J)` → `(Batch, Head, Seq, J)`
+fn shared_by_heads<K: Dim, J: Dim, E: Real, D: Dev<E>>(
+    x: Tr<(Batch, Head, Seq, K), E, D>,
+    y: Tr<(Batch, K, J), E, D>,
+) -> Tr<(Batch, Head, Seq, J), E, D> {
+    let (batch, heads, seq, k) = *x.shape();
+    let j = y.shape().2;
+    x.reshape_like(&(batch, heads.0 * seq.0, k))
+        .matmul(y)
+        .reshape_like(&(batch, heads, seq, j))
 }

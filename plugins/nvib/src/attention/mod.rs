@@ -29,6 +29,7 @@ pub use sdpa::sdpa;
 pub use train::denoising_attention_train;
 
 use dfdx::prelude::*;
+use dfdx::shapes::Dim;
 use vaezoo_core::axes::{Batch, Comp, Head, Seq};
 
 use crate::num::{c, tiny, Dev, Real, Tr};
@@ -36,12 +37,17 @@ use crate::num::{c, tiny, Dev, Real, Tr};
 /// Attention weights per head, `(Batch, Head, Seq, Comp)`, without a tape.
 pub type Weights<E, D> = Tensor<(Batch, Head, Seq, Comp), E, D>;
 
+/// An output of shape `S` and the attention weights that made it.
+pub type WithWeights<S, E, D> = (Tr<S, E, D>, Weights<E, D>);
+
 /// Which official version's constants to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DaVersion {
     /// idiap/nvib v1.0 (the ICLR 2023 code the NVAE uses): π clamped at 1e-8 before the log;
-    /// eval variance penalty Σ_p log V (c₃ = 1); one head, so the eval query variance is
-    /// √E = √P. Its module ignores the value bias in evaluation.
+    /// eval variance penalty Σ_p log V (c₃ = 1); its module ignores the key and value biases
+    /// in evaluation. The official code works with one head only (so its eval query variance
+    /// is √E = √P); with more heads the port applies HEAD's per-head formulas with these
+    /// constants.
     V1,
     /// idiap/nvib HEAD (= v3.0): π clamped at the float type's tiny; c₃ = ½; any number of
     /// heads, query variance √E.
@@ -99,7 +105,7 @@ fn log_pi<E: Real, D: Dev<E>>(
 fn masked_softmax<E: Real, D: Dev<E>>(
     logits: Tr<(Batch, Head, Seq, Comp), E, D>,
     keep: &[bool],
-) -> (Tr<(Batch, Head, Seq, Comp), E, D>, Weights<E, D>) {
+) -> WithWeights<(Batch, Head, Seq, Comp), E, D> {
     let shape = *logits.shape();
     let (b, h, m, n) = (shape.0 .0, shape.1 .0, shape.2 .0, shape.3 .0);
     assert_eq!(keep.len(), b * n, "keep must be Batch × Comp");
@@ -130,4 +136,22 @@ fn per_query<E: Real, D: Dev<E>>(
     like: &(Batch, Head, Seq, Comp),
 ) -> Tr<(Batch, Head, Seq, Comp), E, D> {
     x.broadcast_like::<_, Axes2<1, 2>>(like)
+}
+
+/// x_h w_h for every head h, as one batched matmul over heads (`w` is not broadcast over the
+/// batch: cuBLAS rejects zero-stride operands).
+///
+/// # Shapes
+/// `x: (Batch, Head, N, I)`, `w: (Head, I, O)` → `(Batch, Head, N, O)`
+fn per_head_matmul<N: Dim, I: Dim, O: Dim, E: Real, D: Dev<E>>(
+    x: Tr<(Batch, Head, N, I), E, D>,
+    w: Tr<(Head, I, O), E, D>,
+) -> Tr<(Batch, Head, N, O), E, D> {
+    let (batch, heads, n, i) = *x.shape();
+    let o = w.shape().2;
+    x.permute::<_, Axes4<1, 0, 2, 3>>()
+        .reshape_like(&(heads, batch.0 * n.size(), i))
+        .matmul(w)
+        .reshape_like(&(heads, batch, n, o))
+        .permute::<_, Axes4<1, 0, 2, 3>>()
 }

@@ -12,7 +12,8 @@ use dfdx::shapes::Dim;
 use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
 
 use super::{
-    denoising_attention_eval, denoising_attention_train, DaVersion, LatentQuery, ValueMap, Weights,
+    denoising_attention_eval, denoising_attention_train, per_head_matmul, DaVersion, LatentQuery,
+    ValueMap, WithWeights,
 };
 use crate::num::{Dev, Real, Tr};
 
@@ -62,7 +63,7 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
     pi: Tr<(Batch, Comp), E, D>,
     keep: &[bool],
     version: DaVersion,
-) -> (Tr<(Batch, Seq, Model), E, D>, Weights<E, D>) {
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let MhaWeights {
         heads,
         q: w_q,
@@ -96,7 +97,7 @@ pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
     pi: Tr<(Batch, Comp), E, D>,
     keep: &[bool],
     version: DaVersion,
-) -> (Tr<(Batch, Seq, Model), E, D>, Weights<E, D>) {
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let MhaWeights {
         heads,
         q: w_q,
@@ -112,11 +113,7 @@ pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
     };
     let q = split_heads(project(query, w_q, b_q), heads);
     let (batch, _, seq, head_dim) = *q.shape();
-    let latent = w_k.shape().1;
-    let per_head = (heads, head_dim, latent);
-    let w_k = w_k
-        .reshape_like(&per_head)
-        .broadcast_like::<_, Axis<0>>(&(batch, heads, head_dim, latent));
+    let per_head = (heads, head_dim, w_k.shape().1);
     let b = b_k.map(|b_k| {
         let shape = (batch, heads, seq, head_dim);
         (q.retaped::<OwnedTape<E, D>>()
@@ -126,7 +123,7 @@ pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
         .sum::<(Batch, Head, Seq), Axis<3>>()
     });
     let query = LatentQuery {
-        u: q.matmul(w_k),
+        u: per_head_matmul(q, w_k.reshape_like(&per_head)),
         b,
     };
     let value = ValueMap {

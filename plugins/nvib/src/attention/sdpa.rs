@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Seq};
 
-use super::{masked_softmax, Weights};
+use super::{masked_softmax, WithWeights};
 use crate::num::{c, Dev, Real, Tr};
 
 /// softmax(q kᵀ/√E + mask) v, where the mask is −∞ at the components `keep` drops.
@@ -20,7 +20,7 @@ pub fn sdpa<E: Real, D: Dev<E>>(
     k: Tr<(Batch, Head, Comp, HeadDim), E, D>,
     v: Tr<(Batch, Head, Comp, HeadDim), E, D>,
     keep: &[bool],
-) -> (Tr<(Batch, Head, Seq, HeadDim), E, D>, Weights<E, D>) {
+) -> WithWeights<(Batch, Head, Seq, HeadDim), E, D> {
     let scale = c::<E>(1.0 / (q.shape().3 .0 as f64).sqrt());
     let logits = (q * scale).matmul(k.permute::<_, Axes4<0, 1, 3, 2>>());
     let (attn, weights) = masked_softmax(logits, keep);

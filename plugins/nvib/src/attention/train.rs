@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Seq};
 
-use super::{keep_where_pi_positive, log_pi, masked_softmax, per_query, DaVersion, Weights};
+use super::{keep_where_pi_positive, log_pi, masked_softmax, per_query, DaVersion, WithWeights};
 use crate::num::{c, Dev, Real, Tr};
 
 /// Denoising attention to a sampled latent, for every head:
@@ -32,7 +32,7 @@ pub fn denoising_attention_train<E: Real, D: Dev<E>>(
     z: Tr<(Batch, Comp, Latent), E, D>,
     keep: &[bool],
     version: DaVersion,
-) -> (Tr<(Batch, Head, Seq, HeadDim), E, D>, Weights<E, D>) {
+) -> WithWeights<(Batch, Head, Seq, HeadDim), E, D> {
     let keep = keep_where_pi_positive(keep, &pi);
     let root_e = (q.shape().3 .0 as f64).sqrt();
     let logits = (q * c::<E>(1.0 / root_e)).matmul(k.permute::<_, Axes4<0, 1, 3, 2>>());

@@ -190,7 +190,8 @@ fn head_train_fn(g: &Golden) -> Result<Produced, String> {
 fn head_eval_fn(g: &Golden) -> Result<Produced, String> {
     let (output, attn) = head_eval(g)?;
     let nh = g.input("projected_u")?.shape[1];
-    let (query, nt, b, p) = raw_query(g, "raw_query")?;
+    let query = raw_query(g, "raw_query")?;
+    let (Batch(b), Seq(nt), Model(p)) = *query.shape();
     let (mu, log_var) = (latent(g, "mu", false)?, latent(g, "logvar", false)?);
     let keep = keep_from(g, "attn_mask", b)?;
     let weights = mha_weights(g, nh, p)?;
@@ -209,18 +210,13 @@ fn head_eval_fn(g: &Golden) -> Result<Produced, String> {
         .with("mha_output_intended", batch_to_seq(&mha.as_vec(), b, nt, p)))
 }
 
-/// A module query `[Nt, B, P]` as `(Batch, Seq, Model)`, with Nt, B, P.
-fn raw_query(
-    g: &Golden,
-    name: &str,
-) -> Result<(T<(Batch, Seq, Model)>, usize, usize, usize), String> {
+/// A module query `[Nt, B, P]` as `(Batch, Seq, Model)`.
+fn raw_query(g: &Golden, name: &str) -> Result<T<(Batch, Seq, Model)>, String> {
     let (data, s) = input(g, name)?;
     let (nt, b, p) = (s[0], s[1], s[2]);
-    Ok((
-        t(seq_to_batch(&data, nt, b, p), (Batch(b), Seq(nt), Model(p))),
-        nt,
-        b,
-        p,
+    Ok(t(
+        seq_to_batch(&data, nt, b, p),
+        (Batch(b), Seq(nt), Model(p)),
     ))
 }
 
@@ -254,7 +250,8 @@ fn mha_weights(g: &Golden, heads: usize, p: usize) -> Result<MhaWeights<f64, Cpu
 
 /// The v1.0 and HEAD modules (train or eval) on the sequence-first memory (z, π, μ, logσ²).
 fn mha(g: &Golden, version: DaVersion, train: bool) -> Result<Produced, String> {
-    let (query, nt, b, p) = raw_query(g, "query")?;
+    let query = raw_query(g, "query")?;
+    let (Batch(b), Seq(nt), Model(p)) = *query.shape();
     let nh = match g.output("attn_weights")?.shape.len() {
         4 => g.output("attn_weights")?.shape[1],
         _ => 1,

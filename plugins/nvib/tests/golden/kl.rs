@@ -15,17 +15,20 @@ pub fn run(g: &Golden) -> Option<Result<Produced, String>> {
         "kl_dirichlet_v1" => Some(dirichlet(g).map(|kl| Produced::new().with("kl", kl))),
         "kl_dirichlet_head" => Some(dirichlet(g).map(|kl| {
             // The official result is cast to float32; the f64 value is our reference.
-            let kl32 = kl.iter().map(|&x| x as f32).collect();
+            let kl32 = kl.iter().map(|&x| f64::from(x as f32)).collect();
             Produced::new()
-                .with_f32("kl", kl32)
+                .with("kl", kl32)
                 .with("kl_float64_reference", kl)
         })),
         _ => None,
     }
 }
 
-/// The batch-first tensors of a case: α `(Batch, Comp)` and `keep`, with the sizes (B, κNl).
-fn alpha_and_keep(g: &Golden) -> Result<(Tensor<(Batch, Comp), f64, Cpu>, Vec<bool>), String> {
+/// Per-row α, batch-first.
+type Alpha = Tensor<(Batch, Comp), f64, Cpu>;
+
+/// The batch-first α `(Batch, Comp = κNl)` of a case and its `keep` flags.
+fn alpha_and_keep(g: &Golden) -> Result<(Alpha, Vec<bool>), String> {
     let alpha = g.input("alpha")?;
     let (rows, b) = (alpha.shape[0], alpha.shape[1]);
     let mask = g.input("memory_key_padding_mask")?;

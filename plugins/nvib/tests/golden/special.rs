@@ -8,6 +8,7 @@ use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp};
 use vaezoo_nvib::dirichlet::{pi_head_eval, pi_head_train, pi_v1_train};
 use vaezoo_nvib::gamma::{gamma_from_samples, standard_gamma_grad, GammaGradRegime};
+use vaezoo_nvib::num::Tr;
 use vaezoo_nvib::schedule::{kl_annealing, Annealing};
 
 use crate::harness::{batch_to_seq, seq_to_batch, Golden, Produced};
@@ -85,11 +86,17 @@ impl Case {
             [nl, b, 1] => (nl, b),
             ref s => return Err(format!("alpha shape {s:?}, want [Nl, B, 1]")),
         };
-        let mask = seq_to_batch(&g.input("mask")?.f64s(), nl, b, 1);
-        let keep = mask.into_iter().map(|m| m == 0.0).collect();
         let data = seq_to_batch(&alpha.f64s(), nl, b, 1);
         let alpha = Cpu::default().tensor_from_vec(data, (Batch(b), Comp(nl)));
-        Ok(Self { alpha, keep, nl, b })
+        let mut case = Self {
+            alpha,
+            keep: Vec::new(),
+            nl,
+            b,
+        };
+        let mask = case.per_comp(g, "mask")?;
+        case.keep = mask.into_iter().map(|m| m == 0.0).collect();
+        Ok(case)
     }
 
     /// Input `name` (`[Nl, B, 1]`) batch-first.
@@ -110,9 +117,7 @@ impl Case {
     fn pi_and_grad(
         &self,
         g: &Golden,
-        pi: impl FnOnce(
-            Tensor<(Batch, Comp), f64, Cpu, OwnedTape<f64, Cpu>>,
-        ) -> Tensor<(Batch, Comp), f64, Cpu, OwnedTape<f64, Cpu>>,
+        pi: impl FnOnce(Tr<(Batch, Comp), f64, Cpu>) -> Tr<(Batch, Comp), f64, Cpu>,
     ) -> Result<Produced, String> {
         let w = self
             .alpha
@@ -155,13 +160,13 @@ fn head_train(g: &Golden) -> Result<Produced, String> {
 
 fn annealing(g: &Golden) -> Result<Produced, String> {
     let mut produced = Produced::new();
-    for n in g.input("n_epochs")?.f64s() {
+    for n in g.input("n_epochs")?.f64s().into_iter().map(|n| n as usize) {
         for (name, kind) in [
             ("constant", Annealing::Constant),
             ("monotonic", Annealing::Monotonic),
             ("cyclic", Annealing::Cyclic),
         ] {
-            produced = produced.with(&format!("{name}_{n}"), kl_annealing(kind, n as usize));
+            produced = produced.with(&format!("{name}_{n}"), kl_annealing(kind, n));
         }
     }
     Ok(produced)

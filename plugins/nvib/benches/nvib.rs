@@ -1,0 +1,218 @@
+//! NVIB micro-benchmarks, the same workloads as `shared/bench/nvib_layer.py` (PyTorch):
+//! B = 64, Ns = Nt = 32 (Nl = 33), P = 256, 4 heads, source lengths ~ U{16..32}, f32, CPU.
+//!
+//! - `nvib_layer_fwd_bwd`: the v1 layer in training (Gaussian + Dirichlet sampling), KL_G and
+//!   KL_D; backward of Σ z·gz + Σ π·gπ + mean KL_G + mean KL_D to the input and the weights;
+//! - `denoising_attention_fwd_bwd`: training-time multi-head denoising attention (in and out
+//!   projections) on a fixed latent; backward of Σ out·g to the query, z, π and the weights;
+//! - `denoising_attention_eval_fwd`: evaluation-time denoising attention, forward only.
+//!
+//! Run: `cargo bench -p vaezoo-nvib` (`-- --steps N --warmup N`). Each workload prints one JSON
+//! line: the median step time over the timed steps after the warm-up, and samples per second.
+
+use std::time::Instant;
+
+use rand::Rng;
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::rng::{normal_vec, seeded, uniform_vec};
+use vaezoo_nvib::attention::{denoising_mha_eval, denoising_mha_train, DaVersion, MhaWeights};
+use vaezoo_nvib::kl::{kl_dirichlet, kl_gaussian, DpPrior};
+use vaezoo_nvib::layer::{forward, AlphaWeights, Noise, PriorComponent, Version, Weights};
+
+const B: usize = 64;
+const NS: usize = 32;
+const NT: usize = 32;
+const P: usize = 256;
+const HEADS: usize = 4;
+
+type T<S> = Tensor<S, f32, Cpu>;
+
+fn tensor<S: Shape>(dev: &Cpu, seed: u64, scale: f32, shape: S) -> T<S> {
+    let v = normal_vec(&mut seeded(seed), shape.num_elements())
+        .into_iter()
+        .map(|x| x * scale)
+        .collect();
+    dev.tensor_from_vec(v, shape)
+}
+
+/// Median of `steps` timed runs of `step` after `warmup` untimed ones, in milliseconds.
+fn time(steps: usize, warmup: usize, mut step: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        step();
+    }
+    let mut ms: Vec<f64> = (0..steps)
+        .map(|_| {
+            let t = Instant::now();
+            step();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+fn report(workload: &str, steps: usize, median_ms: f64) {
+    println!(
+        "{{\"workload\": \"{workload}\", \"framework\": \"vaezoo\", \"version\": \"{}\", \"threads\": {}, \"batch\": {B}, \"steps\": {steps}, \"median_step_ms\": {median_ms:.3}, \"samples_per_s\": {:.1}, \"ns\": {NS}, \"nl\": {}, \"nt\": {NT}, \"dim\": {P}, \"heads\": {HEADS}}}",
+        env!("CARGO_PKG_VERSION"),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        B as f64 / (median_ms / 1e3),
+        NS + 1
+    );
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    let (steps, warmup) = (arg("--steps", 100), arg("--warmup", 10));
+    let dev = Cpu::default();
+    let mut rng = seeded(0);
+    let keep: Vec<bool> = (0..B)
+        .flat_map(|_| {
+            let len = rng.gen_range(NS / 2..=NS);
+            (0..NS).map(move |i| i < len)
+        })
+        .collect();
+    let (m, l) = (Model(P), Latent(P));
+    let bound = 1.0 / (P as f32).sqrt();
+    let uni = |seed: u64, n: usize| uniform_vec(&mut seeded(seed), n, -bound, bound);
+    let w_mu = dev.tensor_from_vec(uni(1, P * P), (m, l));
+    let b_mu = dev.tensor_from_vec(uni(2, P), (l,));
+    let w_lv = dev.tensor_from_vec(uni(3, P * P), (m, l));
+    let b_lv = dev.tensor_from_vec(uni(4, P), (l,));
+    let w_a = dev.tensor_from_vec(uni(5, P), (m,));
+    let b_a = dev.tensor_from_vec(uni(6, 1), ());
+    let x = tensor(&dev, 7, 1.0, (Batch(B), Seq(NS), m));
+    let gz = tensor(&dev, 8, 1.0, (Batch(B), Comp(NS + 1), l));
+    let gpi = tensor(&dev, 9, 1.0, (Batch(B), Comp(NS + 1)));
+    let prior = PriorComponent {
+        mu: vec![0.0],
+        var: vec![1.0],
+        alpha: 1.0,
+    };
+    let dp = DpPrior::default();
+
+    let median = time(steps, warmup, || {
+        let weights = Weights {
+            mu_w: w_mu.leaky_trace(),
+            mu_b: b_mu.leaky_trace(),
+            log_var_w: w_lv.leaky_trace(),
+            log_var_b: b_lv.leaky_trace(),
+            alpha: AlphaWeights::V1 {
+                w: w_a.leaky_trace(),
+                b: b_a.leaky_trace(),
+            },
+        };
+        let out = forward(
+            x.leaky_trace(),
+            &keep,
+            weights,
+            &prior,
+            Version::V1,
+            1,
+            Some(Noise::Host(&mut rng)),
+        );
+        let kl_g = kl_gaussian(
+            out.mu.retaped(),
+            out.log_var.retaped(),
+            out.alpha.retaped(),
+            &out.keep,
+            &dp,
+        );
+        let kl_d = kl_dirichlet(out.alpha.retaped(), &out.keep, &dp);
+        let tape = out
+            .mu
+            .split_tape()
+            .1
+            .merge(out.log_var.split_tape().1)
+            .merge(out.alpha.split_tape().1);
+        let loss = (out.z * gz.clone()).sum::<(), _>()
+            + (out.pi * gpi.clone()).sum::<(), _>()
+            + kl_g.mean()
+            + kl_d.mean();
+        let (loss, t) = loss.split_tape();
+        let grads = loss.put_tape(t.merge(tape)).backward();
+        std::hint::black_box(grads);
+    });
+    report("nvib_layer_fwd_bwd", steps, median);
+
+    // A fixed latent from the layer in training mode.
+    let weights = Weights {
+        mu_w: w_mu.leaky_trace(),
+        mu_b: b_mu.leaky_trace(),
+        log_var_w: w_lv.leaky_trace(),
+        log_var_b: b_lv.leaky_trace(),
+        alpha: AlphaWeights::V1 {
+            w: w_a.leaky_trace(),
+            b: b_a.leaky_trace(),
+        },
+    };
+    let mem = forward(
+        x.leaky_trace(),
+        &keep,
+        weights,
+        &prior,
+        Version::V1,
+        1,
+        Some(Noise::Host(&mut rng)),
+    );
+    let (z, pi, mu, log_var, keep_l) = (
+        mem.z.retaped::<NoneTape>(),
+        mem.pi.retaped::<NoneTape>(),
+        mem.mu.retaped::<NoneTape>(),
+        mem.log_var.retaped::<NoneTape>(),
+        mem.keep.clone(),
+    );
+    let query = tensor(&dev, 10, 1.0, (Batch(B), Seq(NT), m));
+    let g = tensor(&dev, 11, 1.0, (Batch(B), Seq(NT), m));
+    let xavier = (6.0 / (4.0 * P as f32)).sqrt();
+    let mat = |seed: u64, b: f32| {
+        dev.tensor_from_vec(uniform_vec(&mut seeded(seed), P * P, -b, b), (m, m))
+    };
+    let (wq, wo) = (mat(12, xavier), mat(15, bound));
+    let wk = dev.tensor_from_vec(uniform_vec(&mut seeded(13), P * P, -xavier, xavier), (m, l));
+    let wv = dev.tensor_from_vec(uniform_vec(&mut seeded(14), P * P, -xavier, xavier), (m, l));
+    let mha = || MhaWeights {
+        heads: Head(HEADS),
+        q: wq.leaky_trace(),
+        k: wk.leaky_trace(),
+        v: wv.leaky_trace(),
+        out: wo.leaky_trace(),
+        bias: None,
+    };
+    let median = time(steps, warmup, || {
+        let (out, _) = denoising_mha_train(
+            query.leaky_trace(),
+            mha(),
+            z.leaky_trace(),
+            pi.leaky_trace(),
+            &keep_l,
+            DaVersion::Head,
+        );
+        let grads = (out * g.clone()).sum::<(), _>().backward();
+        std::hint::black_box(grads);
+    });
+    report("denoising_attention_fwd_bwd", steps, median);
+
+    let median = time(steps, warmup, || {
+        let (out, _) = denoising_mha_eval(
+            query.clone().put_tape(OwnedTape::default()),
+            mha(),
+            mu.clone().put_tape(OwnedTape::default()),
+            log_var.clone().put_tape(OwnedTape::default()),
+            pi.clone().put_tape(OwnedTape::default()),
+            &keep_l,
+            DaVersion::Head,
+        );
+        std::hint::black_box(out.as_vec());
+    });
+    report("denoising_attention_eval_fwd", steps, median);
+}

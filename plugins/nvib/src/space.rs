@@ -1,0 +1,109 @@
+//! The geometry of NVIB's mixture latents: interpolation as the official evaluation does it
+//! (`docs/nvib-math.md` §F): the union of both mixtures' components, weighted (1 − τ)·π₁ and
+//! τ·π₂, so the decoder's attention sees both sentences' vectors at once.
+
+use vaezoo_core::axes::{Batch, Comp};
+use vaezoo_core::backend::{lift, Reuse};
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::latent::Mixture;
+use vaezoo_core::plugin::LatentSpace;
+use vaezoo_core::{Backend, Error, Result, Traced};
+
+/// Mixture latents: interpolation is the weighted union of components.
+pub struct MixtureSpace;
+
+/// π of a latent, uniform over its existing components when it has none.
+fn weights<D: Backend>(m: &Mixture<D>) -> Traced<(Batch, Comp), D> {
+    if let Some(w) = &m.weights {
+        return w.reuse();
+    }
+    let (b, c, _) = m.dims();
+    let mut w = vec![0.0; b.0 * c.0];
+    for (r, row) in w.chunks_mut(c.0).enumerate() {
+        let exists = |i: usize| m.mask.as_ref().is_none_or(|k| k[r * c.0 + i]);
+        let n = (0..c.0).filter(|&i| exists(i)).count().max(1) as f32;
+        for (i, x) in row.iter_mut().enumerate() {
+            *x = if exists(i) { 1.0 / n } else { 0.0 };
+        }
+    }
+    lift(m.z.device().tensor_from_vec(w, (b, c)))
+}
+
+impl<D: Backend> LatentSpace<D> for MixtureSpace {
+    /// # Shapes
+    /// `a: (Batch, C₁, Latent)`, `b: (Batch, C₂, Latent)` → `(Batch, C₁ + C₂, Latent)`
+    fn interpolate(&self, a: &Mixture<D>, b: &Mixture<D>, tau: f32) -> Result<Mixture<D>> {
+        let ((ba, ca, la), (bb, cb, lb)) = (a.dims(), b.dims());
+        if ba != bb || la != lb {
+            return Err(Error::Shape(format!(
+                "cannot interpolate latents of batch {} × width {} and batch {} × width {}",
+                ba.0, la.0, bb.0, lb.0
+            )));
+        }
+        let log_var = |m: &Mixture<D>| match &m.log_var {
+            Some(v) => v.reuse(),
+            None => lift(m.z.device().zeros_like(&m.dims())) - 200.0,
+        };
+        let mask =
+            |m: &Mixture<D>, c: Comp| m.mask.clone().unwrap_or_else(|| vec![true; ba.0 * c.0]);
+        let (mask_a, mask_b) = (mask(a, ca), mask(b, cb));
+        let joined: Vec<bool> = (0..ba.0)
+            .flat_map(|r| {
+                let first = mask_a[r * ca.0..(r + 1) * ca.0].iter();
+                first
+                    .chain(mask_b[r * cb.0..(r + 1) * cb.0].iter())
+                    .copied()
+            })
+            .collect();
+        let mut out = Mixture::gaussian(
+            (a.z.reuse(), b.z.reuse()).concat_along(Axis::<1>),
+            (a.mean.reuse(), b.mean.reuse()).concat_along(Axis::<1>),
+            Some((log_var(a), log_var(b)).concat_along(Axis::<1>)),
+            Some(joined),
+        );
+        out.weights = Some((weights(a) * (1.0 - tau), weights(b) * tau).concat_along(Axis::<1>));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mixture(values: Vec<f32>, weights: Vec<f32>, comps: usize) -> Mixture<Cpu> {
+        let dev = Cpu::default();
+        let shape = (Batch(1), Comp(comps), vaezoo_core::axes::Latent(2));
+        let z = lift(dev.tensor_from_vec(values, shape));
+        let mut m = Mixture::gaussian(z.reuse(), z, None, None);
+        m.weights = Some(lift(dev.tensor_from_vec(weights, (Batch(1), Comp(comps)))));
+        m
+    }
+
+    #[test]
+    fn interpolation_is_the_weighted_union_of_components() {
+        let a = mixture(vec![1.0, 1.0, 2.0, 2.0], vec![0.25, 0.75], 2);
+        let b = mixture(vec![5.0, 5.0], vec![1.0], 1);
+        let m = MixtureSpace.interpolate(&a, &b, 0.5).unwrap();
+        assert_eq!(m.dims().1, Comp(3));
+        assert_eq!(m.z.as_vec(), vec![1.0, 1.0, 2.0, 2.0, 5.0, 5.0]);
+        assert_eq!(
+            m.weights.as_ref().unwrap().as_vec(),
+            vec![0.125, 0.375, 0.5]
+        );
+        assert_eq!(m.mask, Some(vec![true; 3]));
+        let at_a = MixtureSpace.interpolate(&a, &b, 0.0).unwrap();
+        assert_eq!(at_a.weights.unwrap().as_vec(), vec![0.25, 0.75, 0.0]);
+    }
+
+    #[test]
+    fn latents_without_weights_are_uniform_over_existing_components() {
+        let dev = Cpu::default();
+        let shape = (Batch(1), Comp(3), vaezoo_core::axes::Latent(2));
+        let z = lift(dev.tensor_from_vec(vec![0.0; 6], shape));
+        let a = Mixture::gaussian(z.reuse(), z, None, Some(vec![true, true, false]));
+        let m = MixtureSpace.interpolate(&a, &a, 0.25).unwrap();
+        let w = m.weights.unwrap().as_vec();
+        assert_eq!(w, vec![0.375, 0.375, 0.0, 0.125, 0.125, 0.0]);
+        assert_eq!(m.mask, Some(vec![true, true, false, true, true, false]));
+    }
+}
