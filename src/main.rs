@@ -124,12 +124,12 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Plugins => {
             println!(
-                "{:<11} {:<16} {:<8} {:<8} description",
+                "{:<11} {:<18} {:<8} {:<8} description",
                 "kind", "name", "version", "origin"
             );
             for e in registry()?.entries() {
                 println!(
-                    "{:<11} {:<16} {:<8} {:<8} {}",
+                    "{:<11} {:<18} {:<8} {:<8} {}",
                     e.kind, e.name, e.version, e.origin, e.description
                 );
             }
@@ -188,12 +188,12 @@ fn run(command: Command) -> Result<ExitCode> {
                 r.examples,
                 r.seed
             );
-            println!("{:<10} {:>10}", "metric", "nats");
-            println!("{:<10} {:>10.3}", "-elbo", r.neg_elbo);
-            println!("{:<10} {:>10.3}", "rec", r.rec);
-            println!("{:<10} {:>10.3}", "kl", r.kl);
+            println!("{:<14} {:>10}", "metric", "nats");
+            println!("{:<14} {:>10.3}", "-elbo", r.neg_elbo);
+            println!("{:<14} {:>10.3}", "rec", r.rec);
+            println!("{:<14} {:>10.3}", "kl", r.kl);
             for (name, value) in &r.stats {
-                println!("{name:<10} {value:>10.3}");
+                println!("{name:<14} {value:>10.3}");
             }
             println!("wrote {}", run.join("eval.json").display());
             Ok(ExitCode::SUCCESS)

@@ -164,10 +164,14 @@ fn every_builtin_plugin_is_registered_and_listed() {
     assert_eq!(
         registered,
         BTreeSet::from([
+            "denoising",
+            "dirichlet_process",
             "gaussian_vib",
             "mlp_decoder",
             "mlp_encoder",
-            "standard_normal"
+            "nvib",
+            "sdpa",
+            "standard_normal",
         ])
     );
     let out = ok(vaezoo(&["plugins"]));

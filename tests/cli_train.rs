@@ -224,3 +224,26 @@ fn a_damaged_checkpoint_is_one_line_and_changes_nothing() {
         }
     }
 }
+
+#[test]
+fn an_nvib_spec_trains_and_reports_its_sparsity() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    ok(vaezoo(&[
+        "train",
+        "zoo/nvib-optdigits-tiny.json",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    let out = ok(vaezoo(&["eval", run.to_str().unwrap()]));
+    for stat in ["avg_num_vec", "avg_prop_vec", "avg_alpha0"] {
+        assert!(out.contains(stat), "{stat} missing:\n{out}");
+    }
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let prop = eval["stats"]["avg_prop_vec"].as_f64().unwrap();
+    assert!(prop > 0.0 && prop <= 1.0, "{prop}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert!(metrics.lines().all(|l| l.contains("avg_prop_vec")));
+    ok(vaezoo(&["sample", run.to_str().unwrap(), "-n", "4"]));
+}

@@ -178,18 +178,33 @@ impl SpecValidator {
     /// Every problem of `spec`, each `JSON pointer: message` (the root is `/`), sorted and
     /// without duplicates; empty when the spec is valid.
     pub fn problems(&self, spec: &Value) -> Vec<String> {
-        let mut problems = Vec::new();
-        for error in self.validator.iter_errors(spec) {
-            push_problem(&error, &mut problems);
-        }
-        // By path, then message: a value's problems come before those of its members.
-        problems.sort();
-        problems.dedup();
-        problems
-            .into_iter()
-            .map(|(path, message)| format!("{path}: {message}"))
-            .collect()
+        problems_of(&self.validator, spec)
     }
+}
+
+/// Every problem of a plugin config against that plugin's own schema, each
+/// `JSON pointer: message` (for plugins that are not a spec slot, such as attention).
+pub fn config_problems(entry: &PluginEntry, config: &Value) -> Result<Vec<String>> {
+    let validator = jsonschema::validator_for(&entry.schema).map_err(|e| Error::Config {
+        plugin: entry.name.clone(),
+        message: format!("its config schema does not compile: {e}"),
+    })?;
+    Ok(problems_of(&validator, config))
+}
+
+/// The problems `validator` finds in `instance`, sorted by path then message (a value's
+/// problems come before those of its members), without duplicates.
+fn problems_of(validator: &Validator, instance: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for error in validator.iter_errors(instance) {
+        push_problem(&error, &mut problems);
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+        .into_iter()
+        .map(|(path, message)| format!("{path}: {message}"))
+        .collect()
 }
 
 /// Appends the problem(s) of one validation error. A `oneOf`/`anyOf` with a single branch

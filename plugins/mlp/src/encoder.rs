@@ -26,11 +26,21 @@ pub struct MlpEncoderConfig {
     /// Non-linearity after every layer.
     #[serde(default)]
     pub activation: Activation,
+    /// How many state vectors the observation becomes (each as wide as the last layer); more
+    /// than one gives mixture bottlenecks such as `nvib` a set of vectors to weigh.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub tokens: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// An MLP whose every layer, the last included, is followed by the activation.
 pub struct MlpEncoder {
     stack: Stack<Feature, Model>,
+    tokens: usize,
 }
 
 impl MlpEncoder {
@@ -44,22 +54,26 @@ impl MlpEncoder {
             params,
             Feature(data.features),
             hidden,
-            Model(out),
+            Model(out * cfg.tokens),
             cfg.activation,
             true,
         );
-        Ok(Self { stack })
+        Ok(Self {
+            stack,
+            tokens: cfg.tokens,
+        })
     }
 }
 
 impl<D: Backend> Encoder<D> for MlpEncoder {
     /// # Shapes
-    /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq = 1, Model)`
+    /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq = tokens, Model)`
     fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>> {
         let h = self.stack.forward(ctx.params, lift(obs.x.clone()));
         let (batch, model) = *h.shape();
+        let width = Model(model.0 / self.tokens);
         Ok(EncoderStates {
-            states: h.reshape_like(&(batch, Seq(1), model)),
+            states: h.reshape_like(&(batch, Seq(self.tokens), width)),
             mask: None,
         })
     }

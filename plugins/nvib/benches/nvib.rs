@@ -71,6 +71,15 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Whether `--only NAME` (if given) selects the workload `name`.
+fn selected(name: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .is_none_or(|only| name.contains(only.as_str()))
+}
+
 fn main() {
     let (steps, warmup) = (arg("--steps", 100), arg("--warmup", 10));
     let dev = Cpu::default();
@@ -100,49 +109,56 @@ fn main() {
     };
     let dp = DpPrior::default();
 
-    let median = time(steps, warmup, || {
-        let weights = Weights {
-            mu_w: w_mu.leaky_trace(),
-            mu_b: b_mu.leaky_trace(),
-            log_var_w: w_lv.leaky_trace(),
-            log_var_b: b_lv.leaky_trace(),
-            alpha: AlphaWeights::V1 {
-                w: w_a.leaky_trace(),
-                b: b_a.leaky_trace(),
-            },
-        };
-        let out = forward(
-            x.leaky_trace(),
-            &keep,
-            weights,
-            &prior,
-            Version::V1,
-            1,
-            Some(Noise::Host(&mut rng)),
-        );
-        let kl_g = kl_gaussian(
-            out.mu.retaped(),
-            out.log_var.retaped(),
-            out.alpha.retaped(),
-            &out.keep,
-            &dp,
-        );
-        let kl_d = kl_dirichlet(out.alpha.retaped(), &out.keep, &dp);
-        let tape = out
-            .mu
-            .split_tape()
-            .1
-            .merge(out.log_var.split_tape().1)
-            .merge(out.alpha.split_tape().1);
-        let loss = (out.z * gz.clone()).sum::<(), _>()
-            + (out.pi * gpi.clone()).sum::<(), _>()
-            + kl_g.mean()
-            + kl_d.mean();
-        let (loss, t) = loss.split_tape();
-        let grads = loss.put_tape(t.merge(tape)).backward();
-        std::hint::black_box(grads);
-    });
-    report("nvib_layer_fwd_bwd", steps, median);
+    let layer = selected("nvib_layer_fwd_bwd");
+    let median = time(
+        if layer { steps } else { 1 },
+        if layer { warmup } else { 0 },
+        || {
+            let weights = Weights {
+                mu_w: w_mu.leaky_trace(),
+                mu_b: b_mu.leaky_trace(),
+                log_var_w: w_lv.leaky_trace(),
+                log_var_b: b_lv.leaky_trace(),
+                alpha: AlphaWeights::V1 {
+                    w: w_a.leaky_trace(),
+                    b: b_a.leaky_trace(),
+                },
+            };
+            let out = forward(
+                x.leaky_trace(),
+                &keep,
+                weights,
+                &prior,
+                Version::V1,
+                1,
+                Some(Noise::Host(&mut rng)),
+            );
+            let kl_g = kl_gaussian(
+                out.mu.retaped(),
+                out.log_var.retaped(),
+                out.alpha.retaped(),
+                &out.keep,
+                &dp,
+            );
+            let kl_d = kl_dirichlet(out.alpha.retaped(), &out.keep, &dp);
+            let tape = out
+                .mu
+                .split_tape()
+                .1
+                .merge(out.log_var.split_tape().1)
+                .merge(out.alpha.split_tape().1);
+            let loss = (out.z * gz.clone()).sum::<(), _>()
+                + (out.pi * gpi.clone()).sum::<(), _>()
+                + kl_g.mean()
+                + kl_d.mean();
+            let (loss, t) = loss.split_tape();
+            let grads = loss.put_tape(t.merge(tape)).backward();
+            std::hint::black_box(grads);
+        },
+    );
+    if layer {
+        report("nvib_layer_fwd_bwd", steps, median);
+    }
 
     // A fixed latent from the layer in training mode.
     let weights = Weights {
@@ -188,31 +204,35 @@ fn main() {
         out: wo.leaky_trace(),
         bias: None,
     };
-    let median = time(steps, warmup, || {
-        let (out, _) = denoising_mha_train(
-            query.leaky_trace(),
-            mha(),
-            z.leaky_trace(),
-            pi.leaky_trace(),
-            &keep_l,
-            DaVersion::Head,
-        );
-        let grads = (out * g.clone()).sum::<(), _>().backward();
-        std::hint::black_box(grads);
-    });
-    report("denoising_attention_fwd_bwd", steps, median);
+    if selected("denoising_attention_fwd_bwd") {
+        let median = time(steps, warmup, || {
+            let (out, _) = denoising_mha_train(
+                query.leaky_trace(),
+                mha(),
+                z.leaky_trace(),
+                pi.leaky_trace(),
+                &keep_l,
+                DaVersion::Head,
+            );
+            let grads = (out * g.clone()).sum::<(), _>().backward();
+            std::hint::black_box(grads);
+        });
+        report("denoising_attention_fwd_bwd", steps, median);
+    }
 
-    let median = time(steps, warmup, || {
-        let (out, _) = denoising_mha_eval(
-            query.clone().put_tape(OwnedTape::default()),
-            mha(),
-            mu.clone().put_tape(OwnedTape::default()),
-            log_var.clone().put_tape(OwnedTape::default()),
-            pi.clone().put_tape(OwnedTape::default()),
-            &keep_l,
-            DaVersion::Head,
-        );
-        std::hint::black_box(out.as_vec());
-    });
-    report("denoising_attention_eval_fwd", steps, median);
+    if selected("denoising_attention_eval_fwd") {
+        let median = time(steps, warmup, || {
+            let (out, _) = denoising_mha_eval(
+                query.clone().put_tape(OwnedTape::default()),
+                mha(),
+                mu.clone().put_tape(OwnedTape::default()),
+                log_var.clone().put_tape(OwnedTape::default()),
+                pi.clone().put_tape(OwnedTape::default()),
+                &keep_l,
+                DaVersion::Head,
+            );
+            std::hint::black_box(out.as_vec());
+        });
+        report("denoising_attention_eval_fwd", steps, median);
+    }
 }

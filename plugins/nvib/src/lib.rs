@@ -12,15 +12,17 @@
 //! - [`layer`] and [`init`]: the NVIB layer of both versions and its initialisations;
 //! - [`schedule`]: the official KL annealing schedules;
 //! - [`space`]: interpolation between mixture latents (the weighted union of components);
-//! - [`bottleneck`] (`nvib`), [`prior`] (`dirichlet_process`): the registered plugins.
+//! - [`bottleneck`] (`nvib`), [`prior`] (`dirichlet_process`) and [`attention_plugins`]
+//!   (`denoising`, `sdpa`): the registered plugins.
 
 /// The names of the plugins this crate registers. The facade calls it so that the linker
 /// keeps this crate (and its `inventory` submissions) in every binary.
 pub fn link() -> &'static [&'static str] {
-    &["dirichlet_process", "nvib"]
+    &["denoising", "dirichlet_process", "nvib", "sdpa"]
 }
 
 pub mod attention;
+pub mod attention_plugins;
 pub mod bottleneck;
 pub mod dirichlet;
 pub mod gamma;

@@ -24,7 +24,7 @@ mod train;
 mod tests;
 
 pub use eval::{denoising_attention_eval, LatentQuery, ValueMap};
-pub use multihead::{denoising_mha_eval, denoising_mha_train, MhaBias, MhaWeights};
+pub use multihead::{denoising_mha_eval, denoising_mha_train, sdpa_mha, MhaBias, MhaWeights};
 pub use sdpa::sdpa;
 pub use train::denoising_attention_train;
 

@@ -192,3 +192,31 @@ fn merge_heads<N: Dim, E: Real, D: Dev<E>>(
     x.permute::<_, Axes4<0, 2, 1, 3>>()
         .reshape_like(&(batch, n, Model(heads.0 * head_dim.0)))
 }
+
+/// Standard multi-head scaled dot-product attention over the latent's components, with the same
+/// weights as the denoising module: what denoising attention generalises (uniform π, Z = 0).
+///
+/// # Shapes
+/// `query: (Batch, Seq, Model)`, `memory: (Batch, Comp, Latent)`, `keep: Batch × Comp`
+/// → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
+pub fn sdpa_mha<E: Real, D: Dev<E>>(
+    query: Tr<(Batch, Seq, Model), E, D>,
+    weights: MhaWeights<E, D>,
+    memory: Tr<(Batch, Comp, Latent), E, D>,
+    keep: &[bool],
+) -> WithWeights<(Batch, Seq, Model), E, D> {
+    let MhaWeights {
+        heads,
+        q,
+        k,
+        v,
+        out,
+        bias,
+    } = weights;
+    let [b_q, b_k, b_v, b_o] = split_bias(bias);
+    let q = split_heads(project(query, q, b_q), heads);
+    let k = split_heads(project(memory.retaped(), k, b_k), heads);
+    let v = split_heads(project(memory, v, b_v), heads);
+    let (attn, weights) = super::sdpa(q, k, v, keep);
+    (project(merge_heads(attn), out, b_o), weights)
+}

@@ -64,6 +64,8 @@ use vaezoo_core::Error as CoreError;
 
 use crate::model::{Losses, Model};
 
+mod attention;
+
 /// The plugins filling the slots not under test: `(slot, name, config)`. The config is used
 /// only when the partner is not registered; otherwise its registered `example` is.
 pub const PARTNERS: [(PluginKind, &str, &str); 4] = [
@@ -153,6 +155,9 @@ pub fn check_plugin(registry: &Registry, name: &str) -> crate::Result<Report> {
         let (kind, name, known) = ("registered".into(), name.into(), known.join(", "));
         return Err(CoreError::UnknownPlugin { kind, name, known }.into());
     };
+    if entry.kind == PluginKind::Attention {
+        return Ok(attention::report(entry));
+    }
     let kit = Kit {
         registry,
         entry,
@@ -173,6 +178,25 @@ pub fn check_plugin(registry: &Registry, name: &str) -> crate::Result<Report> {
         plugin: name.to_string(),
         checks: checks.collect(),
     })
+}
+
+/// Saves `saved` to a temporary file and reads it back; it must read back equal.
+fn round_trip(saved: &Checkpoint) -> Result<Checkpoint, String> {
+    // No plugin code runs while the folder exists, so a panic cannot leave it behind.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vaezoo-conformance-{}-{n}", process::id()));
+    let path = dir.join("conformance.safetensors");
+    let loaded = fs::create_dir_all(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))
+        .and_then(|()| saved.save(&path).map_err(|e| e.to_string()))
+        .and_then(|()| Checkpoint::load(&path).map_err(|e| e.to_string()));
+    let _ = fs::remove_dir_all(&dir);
+    let loaded = loaded?;
+    if loaded != *saved {
+        return Err("the checkpoint reads back different from what was saved".into());
+    }
+    Ok(loaded)
 }
 
 /// [`check_plugin`] for every plugin of `registry`, by name.
@@ -435,20 +459,7 @@ impl Kit<'_> {
             trainer: json!({}),
             versions: BTreeMap::from([(plugin, version)]),
         };
-        // No plugin code runs while the folder exists, so a panic cannot leave it behind.
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vaezoo-conformance-{}-{n}", process::id()));
-        let path = dir.join("conformance.safetensors");
-        let loaded = fs::create_dir_all(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))
-            .and_then(|()| saved.save(&path).map_err(|e| e.to_string()))
-            .and_then(|()| Checkpoint::load(&path).map_err(|e| e.to_string()));
-        let _ = fs::remove_dir_all(&dir);
-        let loaded = loaded?;
-        if loaded != saved {
-            return Err("the checkpoint reads back different from what was saved".into());
-        }
+        let loaded = round_trip(&saved)?;
         let (other, mut restored) = self.build(INIT_SEED + 1)?;
         restored
             .load_host(&loaded.params)

@@ -1,0 +1,262 @@
+//! `denoising` and `sdpa`: attention plugins through which a decoder's queries read a latent
+//! mixture, each a multi-head module owning its projections (PyTorch `MultiheadAttention`
+//! initialisation: Xavier-uniform in-projections, zero biases).
+//!
+//! `denoising` is NVIB's denoising attention: in training it attends to the sampled components
+//! z weighted by π; in evaluation to the Gaussians N(μ, σ²). `sdpa` is scaled dot-product
+//! attention over z, which denoising attention generalises.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use vaezoo_core::axes::{Batch, Head, Latent, Model, Seq};
+use vaezoo_core::backend::{lift, Reuse};
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::latent::Mixture;
+use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
+use vaezoo_core::plugin::{Attention, Ctx, DynAttention, Mode};
+use vaezoo_core::registry::{parse_config, schema_of, Build, PluginRegistration};
+use vaezoo_core::{Backend, Error, Result, Traced};
+
+use crate::attention::{
+    denoising_mha_eval, denoising_mha_train, sdpa_mha, DaVersion, MhaBias, MhaWeights,
+};
+use crate::layer::Version;
+
+/// Config of `denoising`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DenoisingConfig {
+    /// Which official version's constants (`v1`: π floor 1e-8, eval penalty Σ log V; `head`:
+    /// floor = float tiny, ½ Σ log V).
+    #[serde(default)]
+    pub version: Version,
+    /// Attention heads; they must divide the latent width.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub heads: usize,
+    /// Biases on the projections (the NVAE decoder has none).
+    #[serde(default)]
+    pub bias: bool,
+}
+
+/// Config of `sdpa`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SdpaConfig {
+    /// Attention heads; they must divide the latent width.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub heads: usize,
+    /// Biases on the projections.
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// The projections of one multi-head module, `[out, in]` as PyTorch stores them.
+struct Projections {
+    heads: usize,
+    width: usize,
+    weights: [ParamId; 4],
+    biases: Option<[ParamId; 4]>,
+}
+
+impl Projections {
+    fn new(
+        params: &mut ParamBuilder,
+        width: usize,
+        heads: usize,
+        bias: bool,
+        plugin: &str,
+    ) -> Result<Self> {
+        if width % heads != 0 {
+            return Err(Error::Config {
+                plugin: plugin.into(),
+                message: format!("{heads} heads do not divide the latent width {width}"),
+            });
+        }
+        let xavier = (6.0 / (4.0 * width as f32)).sqrt();
+        let out_bound = 1.0 / (width as f32).sqrt();
+        let shape = [width, width];
+        let weights = [
+            params.uniform("q.weight", &shape, xavier),
+            params.uniform("k.weight", &shape, xavier),
+            params.uniform("v.weight", &shape, xavier),
+            params.uniform("out.weight", &shape, out_bound),
+        ];
+        let biases = bias.then(|| {
+            ["q", "k", "v", "out"].map(|n| params.constant(&format!("{n}.bias"), &[width], 0.0))
+        });
+        Ok(Self {
+            heads,
+            width,
+            weights,
+            biases,
+        })
+    }
+
+    fn get<D: Backend>(&self, params: &ParamStore<D>) -> MhaWeights<f32, D> {
+        let (m, l) = (Model(self.width), Latent(self.width));
+        let [q, k, v, out] = self.weights;
+        MhaWeights {
+            heads: Head(self.heads),
+            q: params.get(q, (m, m)),
+            k: params.get(k, (m, l)),
+            v: params.get(v, (m, l)),
+            out: params.get(out, (m, m)),
+            bias: self.biases.map(|[q, k, v, out]| MhaBias {
+                q: params.get(q, (m,)),
+                k: params.get(k, (m,)),
+                v: params.get(v, (m,)),
+                out: params.get(out, (m,)),
+            }),
+        }
+    }
+}
+
+/// The latent's existence mask and weights (uniform over existing components when it has none).
+fn keep_and_weights<D: Backend>(
+    latent: &Mixture<D>,
+) -> (Vec<bool>, Traced<(Batch, vaezoo_core::axes::Comp), D>) {
+    let (b, c, _) = latent.dims();
+    let keep = latent.mask.clone().unwrap_or_else(|| vec![true; b.0 * c.0]);
+    let pi = match &latent.weights {
+        Some(w) => w.reuse(),
+        None => {
+            let mut w = vec![0.0f32; b.0 * c.0];
+            for (row, chunk) in w.chunks_mut(c.0).enumerate() {
+                let n = keep[row * c.0..(row + 1) * c.0]
+                    .iter()
+                    .filter(|&&k| k)
+                    .count()
+                    .max(1) as f32;
+                for (i, x) in chunk.iter_mut().enumerate() {
+                    *x = if keep[row * c.0 + i] { 1.0 / n } else { 0.0 };
+                }
+            }
+            lift(latent.z.device().tensor_from_vec(w, (b, c)))
+        }
+    };
+    (keep, pi)
+}
+
+/// The built `denoising` attention.
+pub struct Denoising {
+    proj: Projections,
+    version: DaVersion,
+}
+
+impl<D: Backend> Attention<D> for Denoising {
+    /// # Shapes
+    /// `queries: (Batch, Seq, Latent)`, latent `(Batch, Comp, Latent)` → `(Batch, Seq, Latent)`
+    fn attend(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        let (b, s, l) = *queries.shape();
+        let q = queries.reshape_like(&(b, s, Model(l.0)));
+        let (keep, pi) = keep_and_weights(latent);
+        let weights = self.proj.get(ctx.params);
+        let (out, _) = match ctx.mode {
+            Mode::Train => {
+                denoising_mha_train(q, weights, latent.z.reuse(), pi, &keep, self.version)
+            }
+            Mode::Eval => {
+                let log_var = match &latent.log_var {
+                    Some(v) => v.reuse(),
+                    // A deterministic latent: σ² → 0, where eval equals training with Z = μ.
+                    None => lift(latent.mean.device().zeros_like(&latent.dims())) - 200.0,
+                };
+                denoising_mha_eval(
+                    q,
+                    weights,
+                    latent.mean.reuse(),
+                    log_var,
+                    pi,
+                    &keep,
+                    self.version,
+                )
+            }
+        };
+        Ok(out.reshape_like(&(b, s, l)))
+    }
+}
+
+/// The built `sdpa` attention.
+pub struct Sdpa {
+    proj: Projections,
+}
+
+impl<D: Backend> Attention<D> for Sdpa {
+    /// # Shapes
+    /// `queries: (Batch, Seq, Latent)`, latent `(Batch, Comp, Latent)` → `(Batch, Seq, Latent)`
+    fn attend(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        let (b, s, l) = *queries.shape();
+        let q = queries.reshape_like(&(b, s, Model(l.0)));
+        let (keep, _) = keep_and_weights(latent);
+        let (out, _) = sdpa_mha(q, self.proj.get(ctx.params), latent.z.reuse(), &keep);
+        Ok(out.reshape_like(&(b, s, l)))
+    }
+}
+
+fn build_denoising(
+    config: &serde_json::Value,
+    params: &mut ParamBuilder,
+    latent: usize,
+) -> Result<Box<dyn DynAttention>> {
+    let cfg: DenoisingConfig = parse_config("denoising", config)?;
+    let version = match cfg.version {
+        Version::V1 => DaVersion::V1,
+        Version::Head => DaVersion::Head,
+    };
+    let proj = Projections::new(params, latent, cfg.heads, cfg.bias, "denoising")?;
+    Ok(Box::new(Denoising { proj, version }))
+}
+
+fn build_sdpa(
+    config: &serde_json::Value,
+    params: &mut ParamBuilder,
+    latent: usize,
+) -> Result<Box<dyn DynAttention>> {
+    let cfg: SdpaConfig = parse_config("sdpa", config)?;
+    Ok(Box::new(Sdpa {
+        proj: Projections::new(params, latent, cfg.heads, cfg.bias, "sdpa")?,
+    }))
+}
+
+vaezoo_core::inventory::submit! {
+    PluginRegistration {
+        name: "denoising",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "NVIB's denoising attention over a mixture latent (train: z and pi; eval: N(mu, var))",
+        schema: schema_of::<DenoisingConfig>,
+        example: || vaezoo_core::serde_json::json!({ "version": "head", "heads": 1, "bias": true }),
+        partners: &["nvib"],
+        build: Build::Attention(build_denoising),
+    }
+}
+
+vaezoo_core::inventory::submit! {
+    PluginRegistration {
+        name: "sdpa",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "Multi-head scaled dot-product attention over the latent's components",
+        schema: schema_of::<SdpaConfig>,
+        example: || vaezoo_core::serde_json::json!({ "heads": 1 }),
+        partners: &["nvib"],
+        build: Build::Attention(build_sdpa),
+    }
+}
