@@ -65,6 +65,30 @@ impl<D: Backend> Mixture<D> {
         tape
     }
 
+    /// The mixture weights π, or weights uniform over each row's existing components when the
+    /// latent has none.
+    ///
+    /// # Shapes
+    /// → `(Batch, Comp)`
+    pub fn weights_or_uniform(&self) -> Traced<(Batch, Comp), D> {
+        if let Some(w) = &self.weights {
+            return w.retaped();
+        }
+        let (batch, comps, _) = self.dims();
+        let mut w = vec![0.0; batch.0 * comps.0];
+        for (b, row) in w.chunks_mut(comps.0).enumerate() {
+            let exists = |i: usize| self.mask.as_ref().is_none_or(|m| m[b * comps.0 + i]);
+            let n = (0..comps.0).filter(|&i| exists(i)).count().max(1) as f32;
+            for (i, x) in row.iter_mut().enumerate() {
+                *x = if exists(i) { 1.0 / n } else { 0.0 };
+            }
+        }
+        self.z
+            .device()
+            .tensor_from_vec(w, (batch, comps))
+            .put_tape(OwnedTape::default())
+    }
+
     /// The `(Batch, Comp, Latent)` sizes.
     pub fn dims(&self) -> (Batch, Comp, Latent) {
         *self.z.shape()

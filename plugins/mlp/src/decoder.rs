@@ -2,8 +2,8 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
-use vaezoo_core::backend::{lift, Reuse};
+use vaezoo_core::axes::{Batch, Feature, Latent};
+use vaezoo_core::backend::Reuse;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::layers::Activation;
@@ -95,15 +95,7 @@ impl MlpDecoder {
             }
             Read::Single => latent.z.reuse().reshape_like(&(batch, dim)),
             Read::WeightedMean => {
-                let weights = match &latent.weights {
-                    Some(w) => w.reuse(),
-                    None => lift(uniform_weights(
-                        ctx.dev(),
-                        batch,
-                        comps,
-                        latent.mask.as_deref(),
-                    )),
-                };
+                let weights = latent.weights_or_uniform();
                 let shape = (batch, comps, dim);
                 (latent.z.reuse() * weights.broadcast_like(&shape))
                     .sum::<(Batch, Latent), Axis<1>>()
@@ -138,27 +130,6 @@ impl<D: Backend> Decoder<D> for MlpDecoder {
     ) -> Result<Tensor<(Batch, Feature), f32, D>> {
         Ok(self.likelihood.mean(self.output(ctx, latent)?))
     }
-}
-
-/// π uniform over each row's existing components.
-///
-/// # Shapes
-/// → `(batch, comps)`
-fn uniform_weights<D: Backend>(
-    dev: &D,
-    batch: Batch,
-    comps: Comp,
-    mask: Option<&[bool]>,
-) -> Tensor<(Batch, Comp), f32, D> {
-    let mut w = vec![0.0; batch.0 * comps.0];
-    for (b, row) in w.chunks_mut(comps.0).enumerate() {
-        let exists = |i: usize| mask.is_none_or(|m| m[b * comps.0 + i]);
-        let n = (0..comps.0).filter(|&i| exists(i)).count().max(1) as f32;
-        for (i, x) in row.iter_mut().enumerate() {
-            *x = if exists(i) { 1.0 / n } else { 0.0 };
-        }
-    }
-    dev.tensor_from_vec(w, (batch, comps))
 }
 
 fn build(

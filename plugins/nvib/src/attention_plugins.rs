@@ -120,30 +120,10 @@ impl Projections {
     }
 }
 
-/// The latent's existence mask and weights (uniform over existing components when it has none).
-fn keep_and_weights<D: Backend>(
-    latent: &Mixture<D>,
-) -> (Vec<bool>, Traced<(Batch, vaezoo_core::axes::Comp), D>) {
+/// The latent's existence mask, row-major Batch × Comp.
+fn keep<D: Backend>(latent: &Mixture<D>) -> Vec<bool> {
     let (b, c, _) = latent.dims();
-    let keep = latent.mask.clone().unwrap_or_else(|| vec![true; b.0 * c.0]);
-    let pi = match &latent.weights {
-        Some(w) => w.reuse(),
-        None => {
-            let mut w = vec![0.0f32; b.0 * c.0];
-            for (row, chunk) in w.chunks_mut(c.0).enumerate() {
-                let n = keep[row * c.0..(row + 1) * c.0]
-                    .iter()
-                    .filter(|&&k| k)
-                    .count()
-                    .max(1) as f32;
-                for (i, x) in chunk.iter_mut().enumerate() {
-                    *x = if keep[row * c.0 + i] { 1.0 / n } else { 0.0 };
-                }
-            }
-            lift(latent.z.device().tensor_from_vec(w, (b, c)))
-        }
-    };
-    (keep, pi)
+    latent.mask.clone().unwrap_or_else(|| vec![true; b.0 * c.0])
 }
 
 /// The built `denoising` attention.
@@ -163,7 +143,7 @@ impl<D: Backend> Attention<D> for Denoising {
     ) -> Result<Traced<(Batch, Seq, Latent), D>> {
         let (b, s, l) = *queries.shape();
         let q = queries.reshape_like(&(b, s, Model(l.0)));
-        let (keep, pi) = keep_and_weights(latent);
+        let (keep, pi) = (keep(latent), latent.weights_or_uniform());
         let weights = self.proj.get(ctx.params);
         let (out, _) = match ctx.mode {
             Mode::Train => {
@@ -206,7 +186,7 @@ impl<D: Backend> Attention<D> for Sdpa {
     ) -> Result<Traced<(Batch, Seq, Latent), D>> {
         let (b, s, l) = *queries.shape();
         let q = queries.reshape_like(&(b, s, Model(l.0)));
-        let (keep, _) = keep_and_weights(latent);
+        let keep = keep(latent);
         let (out, _) = sdpa_mha(q, self.proj.get(ctx.params), latent.z.reuse(), &keep);
         Ok(out.reshape_like(&(b, s, l)))
     }

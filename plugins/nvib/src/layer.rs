@@ -157,7 +157,7 @@ pub fn forward<E: Real, D: Dev<E>>(
         }
         AlphaWeights::Head { w_lin, w_quad, b } => {
             let sq = x.retaped::<OwnedTape<E, D>>().square();
-            let quad = (sq * w_quad.broadcast_like(x.shape())).sum::<(Batch, Seq), Axis<2>>();
+            let quad = dot(sq, w_quad);
             let log_a = project(x, w_lin, b) + quad;
             (log_a.retaped::<OwnedTape<E, D>>().exp(), Some(log_a))
         }
@@ -289,6 +289,9 @@ fn finish<E: Real, D: Dev<E>>(
     }
 }
 
+/// x W + b as one 2-D matmul over all Batch·Seq rows (one large gemm instead of one per batch
+/// element).
+///
 /// # Shapes
 /// `x: (Batch, Seq, Model)`, `w: (Model, Latent)` → `(Batch, Seq, Latent)`
 fn linear<E: Real, D: Dev<E>>(
@@ -296,9 +299,25 @@ fn linear<E: Real, D: Dev<E>>(
     w: Tr<(Model, Latent), E, D>,
     b: Tr<(Latent,), E, D>,
 ) -> Tr<(Batch, Seq, Latent), E, D> {
-    let y = x.matmul(w);
-    let s = *y.shape();
-    y + b.broadcast_like(&s)
+    let (batch, seq, model) = *x.shape();
+    let latent = w.shape().1;
+    let rows = batch.0 * seq.0;
+    let y = x.reshape_like(&(rows, model)).matmul(w);
+    (y + b.broadcast_like(&(rows, latent))).reshape_like(&(batch, seq, latent))
+}
+
+/// x·w (+ b) for a single output, as one matrix-vector product over all Batch·Seq rows.
+///
+/// # Shapes
+/// `x: (Batch, Seq, Model)` → `(Batch, Seq)`
+fn dot<E: Real, D: Dev<E>>(
+    x: Tr<(Batch, Seq, Model), E, D>,
+    w: Tr<(Model,), E, D>,
+) -> Tr<(Batch, Seq), E, D> {
+    let (batch, seq, model) = *x.shape();
+    x.reshape_like(&(batch.0 * seq.0, model))
+        .matmul(w)
+        .reshape_like(&(batch, seq))
 }
 
 /// x·w + b for a single output.
@@ -310,8 +329,7 @@ fn project<E: Real, D: Dev<E>>(
     w: Tr<(Model,), E, D>,
     b: Tr<(), E, D>,
 ) -> Tr<(Batch, Seq), E, D> {
-    let s = *x.shape();
-    let xw = (x * w.broadcast_like(&s)).sum::<(Batch, Seq), Axis<2>>();
+    let xw = dot(x, w);
     let s2 = *xw.shape();
     xw + b.broadcast_like(&s2)
 }

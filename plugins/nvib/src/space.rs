@@ -2,32 +2,15 @@
 //! (`docs/nvib-math.md` §F): the union of both mixtures' components, weighted (1 − τ)·π₁ and
 //! τ·π₂, so the decoder's attention sees both sentences' vectors at once.
 
-use vaezoo_core::axes::{Batch, Comp};
+use vaezoo_core::axes::Comp;
 use vaezoo_core::backend::{lift, Reuse};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::plugin::LatentSpace;
-use vaezoo_core::{Backend, Error, Result, Traced};
+use vaezoo_core::{Backend, Error, Result};
 
 /// Mixture latents: interpolation is the weighted union of components.
 pub struct MixtureSpace;
-
-/// π of a latent, uniform over its existing components when it has none.
-fn weights<D: Backend>(m: &Mixture<D>) -> Traced<(Batch, Comp), D> {
-    if let Some(w) = &m.weights {
-        return w.reuse();
-    }
-    let (b, c, _) = m.dims();
-    let mut w = vec![0.0; b.0 * c.0];
-    for (r, row) in w.chunks_mut(c.0).enumerate() {
-        let exists = |i: usize| m.mask.as_ref().is_none_or(|k| k[r * c.0 + i]);
-        let n = (0..c.0).filter(|&i| exists(i)).count().max(1) as f32;
-        for (i, x) in row.iter_mut().enumerate() {
-            *x = if exists(i) { 1.0 / n } else { 0.0 };
-        }
-    }
-    lift(m.z.device().tensor_from_vec(w, (b, c)))
-}
 
 impl<D: Backend> LatentSpace<D> for MixtureSpace {
     /// # Shapes
@@ -61,7 +44,13 @@ impl<D: Backend> LatentSpace<D> for MixtureSpace {
             Some((log_var(a), log_var(b)).concat_along(Axis::<1>)),
             Some(joined),
         );
-        out.weights = Some((weights(a) * (1.0 - tau), weights(b) * tau).concat_along(Axis::<1>));
+        out.weights = Some(
+            (
+                a.weights_or_uniform() * (1.0 - tau),
+                b.weights_or_uniform() * tau,
+            )
+                .concat_along(Axis::<1>),
+        );
         Ok(out)
     }
 }
@@ -69,10 +58,11 @@ impl<D: Backend> LatentSpace<D> for MixtureSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vaezoo_core::axes::{Batch, Latent};
 
     fn mixture(values: Vec<f32>, weights: Vec<f32>, comps: usize) -> Mixture<Cpu> {
         let dev = Cpu::default();
-        let shape = (Batch(1), Comp(comps), vaezoo_core::axes::Latent(2));
+        let shape = (Batch(1), Comp(comps), Latent(2));
         let z = lift(dev.tensor_from_vec(values, shape));
         let mut m = Mixture::gaussian(z.reuse(), z, None, None);
         m.weights = Some(lift(dev.tensor_from_vec(weights, (Batch(1), Comp(comps)))));
@@ -98,7 +88,7 @@ mod tests {
     #[test]
     fn latents_without_weights_are_uniform_over_existing_components() {
         let dev = Cpu::default();
-        let shape = (Batch(1), Comp(3), vaezoo_core::axes::Latent(2));
+        let shape = (Batch(1), Comp(3), Latent(2));
         let z = lift(dev.tensor_from_vec(vec![0.0; 6], shape));
         let a = Mixture::gaussian(z.reuse(), z, None, Some(vec![true, true, false]));
         let m = MixtureSpace.interpolate(&a, &a, 0.25).unwrap();
