@@ -25,9 +25,12 @@ const C: usize = 4;
 const L: usize = 4;
 const S: usize = 2;
 
+/// One check of an attention plugin.
+type AttentionCheck = fn(&PluginEntry) -> CheckResult;
+
 /// The six checks of an attention plugin.
 pub(super) fn report(entry: &PluginEntry) -> Report {
-    let checks: [(&'static str, fn(&PluginEntry) -> CheckResult); 6] = [
+    let checks: [(&'static str, AttentionCheck); 6] = [
         ("schema", schema),
         ("shapes", shapes),
         ("kl", |_| {
