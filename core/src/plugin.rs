@@ -149,6 +149,20 @@ pub trait Attention<D: Backend>: Send + Sync {
 pub trait LatentSpace<D: Backend> {
     /// The latent a fraction `tau` of the way from `a` to `b` (`tau = 0` is `a`).
     fn interpolate(&self, a: &Mixture<D>, b: &Mixture<D>, tau: f32) -> Result<Mixture<D>>;
+
+    /// Summary statistics of a batch of latents (e.g. how many components are kept).
+    fn statistics(&self, latent: &Mixture<D>) -> Vec<(&'static str, f64)>;
+
+    /// The mean vector of each latent: Σᵢ πᵢ μᵢ over its components (π uniform over the
+    /// existing components when the latent has no weights).
+    ///
+    /// # Shapes
+    /// `(Batch, Comp, Latent)` → `(Batch, Latent)`
+    fn mean(&self, latent: &Mixture<D>) -> Traced<(Batch, Latent), D> {
+        let shape = latent.dims();
+        let weights = latent.weights_or_uniform().broadcast_like(&shape);
+        (latent.mean.retaped::<OwnedTape<f32, D>>() * weights).sum::<(Batch, Latent), Axis<1>>()
+    }
 }
 
 /// Vector latents (one component, no mask): straight-line interpolation of means.
@@ -166,6 +180,11 @@ impl<D: Backend> LatentSpace<D> for VectorSpace {
         let mean = a.mean.retaped::<OwnedTape<f32, D>>() * (1.0 - tau)
             + b.mean.retaped::<OwnedTape<f32, D>>() * tau;
         Ok(Mixture::gaussian(mean.retaped(), mean, None, None))
+    }
+
+    /// Vector latents have no component statistics.
+    fn statistics(&self, _latent: &Mixture<D>) -> Vec<(&'static str, f64)> {
+        Vec::new()
     }
 }
 
@@ -212,5 +231,7 @@ mod tests {
         let (a, b) = (mk(1.0), mk(3.0));
         let m = LatentSpace::<Cpu>::interpolate(&VectorSpace, &a, &b, 0.25).unwrap();
         assert_eq!(m.z.as_vec(), vec![1.5; 4]);
+        assert_eq!(VectorSpace.mean(&m).as_vec(), vec![1.5; 4]);
+        assert!(LatentSpace::<Cpu>::statistics(&VectorSpace, &m).is_empty());
     }
 }

@@ -53,6 +53,36 @@ impl<D: Backend> LatentSpace<D> for MixtureSpace {
         );
         Ok(out)
     }
+
+    /// `avg_num_vec` (components with π > 0 per latent), `avg_prop_vec` (that number over the
+    /// existing components) and, when the latent has pseudo-counts, `avg_alpha0` (Σ α over the
+    /// existing components), each averaged over the batch.
+    fn statistics(&self, latent: &Mixture<D>) -> Vec<(&'static str, f64)> {
+        let (b, c, _) = latent.dims();
+        let pi = latent.weights_or_uniform().as_vec();
+        let alpha = latent.alpha.as_ref().map(|a| a.as_vec());
+        let exists = |i: usize| latent.mask.as_ref().is_none_or(|m| m[i]);
+        let (mut num, mut prop, mut alpha0) = (0.0, 0.0, 0.0);
+        for row in 0..b.0 {
+            let rows = row * c.0..(row + 1) * c.0;
+            let kept = rows.clone().filter(|&i| exists(i) && pi[i] > 0.0).count() as f64;
+            let existing = rows.clone().filter(|&i| exists(i)).count().max(1) as f64;
+            num += kept;
+            prop += kept / existing;
+            if let Some(alpha) = &alpha {
+                alpha0 += rows
+                    .filter(|&i| exists(i))
+                    .map(|i| f64::from(alpha[i]))
+                    .sum::<f64>();
+            }
+        }
+        let n = b.0.max(1) as f64;
+        let mut stats = vec![("avg_num_vec", num / n), ("avg_prop_vec", prop / n)];
+        if alpha.is_some() {
+            stats.push(("avg_alpha0", alpha0 / n));
+        }
+        stats
+    }
 }
 
 #[cfg(test)]
@@ -82,7 +112,17 @@ mod tests {
         );
         assert_eq!(m.mask, Some(vec![true; 3]));
         let at_a = MixtureSpace.interpolate(&a, &b, 0.0).unwrap();
-        assert_eq!(at_a.weights.unwrap().as_vec(), vec![0.25, 0.75, 0.0]);
+        assert_eq!(
+            at_a.weights.as_ref().unwrap().as_vec(),
+            vec![0.25, 0.75, 0.0]
+        );
+        // Σ π μ: 0.25·1 + 0.75·2 at τ = 0.
+        assert_eq!(MixtureSpace.mean(&at_a).as_vec(), vec![1.75, 1.75]);
+        let stats = LatentSpace::<Cpu>::statistics(&MixtureSpace, &at_a);
+        assert_eq!(
+            stats,
+            vec![("avg_num_vec", 2.0), ("avg_prop_vec", 2.0 / 3.0)]
+        );
     }
 
     #[test]
@@ -95,5 +135,25 @@ mod tests {
         let w = m.weights.unwrap().as_vec();
         assert_eq!(w, vec![0.375, 0.375, 0.0, 0.125, 0.125, 0.0]);
         assert_eq!(m.mask, Some(vec![true, true, false, true, true, false]));
+    }
+
+    #[test]
+    fn statistics_match_the_layers_for_an_nvib_latent() {
+        let mut m = mixture(vec![0.0; 6], vec![0.5, 0.0, 0.5], 3);
+        m.mask = Some(vec![true, true, false]);
+        let dev = Cpu::default();
+        m.alpha = Some(lift(
+            dev.tensor_from_vec(vec![1.0, 0.0, 9.0], (Batch(1), Comp(3))),
+        ));
+        let stats = LatentSpace::<Cpu>::statistics(&MixtureSpace, &m);
+        // Kept: component 0 (component 2 does not exist); α summed over existing rows.
+        assert_eq!(
+            stats,
+            vec![
+                ("avg_num_vec", 1.0),
+                ("avg_prop_vec", 0.5),
+                ("avg_alpha0", 1.0)
+            ]
+        );
     }
 }
