@@ -75,16 +75,15 @@ impl DpPrior {
     }
 }
 
-/// `keep` as a bool tensor of `shape`, each flag repeated `repeat` times (the trailing axis).
+/// `keep` as a bool tensor of `shape`, one flag per element.
 fn keep_tensor<S: Shape, E: Real, D: Dev<E>>(
     dev: &D,
     keep: &[bool],
-    repeat: usize,
     shape: S,
 ) -> Tensor<S, bool, D> {
     let flags = keep
         .iter()
-        .flat_map(|&k| std::iter::repeat_n(c::<E>(if k { 1.0 } else { 0.0 }), repeat))
+        .map(|&k| c::<E>(if k { 1.0 } else { 0.0 }))
         .collect();
     dev.tensor_from_vec(flags, shape).gt(c::<E>(0.5))
 }
@@ -116,16 +115,17 @@ pub fn kl_gaussian<E: Real, D: Dev<E>>(
             .broadcast_like(&shape)
     };
     let (prior_mu, prior_var, prior_logvar) = (row(&prior_mu), row(&prior_var), row(&prior_logvar));
-    // Padded rows become the prior itself, whose KL is exactly 0.
-    let keep3 = keep_tensor(&dev, keep, latent.0, shape);
+    // Padded rows become the prior itself, whose KL is exactly 0. The row flags are broadcast
+    // over Latent, not repeated on the host.
+    let keep2 = keep_tensor::<_, E, D>(&dev, keep, (batch, comp));
+    let keep3 = keep2.clone().broadcast_like::<_, Axis<2>>(&shape);
     let mu = keep3.clone().choose(mu, prior_mu.clone());
     let log_ratio = keep3.choose(logvar, prior_logvar.clone()) - prior_logvar;
     let kl = log_ratio.with_empty_tape().exp() + (mu - prior_mu).square() / prior_var
         - log_ratio
         - c::<E>(1.0);
     let kl = kl.mean::<(Batch, Comp), Axis<2>>();
-    let alpha =
-        keep_tensor(&dev, keep, 1, (batch, comp)).choose(alpha, dev.zeros_like(&(batch, comp)));
+    let alpha = keep2.choose(alpha, dev.zeros_like(&(batch, comp)));
     let alpha0_q = alpha.with_empty_tape().sum::<(Batch,), Axis<1>>();
     let expected_pi = alpha / alpha0_q.broadcast_like(&(batch, comp));
     (expected_pi * kl).sum::<(Batch,), Axis<1>>() * c::<E>(0.5 * prior.kappa as f64)
@@ -177,7 +177,7 @@ pub fn kl_dirichlet<E: Real, D: Dev<E>>(
         })
         .unzip();
     let dev = alpha.device().clone();
-    let alpha = keep_tensor(&dev, keep, 1, shape).choose(alpha, dev.zeros_like(&shape));
+    let alpha = keep_tensor::<_, E, D>(&dev, keep, shape).choose(alpha, dev.zeros_like(&shape));
     with_host_derivative(alpha.sum::<(Batch,), Axis<1>>(), values, slopes)
 }
 

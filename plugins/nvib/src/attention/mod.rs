@@ -107,21 +107,23 @@ fn masked_softmax<E: Real, D: Dev<E>>(
     keep: &[bool],
 ) -> WithWeights<(Batch, Head, Seq, Comp), E, D> {
     let shape = *logits.shape();
-    let (b, h, m, n) = (shape.0 .0, shape.1 .0, shape.2 .0, shape.3 .0);
-    assert_eq!(keep.len(), b * n, "keep must be Batch × Comp");
-    let flags: Vec<E> = (0..b * h * m * n)
-        .map(|i| {
-            let (bi, ni) = (i / (h * m * n), i % n);
-            if keep[bi * n + ni] {
-                E::one()
-            } else {
-                E::zero()
-            }
-        })
+    let (b, n) = (shape.0, shape.3);
+    assert_eq!(keep.len(), b.0 * n.0, "keep must be Batch × Comp");
+    // The flags and the −∞ fill per (Batch, Comp), broadcast over heads and queries: nothing of
+    // the logits' size is built on the host or copied (and the fill's gradient, which the
+    // backward accumulates, is spread over Batch × Comp entries rather than one).
+    let flags: Vec<E> = keep
+        .iter()
+        .map(|&k| if k { E::one() } else { E::zero() })
         .collect();
     let dev = logits.device().clone();
-    let keep = dev.tensor_from_vec(flags, shape).gt(c::<E>(0.5));
-    let minus_inf = dev.tensor_from_vec(vec![E::neg_infinity(); b * h * m * n], shape);
+    let keep = dev
+        .tensor_from_vec(flags, (b, n))
+        .gt(c::<E>(0.5))
+        .broadcast_like::<_, Axes2<1, 2>>(&shape);
+    let minus_inf = dev
+        .tensor_from_vec(vec![E::neg_infinity(); b.0 * n.0], (b, n))
+        .broadcast_like::<_, Axes2<1, 2>>(&shape);
     let attn = keep.choose(logits, minus_inf).softmax::<Axis<3>>();
     let weights = attn.retaped::<NoneTape>();
     (attn, weights)

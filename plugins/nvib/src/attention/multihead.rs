@@ -144,7 +144,8 @@ fn split_bias<E: Real, D: Dev<E>>(bias: Option<MhaBias<E, D>>) -> Biases<E, D> {
     }
 }
 
-/// x Wᵀ (+ b) for a torch-layout weight.
+/// x Wᵀ (+ b) for a torch-layout weight, as one 2-D matmul over all Batch·N rows (one large
+/// gemm instead of one per batch element).
 ///
 /// # Shapes
 /// `x: (Batch, N, I)`, `w: (Model, I)`, `b: (Model,)` → `(Batch, N, Model)`
@@ -153,14 +154,17 @@ fn project<N: Dim, I: Dim, E: Real, D: Dev<E>>(
     w: Tr<(Model, I), E, D>,
     b: Option<Tr<(Model,), E, D>>,
 ) -> Tr<(Batch, N, Model), E, D> {
-    let y = x.matmul(w.permute::<_, Axes2<1, 0>>());
-    match b {
-        Some(b) => {
-            let shape = *y.shape();
-            y + b.broadcast_like::<_, Axes2<0, 1>>(&shape)
-        }
+    let (batch, n, i) = *x.shape();
+    let model = w.shape().0;
+    let rows = batch.0 * n.size();
+    let y = x
+        .reshape_like(&(rows, i))
+        .matmul(w.permute::<_, Axes2<1, 0>>());
+    let y = match b {
+        Some(b) => y + b.broadcast_like::<_, Axis<0>>(&(rows, model)),
         None => y,
-    }
+    };
+    y.reshape_like(&(batch, n, model))
 }
 
 /// The model width split into heads (torch's `view(N, B·nh, E).transpose(0, 1)`).
