@@ -23,11 +23,23 @@ impl DeviceChoice {
     }
 }
 
-/// The first CUDA device.
+/// The CPU, with dfdx's buffer cache on: freed tensors' memory is reused by later steps
+/// instead of being returned and faulted in again.
+pub fn cpu() -> vaezoo_core::dfdx::prelude::Cpu {
+    use vaezoo_core::dfdx::tensor::Cache;
+    let dev = vaezoo_core::dfdx::prelude::Cpu::default();
+    dev.enable_cache();
+    dev
+}
+
+/// The first CUDA device, with dfdx's buffer cache on.
 #[cfg(feature = "cuda")]
 pub fn cuda() -> crate::Result<vaezoo_core::dfdx::prelude::Cuda> {
-    vaezoo_core::dfdx::prelude::Cuda::try_build(0, 0)
-        .map_err(|e| crate::Error::Usage(format!("no usable CUDA device: {e:?}")))
+    use vaezoo_core::dfdx::tensor::Cache;
+    let dev = vaezoo_core::dfdx::prelude::Cuda::try_build(0, 0)
+        .map_err(|e| crate::Error::Usage(format!("no usable CUDA device: {e:?}")))?;
+    dev.enable_cache();
+    Ok(dev)
 }
 
 /// Evaluates `$body` with `$dev` bound to a reference to the chosen device.
@@ -35,7 +47,7 @@ macro_rules! on_device {
     ($choice:expr, |$dev:ident| $body:expr) => {
         match $choice {
             $crate::device::DeviceChoice::Cpu => {
-                let $dev = &vaezoo_core::dfdx::prelude::Cpu::default();
+                let $dev = &$crate::device::cpu();
                 $body
             }
             #[cfg(feature = "cuda")]

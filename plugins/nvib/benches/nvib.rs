@@ -7,7 +7,8 @@
 //!   projections) on a fixed latent; backward of Σ out·g to the query, z, π and the weights;
 //! - `denoising_attention_eval_fwd`: evaluation-time denoising attention, forward only.
 //!
-//! Run: `cargo bench -p vaezoo-nvib` (`-- --steps N --warmup N`). Each workload prints one JSON
+//! dfdx's buffer cache is on, as in training. Run: `cargo bench -p vaezoo-nvib --bench nvib`
+//! (`-- --steps N --warmup N --only NAME`). Each workload prints one JSON
 //! line: the median step time over the timed steps after the warm-up, and samples per second.
 
 use std::time::Instant;
@@ -52,12 +53,23 @@ fn time(steps: usize, warmup: usize, mut step: impl FnMut()) -> f64 {
     ms[ms.len() / 2]
 }
 
+/// The process's peak resident memory so far, in MB (`VmHWM`; what PyTorch's `ru_maxrss` is).
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
 fn report(workload: &str, steps: usize, median_ms: f64) {
     println!(
-        "{{\"workload\": \"{workload}\", \"framework\": \"vaezoo\", \"version\": \"{}\", \"threads\": {}, \"batch\": {B}, \"steps\": {steps}, \"median_step_ms\": {median_ms:.3}, \"samples_per_s\": {:.1}, \"ns\": {NS}, \"nl\": {}, \"nt\": {NT}, \"dim\": {P}, \"heads\": {HEADS}}}",
+        "{{\"workload\": \"{workload}\", \"framework\": \"vaezoo\", \"version\": \"{}\", \"threads\": {}, \"batch\": {B}, \"steps\": {steps}, \"median_step_ms\": {median_ms:.3}, \"samples_per_s\": {:.1}, \"peak_rss_mb\": {:.1}, \"ns\": {NS}, \"nl\": {}, \"nt\": {NT}, \"dim\": {P}, \"heads\": {HEADS}}}",
         env!("CARGO_PKG_VERSION"),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         B as f64 / (median_ms / 1e3),
+        peak_rss_mb(),
         NS + 1
     );
 }
@@ -83,6 +95,8 @@ fn selected(name: &str) -> bool {
 fn main() {
     let (steps, warmup) = (arg("--steps", 100), arg("--warmup", 10));
     let dev = Cpu::default();
+    // As the trainer does: reuse freed buffers instead of faulting in fresh pages every step.
+    dev.enable_cache();
     let mut rng = seeded(0);
     let keep: Vec<bool> = (0..B)
         .flat_map(|_| {
