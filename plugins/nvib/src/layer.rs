@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
 use vaezoo_core::rng::{normal_vec, uniform_vec, HostRng};
 
-use crate::dirichlet::{pi_head_eval, pi_head_train, pi_v1_eval, pi_v1_train_kappa};
+use crate::dirichlet::{
+    pi_head_eval, pi_head_train, pi_head_train_kappa, pi_v1_eval, pi_v1_train_kappa,
+    repeat_components,
+};
 use crate::gamma::{gamma_from_samples, gamma_rsample};
 use crate::num::{c, Dev, Real, Tr};
 
@@ -192,7 +195,9 @@ pub fn forward<E: Real, D: Dev<E>>(
 
     // κ copies (row k·Nl + i is copy k of component i) and the sampling.
     let kn = Comp(kappa * nl.0);
-    let keep = repeat_mask(&keep_nl, batch.0, nl.0, kappa);
+    // κ copies exist in training only; evaluation uses the means of the Nl components.
+    let copies = if noise.is_some() { kappa } else { 1 };
+    let keep = repeat_mask(&keep_nl, batch.0, nl.0, copies);
     let (z, pi, mu, log_var, alpha) = match noise {
         None => {
             let pi = match version {
@@ -419,9 +424,15 @@ fn sample_pi<E: Real, D: Dev<E>>(
             );
             pi_v1_train_kappa(alpha, keep_nl, kappa, eps_rho, u_rho, eps_sub, u_sub)
         }
-        Version::Head => {
+        Version::Head if kappa == 1 => {
             let g = gamma_rsample(alpha.retaped(), rng);
             pi_head_train(alpha, keep_nl, g)
+        }
+        Version::Head => {
+            let rho = gamma_rsample(alpha.retaped(), rng);
+            let per_copy = repeat_components(alpha.retaped(), kappa) / c::<E>(kappa as f64);
+            let sub = gamma_rsample(per_copy, rng);
+            pi_head_train_kappa(alpha, keep_nl, kappa, rho, sub)
         }
     }
 }

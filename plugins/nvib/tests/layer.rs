@@ -230,3 +230,61 @@ fn head_train_gradients_match_finite_differences() {
 fn head_eval_gradients_match_finite_differences() {
     check(Version::Head, false);
 }
+
+/// With κ samples per component, training has κ·Nl rows and evaluation Nl, in both versions.
+#[test]
+fn kappa_copies_in_training_and_means_in_evaluation() {
+    let kappa = 3;
+    for version in [Version::V1, Version::Head] {
+        for train in [true, false] {
+            let values = inputs(version);
+            let dev = Cpu::default();
+            let t = |i: usize| {
+                dev.tensor_from_vec(values[i].clone(), (values[i].len(),))
+                    .leaky_trace()
+            };
+            let (m, l) = (Model(P), Latent(P));
+            let alpha = match version {
+                Version::V1 => AlphaWeights::V1 {
+                    w: t(5).reshape_like(&(m,)),
+                    b: t(6).reshape_like(&()),
+                },
+                Version::Head => AlphaWeights::Head {
+                    w_lin: t(5).reshape_like(&(m,)),
+                    b: t(6).reshape_like(&()),
+                    w_quad: t(7).reshape_like(&(m,)),
+                },
+            };
+            let weights = Weights {
+                mu_w: t(1).reshape_like(&(m, l)),
+                mu_b: t(2).reshape_like(&(l,)),
+                log_var_w: t(3).reshape_like(&(m, l)),
+                log_var_b: t(4).reshape_like(&(l,)),
+                alpha,
+            };
+            let keep: Vec<bool> = (0..B * NS).map(|i| i != B * NS - 1).collect();
+            let mut rng = seeded(9);
+            let noise = train.then_some(Noise::Host(&mut rng));
+            let prior = PriorComponent {
+                mu: vec![0.0],
+                var: vec![1.0],
+                alpha: 1.0,
+            };
+            let x = t(0).reshape_like(&(Batch(B), Seq(NS), Model(P)));
+            let out = forward(x, &keep, weights, &prior, version, kappa, noise);
+            let rows = if train { kappa * NL } else { NL };
+            assert_eq!(out.z.shape().1 .0, rows, "{version:?} train={train}");
+            assert_eq!(out.pi.shape().1 .0, rows);
+            assert_eq!(out.alpha.shape().1 .0, rows);
+            assert_eq!(out.keep.len(), B * rows);
+            let pi = out.pi.as_vec();
+            for row in pi.chunks(rows) {
+                let total: f64 = row.iter().sum();
+                assert!(
+                    (total - 1.0).abs() < 1e-9 && row.iter().all(|p| p.is_finite()),
+                    "{row:?}"
+                );
+            }
+        }
+    }
+}
