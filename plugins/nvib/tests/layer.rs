@@ -288,3 +288,57 @@ fn kappa_copies_in_training_and_means_in_evaluation() {
         }
     }
 }
+
+/// The `nvib` + `dirichlet_process` pair with κ = 2 gives finite KL terms in both modes, and a
+/// prior whose settings differ from the bottleneck's is a clear error.
+#[test]
+fn the_dirichlet_process_prior_accepts_kappa_copies_and_rejects_a_different_prior() {
+    use vaezoo_core::params::{ParamBuilder, ParamStore};
+    use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates, Mode, Prior};
+    use vaezoo_nvib::bottleneck::{Nvib, NvibConfig};
+    use vaezoo_nvib::prior::{DirichletProcess, DirichletProcessConfig};
+
+    let cfg: NvibConfig =
+        serde_json::from_value(serde_json::json!({"version": "head", "kappa": 2})).unwrap();
+    let mut rng = seeded(1);
+    let mut pb = ParamBuilder::new(&mut rng);
+    let nvib = Nvib::new(&cfg, &mut pb, P);
+    let states = pb.declare("x", &[B, NS, P], normal_vec(&mut seeded(2), B * NS * P));
+    let params = ParamStore::new(&Cpu::default(), pb.finish());
+    let prior = |json| {
+        DirichletProcess::new(&serde_json::from_value::<DirichletProcessConfig>(json).unwrap())
+    };
+    let same = prior(serde_json::json!({"kappa": 2}));
+    let other = prior(serde_json::json!({"kappa": 2, "prior_alpha": 3.0}));
+    for mode in [Mode::Train, Mode::Eval] {
+        let mut rng = seeded(3);
+        let mut ctx = Ctx {
+            params: &params,
+            mode,
+            rng: &mut rng,
+        };
+        let input = EncoderStates {
+            states: params.get(states, (Batch(B), Seq(NS), Model(P))),
+            mask: None,
+        };
+        let latent = nvib.forward(&mut ctx, input).unwrap();
+        for term in same.kl(&mut ctx, &latent).unwrap() {
+            assert!(
+                term.value
+                    .as_vec()
+                    .iter()
+                    .all(|v| v.is_finite() && *v >= -1e-6),
+                "{mode:?} {}",
+                term.name
+            );
+        }
+        let err = other
+            .kl(&mut ctx, &latent)
+            .err()
+            .expect("a different prior is an error");
+        assert!(
+            err.to_string().contains("give both the same settings"),
+            "{err}"
+        );
+    }
+}
