@@ -122,21 +122,23 @@ impl Adam {
         let (wd, lr) = (self.cfg.weight_decay as f32, self.cfg.lr as f32);
         let bias2_sqrt = bias2_sqrt as f32;
         let AdamState { m, v, .. } = &mut self.state;
+        let decoupled = self.cfg.decoupled;
         params.update_each(|i, p| {
-            let (m, v, g) = (&mut m[i], &mut v[i], &grads[i]);
-            for j in 0..p.len() {
-                let mut gj = g[j];
-                if wd != 0.0 {
-                    if self.cfg.decoupled {
-                        p[j] *= 1.0 - lr * wd;
-                    } else {
-                        gj += wd * p[j];
-                    }
-                }
-                m[j] = b1 * m[j] + (1.0 - b1) * gj;
-                v[j] = b2 * v[j] + (1.0 - b2) * gj * gj;
-                let denom = v[j].sqrt() / bias2_sqrt + eps;
-                p[j] -= step_size * m[j] / denom;
+            if wd != 0.0 && decoupled {
+                p.iter_mut().for_each(|x| *x *= 1.0 - lr * wd);
+            }
+            let l2 = if decoupled { 0.0 } else { wd };
+            // One pass, no branches: the loop vectorises.
+            for (((x, m), v), &g) in p
+                .iter_mut()
+                .zip(m[i].iter_mut())
+                .zip(v[i].iter_mut())
+                .zip(&grads[i])
+            {
+                let g = g + l2 * *x;
+                *m = b1 * *m + (1.0 - b1) * g;
+                *v = b2 * *v + (1.0 - b2) * g * g;
+                *x -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
             }
         });
     }
