@@ -99,6 +99,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Expected problems are errors; a panic is a bug, but still one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let message = (info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        eprintln!("error: internal error{}: {message}", at.unwrap_or_default());
+        eprintln!("hint: this is a bug in vaezoo or a plugin; please report it with the command you ran");
+    }));
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
