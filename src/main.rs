@@ -104,9 +104,13 @@ fn main() -> ExitCode {
         let message = (info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()));
         eprintln!("error: internal error{}: {message}", at.unwrap_or_default());
-        eprintln!("hint: this is a bug in vaezoo or a plugin; please report it with the command you ran");
+        eprintln!(
+            "hint: this is a bug in vaezoo or a plugin; please report it with the command you ran"
+        );
     }));
     let cli = Cli::parse();
     match run(cli.command) {

@@ -1,0 +1,175 @@
+//! Unit tests of `dirichlet`: values, finite-difference gradients, dropped components.
+
+use super::*;
+use crate::gamma::gamma_from_samples;
+use crate::gamma::tests::gamma_quantile;
+
+type Tr64 = Tensor<(Batch, Comp), f64, Cpu, OwnedTape<f64, Cpu>>;
+
+const B: usize = 2;
+const N: usize = 4;
+/// Both v1 branches, an α = 0 component, a padded one (the last).
+const ALPHA: [f64; 8] = [1.0, 0.3, 2.5, 0.05, 1.0, 0.0, 0.7, 1.3];
+const KEEP: [bool; 8] = [true, true, true, true, true, true, true, false];
+const EPS: [f64; 16] = [
+    0.3, -0.2, 0.9, 1.1, -0.4, 0.2, -0.5, 0.6, 0.1, 0.8, -0.3, 0.4, 0.7, -0.1, 0.2, -0.6,
+];
+const U: [f64; 16] = [
+    0.3, 0.6, 0.45, 0.8, 0.5, 0.2, 0.9, 0.4, 0.7, 0.35, 0.55, 0.15, 0.65, 0.25, 0.85, 0.5,
+];
+
+/// v1 with κ = 2 and the fixed noise.
+fn v1_kappa2(a: Tr64, keep: &[bool]) -> Tr64 {
+    let (e, u) = (EPS.to_vec(), U.to_vec());
+    pi_v1_train_kappa(a, keep, 2, e[8..].to_vec(), u[8..].to_vec(), e, u)
+}
+
+/// L = Σ w·π and dL/dα by backward.
+fn loss_and_grad(alpha: &[f64], f: &impl Fn(Tr64) -> Tr64) -> (f64, Vec<f64>, Vec<f64>) {
+    let x = Cpu::default().tensor_from_vec(alpha.to_vec(), (Batch(B), Comp(N)));
+    let pi = f(x.leaky_trace());
+    let values = pi.as_vec();
+    let w: Vec<f64> = (0..values.len())
+        .map(|i| (i % 5) as f64 * 0.4 - 0.7)
+        .collect();
+    let w = x.device().tensor_from_vec(w, *pi.shape());
+    let l = (pi * w).sum();
+    let value = l.array();
+    (value, l.backward().get(&x).as_vec(), values)
+}
+
+/// Backward against central differences for every α > 0 (a dropped α gets gradient 0).
+fn check_gradient(f: impl Fn(Tr64) -> Tr64, rel: f64) {
+    let (_, grad, _) = loss_and_grad(&ALPHA, &f);
+    for (j, &a) in ALPHA.iter().enumerate() {
+        if a <= 0.0 || !KEEP[j] {
+            assert_eq!(grad[j], 0.0, "dropped α[{j}]");
+            continue;
+        }
+        let h = 1e-5 * a;
+        let mut at = ALPHA;
+        at[j] = a + h;
+        let up = loss_and_grad(&at, &f).0;
+        at[j] = a - h;
+        let down = loss_and_grad(&at, &f).0;
+        let fd = (up - down) / (2.0 * h);
+        assert!(
+            (fd - grad[j]).abs() <= 1e-7 + rel * fd.abs(),
+            "α[{j}]: backward {} vs finite differences {fd}",
+            grad[j]
+        );
+    }
+}
+
+#[test]
+fn v1_train_gradients_match_finite_differences() {
+    check_gradient(
+        |a| pi_v1_train(a, &KEEP, EPS[..8].to_vec(), U[..8].to_vec()),
+        1e-6,
+    );
+    check_gradient(
+        |a| gamma_v1_approx(a, &KEEP, EPS[..8].to_vec(), U[..8].to_vec()),
+        1e-6,
+    );
+    check_gradient(|a| v1_kappa2(a, &KEEP), 1e-6);
+}
+
+/// The samples at fixed u move with α as the quantile does, so finite differences see the
+/// exact implicit gradient; backward uses torch's approximation (≤ 2e-3 relative).
+#[test]
+fn head_train_gradients_through_the_gamma_samples_match_finite_differences() {
+    let draw = |a: &Tr64, u: &[f64]| -> Vec<f64> {
+        a.as_vec()
+            .iter()
+            .zip(u)
+            .map(|(&a, &u)| gamma_quantile(a, u))
+            .collect()
+    };
+    check_gradient(
+        |a| {
+            let x = draw(&a, &U);
+            pi_head_train(a.retaped(), &KEEP, gamma_from_samples(a, x))
+        },
+        2e-3,
+    );
+    check_gradient(
+        |a| {
+            let rho = gamma_from_samples(a.retaped(), draw(&a, &U[..8]));
+            let sub = repeat_components(a.retaped(), 2) / 2.0;
+            let x = draw(&sub, &U);
+            pi_head_train_kappa(a, &KEEP, 2, rho, gamma_from_samples(sub, x))
+        },
+        2e-3,
+    );
+}
+
+/// π is finite, sums to 1 over each row's kept entries (0 for an all-dropped row), is 0 where
+/// dropped, and so is its gradient, which is finite everywhere.
+fn check_simplex(pi: &[f64], grad: &[f64], dropped: impl Fn(usize) -> bool) {
+    let per_row = pi.len() / B;
+    for (r, row) in pi.chunks(per_row).enumerate() {
+        let kept = (0..per_row).any(|i| !dropped(r * per_row + i));
+        let sum: f64 = row.iter().sum();
+        assert!(
+            (sum - f64::from(u8::from(kept))).abs() < 1e-12,
+            "row {r}: Σπ = {sum}"
+        );
+    }
+    for (i, &p) in pi.iter().enumerate() {
+        assert!(p.is_finite() && (!dropped(i) || p == 0.0), "π[{i}] = {p}");
+    }
+    assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
+}
+
+#[test]
+fn pi_is_a_distribution_over_the_kept_components_even_for_an_all_dropped_row() {
+    // Row 1: α = 0 (dropped in v1) then padding.
+    let alpha = [1.0, 0.3, 0.0, 2.0, 0.0, 0.5, 0.7, 0.2];
+    let keep = [true, true, true, false, true, false, false, false];
+    let v1_dropped = |i: usize| !keep[i % 8] || alpha[i % 8] <= 0.0;
+    let run = |f: &dyn Fn(Tr64) -> Tr64| {
+        let (_, grad, pi) = loss_and_grad(&alpha, &f);
+        (pi, grad)
+    };
+    let (pi, g) = run(&|a| pi_v1_eval(a, &keep));
+    check_simplex(&pi, &g, v1_dropped);
+    let (pi, g) = run(&|a| pi_v1_train(a, &keep, EPS[..8].to_vec(), U[..8].to_vec()));
+    check_simplex(&pi, &g, v1_dropped);
+    let (pi, g) = run(&|a| v1_kappa2(a, &keep));
+    // Entry k·Nl + i of row r is component i: index r·2N + k·N + i.
+    check_simplex(&pi, &g, |i| v1_dropped((i / (2 * N)) * N + i % N));
+    // HEAD (where α > 0 always): row 1 is all padding.
+    let head_keep = [true, true, false, false, false, false, false, false];
+    let (pi, g) = run(&|a| pi_head_eval(a, &head_keep));
+    check_simplex(&pi, &g, |i| !head_keep[i] || alpha[i] <= 0.1);
+    let samples = vec![0.8, 0.1, 0.3, 1.5, 0.2, 0.3, 0.4, 0.2];
+    let (pi, g) = run(&|a| {
+        let gamma = gamma_from_samples(a.retaped(), samples.clone());
+        pi_head_train(a, &head_keep, gamma)
+    });
+    check_simplex(&pi, &g, |i| !head_keep[i]);
+}
+
+/// In f32 an inverse-CDF Gamma can be subnormal (here ≈ 1e-40): σ = γ/γ must still give
+/// finite gradients (exactly 0 for the lone copy), not ∞ − ∞.
+#[test]
+fn subnormal_gammas_keep_the_gradient_finite_in_f32() {
+    let dev = Cpu::default();
+    let alpha: Tensor<(Batch, Comp), f32, _> =
+        dev.tensor_from_vec(vec![1.0, 0.05], (Batch(1), Comp(2)));
+    let (e, u) = (vec![0.1f32, 0.0], vec![0.5f32, 0.0103]);
+    let pi = pi_v1_train_kappa(
+        alpha.leaky_trace(),
+        &[true; 2],
+        1,
+        e.clone(),
+        u.clone(),
+        e,
+        u,
+    );
+    let w = dev.tensor_from_vec(vec![0.3f32, -0.8], (Batch(1), Comp(2)));
+    let values = pi.as_vec();
+    assert!(values[1] > 0.0 && values[1] < 1e-38, "{values:?}");
+    let grad = (pi * w).sum().backward().get(&alpha).as_vec();
+    assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
+}
