@@ -116,6 +116,16 @@ fn main() {
     let x = tensor(&dev, 7, 1.0, (Batch(B), Seq(NS), m));
     let gz = tensor(&dev, 8, 1.0, (Batch(B), Comp(NS + 1), l));
     let gpi = tensor(&dev, 9, 1.0, (Batch(B), Comp(NS + 1)));
+    let layer_weights = || Weights {
+        mu_w: w_mu.leaky_trace(),
+        mu_b: b_mu.leaky_trace(),
+        log_var_w: w_lv.leaky_trace(),
+        log_var_b: b_lv.leaky_trace(),
+        alpha: AlphaWeights::V1 {
+            w: w_a.leaky_trace(),
+            b: b_a.leaky_trace(),
+        },
+    };
     let prior = PriorComponent {
         mu: vec![0.0],
         var: vec![1.0],
@@ -128,16 +138,7 @@ fn main() {
         if layer { steps } else { 1 },
         if layer { warmup } else { 0 },
         || {
-            let weights = Weights {
-                mu_w: w_mu.leaky_trace(),
-                mu_b: b_mu.leaky_trace(),
-                log_var_w: w_lv.leaky_trace(),
-                log_var_b: b_lv.leaky_trace(),
-                alpha: AlphaWeights::V1 {
-                    w: w_a.leaky_trace(),
-                    b: b_a.leaky_trace(),
-                },
-            };
+            let weights = layer_weights();
             let out = forward(
                 x.leaky_trace(),
                 &keep,
@@ -175,16 +176,7 @@ fn main() {
     }
 
     // A fixed latent from the layer in training mode.
-    let weights = Weights {
-        mu_w: w_mu.leaky_trace(),
-        mu_b: b_mu.leaky_trace(),
-        log_var_w: w_lv.leaky_trace(),
-        log_var_b: b_lv.leaky_trace(),
-        alpha: AlphaWeights::V1 {
-            w: w_a.leaky_trace(),
-            b: b_a.leaky_trace(),
-        },
-    };
+    let weights = layer_weights();
     let mem = forward(
         x.leaky_trace(),
         &keep,

@@ -39,13 +39,8 @@ fn inputs(version: Version) -> Vec<Vec<f64>> {
     v
 }
 
-/// Σ wz·z + Σ wπ·π + Σ wμ·μ + Σ wσ·logσ² + Σ wα·α, with the given inputs as traced leaves.
-fn loss(version: Version, train: bool, values: &[Vec<f64>]) -> (f64, Vec<Vec<f64>>) {
-    let dev = Cpu::default();
-    let leaves: Vec<Tensor<(usize,), f64, Cpu>> = values
-        .iter()
-        .map(|v| dev.tensor_from_vec(v.clone(), (v.len(),)))
-        .collect();
+/// The layer's weights as traced views of `leaves` (inputs 1.. of [`inputs`]).
+fn weights(version: Version, leaves: &[Tensor<(usize,), f64, Cpu>]) -> Weights<f64, Cpu> {
     let t = |i: usize| leaves[i].leaky_trace();
     let (m, l) = (Model(P), Latent(P));
     let alpha = match version {
@@ -59,13 +54,23 @@ fn loss(version: Version, train: bool, values: &[Vec<f64>]) -> (f64, Vec<Vec<f64
             w_quad: t(7).reshape_like(&(m,)),
         },
     };
-    let weights = Weights {
+    Weights {
         mu_w: t(1).reshape_like(&(m, l)),
         mu_b: t(2).reshape_like(&(l,)),
         log_var_w: t(3).reshape_like(&(m, l)),
         log_var_b: t(4).reshape_like(&(l,)),
         alpha,
-    };
+    }
+}
+
+/// Σ wz·z + Σ wπ·π + Σ wμ·μ + Σ wσ·logσ² + Σ wα·α, with the given inputs as traced leaves.
+fn loss(version: Version, train: bool, values: &[Vec<f64>]) -> (f64, Vec<Vec<f64>>) {
+    let dev = Cpu::default();
+    let leaves: Vec<Tensor<(usize,), f64, Cpu>> = values
+        .iter()
+        .map(|v| dev.tensor_from_vec(v.clone(), (v.len(),)))
+        .collect();
+    let weights = weights(version, &leaves);
     let keep: Vec<bool> = (0..B * NS).map(|i| i != B * NS - 1).collect();
     let noise = train.then(|| Noise::Given {
         eps_z: draws(20, B * NL * P, 1.0),
@@ -93,7 +98,9 @@ fn loss(version: Version, train: bool, values: &[Vec<f64>]) -> (f64, Vec<Vec<f64
         var: vec![1.0],
         alpha: 1.0,
     };
-    let x = t(0).reshape_like(&(Batch(B), Seq(NS), Model(P)));
+    let x = leaves[0]
+        .leaky_trace()
+        .reshape_like(&(Batch(B), Seq(NS), Model(P)));
     let out = forward(x, &keep, weights, &prior, version, 1, noise);
     let (s3, s2) = (*out.z.shape(), *out.pi.shape());
     let w3 = |s| dev.tensor_from_vec(draws(s, B * NL * P, 1.0), s3);
@@ -239,29 +246,11 @@ fn kappa_copies_in_training_and_means_in_evaluation() {
         for train in [true, false] {
             let values = inputs(version);
             let dev = Cpu::default();
-            let t = |i: usize| {
-                dev.tensor_from_vec(values[i].clone(), (values[i].len(),))
-                    .leaky_trace()
-            };
-            let (m, l) = (Model(P), Latent(P));
-            let alpha = match version {
-                Version::V1 => AlphaWeights::V1 {
-                    w: t(5).reshape_like(&(m,)),
-                    b: t(6).reshape_like(&()),
-                },
-                Version::Head => AlphaWeights::Head {
-                    w_lin: t(5).reshape_like(&(m,)),
-                    b: t(6).reshape_like(&()),
-                    w_quad: t(7).reshape_like(&(m,)),
-                },
-            };
-            let weights = Weights {
-                mu_w: t(1).reshape_like(&(m, l)),
-                mu_b: t(2).reshape_like(&(l,)),
-                log_var_w: t(3).reshape_like(&(m, l)),
-                log_var_b: t(4).reshape_like(&(l,)),
-                alpha,
-            };
+            let leaves: Vec<Tensor<(usize,), f64, Cpu>> = values
+                .iter()
+                .map(|v| dev.tensor_from_vec(v.clone(), (v.len(),)))
+                .collect();
+            let weights = weights(version, &leaves);
             let keep: Vec<bool> = (0..B * NS).map(|i| i != B * NS - 1).collect();
             let mut rng = seeded(9);
             let noise = train.then_some(Noise::Host(&mut rng));
@@ -270,7 +259,9 @@ fn kappa_copies_in_training_and_means_in_evaluation() {
                 var: vec![1.0],
                 alpha: 1.0,
             };
-            let x = t(0).reshape_like(&(Batch(B), Seq(NS), Model(P)));
+            let x = leaves[0]
+                .leaky_trace()
+                .reshape_like(&(Batch(B), Seq(NS), Model(P)));
             let out = forward(x, &keep, weights, &prior, version, kappa, noise);
             let rows = if train { kappa * NL } else { NL };
             assert_eq!(out.z.shape().1 .0, rows, "{version:?} train={train}");
