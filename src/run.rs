@@ -190,15 +190,6 @@ pub fn write_json(path: &Path, value: &Value) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
-/// Reads a JSON file.
-pub fn read_json(path: &Path) -> Result<Value> {
-    let text = fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Run {
-        path: path.to_path_buf(),
-        message: format!("is not valid JSON: {e}"),
-    })
-}
-
 /// The current UTC time as `YYYYMMDD-HHMMSS`, for default run-folder names.
 pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()

@@ -26,7 +26,7 @@ use crate::data::batches::{batch_ranges, epoch_order, gather};
 use crate::data::{load_split, ImageSet, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::model::Model;
-use crate::run::{read_json, utc_stamp, write_json, RunDir};
+use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
 use crate::{plots, registry, Result};
@@ -275,7 +275,7 @@ impl<D: Backend> Job<D> {
             params: self.params.to_host(),
             optimizer: self.adam.state().clone(),
             rng: self.rng.clone(),
-            spec: read_json(&self.run.spec_path())?,
+            spec: serde_json::to_value(&self.spec).expect("specs serialise"),
             trainer: serde_json::to_value(&self.state).expect("trainer state serialises"),
             versions: versions(),
         };

@@ -65,6 +65,14 @@ impl<D: Backend> Mixture<D> {
         tape
     }
 
+    /// Which components exist, row-major `Batch × Comp` (all of them when there is no mask).
+    pub fn keep(&self) -> Vec<bool> {
+        let (batch, comps, _) = self.dims();
+        self.mask
+            .clone()
+            .unwrap_or_else(|| vec![true; batch.0 * comps.0])
+    }
+
     /// The mixture weights π, or weights uniform over each row's existing components when the
     /// latent has none.
     ///
@@ -75,12 +83,12 @@ impl<D: Backend> Mixture<D> {
             return w.retaped();
         }
         let (batch, comps, _) = self.dims();
+        let keep = self.keep();
         let mut w = vec![0.0; batch.0 * comps.0];
-        for (b, row) in w.chunks_mut(comps.0).enumerate() {
-            let exists = |i: usize| self.mask.as_ref().is_none_or(|m| m[b * comps.0 + i]);
-            let n = (0..comps.0).filter(|&i| exists(i)).count().max(1) as f32;
-            for (i, x) in row.iter_mut().enumerate() {
-                *x = if exists(i) { 1.0 / n } else { 0.0 };
+        for (w, keep) in w.chunks_mut(comps.0).zip(keep.chunks(comps.0)) {
+            let n = keep.iter().filter(|&&k| k).count().max(1) as f32;
+            for (x, &k) in w.iter_mut().zip(keep) {
+                *x = if k { 1.0 / n } else { 0.0 };
             }
         }
         self.z

@@ -120,12 +120,6 @@ impl Projections {
     }
 }
 
-/// The latent's existence mask, row-major Batch × Comp.
-fn keep<D: Backend>(latent: &Mixture<D>) -> Vec<bool> {
-    let (b, c, _) = latent.dims();
-    latent.mask.clone().unwrap_or_else(|| vec![true; b.0 * c.0])
-}
-
 /// The built `denoising` attention.
 pub struct Denoising {
     proj: Projections,
@@ -143,7 +137,7 @@ impl<D: Backend> Attention<D> for Denoising {
     ) -> Result<Traced<(Batch, Seq, Latent), D>> {
         let (b, s, l) = *queries.shape();
         let q = queries.reshape_like(&(b, s, Model(l.0)));
-        let (keep, pi) = (keep(latent), latent.weights_or_uniform());
+        let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
         let weights = self.proj.get(ctx.params);
         let (out, _) = match ctx.mode {
             Mode::Train => {
@@ -186,7 +180,7 @@ impl<D: Backend> Attention<D> for Sdpa {
     ) -> Result<Traced<(Batch, Seq, Latent), D>> {
         let (b, s, l) = *queries.shape();
         let q = queries.reshape_like(&(b, s, Model(l.0)));
-        let keep = keep(latent);
+        let keep = latent.keep();
         let (out, _) = sdpa_mha(q, self.proj.get(ctx.params), latent.z.reuse(), &keep);
         Ok(out.reshape_like(&(b, s, l)))
     }

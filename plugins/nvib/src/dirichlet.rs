@@ -147,7 +147,7 @@ pub fn repeat_components<E: Real, D: Dev<E>, T: Tape<E, D>>(
 }
 
 /// `keep` repeated κ times per row, in the layout of [`repeat_components`].
-fn repeat_keep(keep: &[bool], b: usize, n: usize, kappa: usize) -> Vec<bool> {
+pub(crate) fn repeat_keep(keep: &[bool], b: usize, n: usize, kappa: usize) -> Vec<bool> {
     (0..b)
         .flat_map(|r| (0..kappa).flat_map(move |_| keep[r * n..(r + 1) * n].iter().copied()))
         .collect()

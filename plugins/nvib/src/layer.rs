@@ -17,7 +17,7 @@ use vaezoo_core::rng::{normal_vec, uniform_vec, HostRng};
 
 use crate::dirichlet::{
     pi_head_eval, pi_head_train, pi_head_train_kappa, pi_v1_eval, pi_v1_train_kappa,
-    repeat_components,
+    repeat_components, repeat_keep,
 };
 use crate::gamma::{gamma_from_samples, gamma_rsample};
 use crate::num::{c, Dev, Real, Tr};
@@ -197,7 +197,7 @@ pub fn forward<E: Real, D: Dev<E>>(
     let kn = Comp(kappa * nl.0);
     // κ copies exist in training only; evaluation uses the means of the Nl components.
     let copies = if noise.is_some() { kappa } else { 1 };
-    let keep = repeat_mask(&keep_nl, batch.0, nl.0, copies);
+    let keep = repeat_keep(&keep_nl, batch.0, nl.0, copies);
     let (z, pi, mu, log_var, alpha) = match noise {
         None => {
             let pi = match version {
@@ -249,7 +249,12 @@ pub fn forward<E: Real, D: Dev<E>>(
                 }
             };
             let z = sample_z(&dev, &mu, &log_var, eps_z);
-            (z, pi, mu, log_var, scale_repeat(alpha, kappa))
+            let alpha = match kappa {
+                1 => alpha,
+                // v1's multi-sample path: each copy holds α/κ.
+                _ => repeat_components(alpha, kappa) / c::<E>(kappa as f64),
+            };
+            (z, pi, mu, log_var, alpha)
         }
     };
     finish(z, pi, mu, log_var, alpha, log_alpha, keep, version)
@@ -351,12 +356,6 @@ fn mask_tensor<E: Real, D: Dev<E>>(
     dev.tensor_from_vec(m, shape)
 }
 
-fn repeat_mask(keep: &[bool], batch: usize, nl: usize, kappa: usize) -> Vec<bool> {
-    (0..batch)
-        .flat_map(|b| (0..kappa).flat_map(move |_| keep[b * nl..(b + 1) * nl].iter().copied()))
-        .collect()
-}
-
 /// κ copies along Comp (row k·Nl + i = copy k of component i).
 ///
 /// # Shapes
@@ -371,23 +370,6 @@ fn repeat3<E: Real, D: Dev<E>>(
     let (b, n, l) = *t.shape();
     t.broadcast_like(&(b, kappa, n, l))
         .reshape_like(&(b, Comp(kappa * n.0), l))
-}
-
-/// α/κ in κ copies (v1's multi-sample path; the identity for κ = 1).
-///
-/// # Shapes
-/// `(Batch, Nl)` → `(Batch, κ·Nl)`
-fn scale_repeat<E: Real, D: Dev<E>>(
-    alpha: Tr<(Batch, Comp), E, D>,
-    kappa: usize,
-) -> Tr<(Batch, Comp), E, D> {
-    if kappa == 1 {
-        return alpha;
-    }
-    let (b, n) = *alpha.shape();
-    (alpha / c::<E>(kappa as f64))
-        .broadcast_like(&(b, kappa, n))
-        .reshape_like(&(b, Comp(kappa * n.0)))
 }
 
 /// z = μ + ε ⊙ exp(½ logσ²).

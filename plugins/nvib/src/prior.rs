@@ -2,6 +2,8 @@
 //! posterior has two terms, KL_G (Gaussian, weighted by the expected π) and KL_D (Dirichlet),
 //! each with its weight in the loss (λ_G, λ_D); its samples are mixtures for generation.
 
+use std::sync::OnceLock;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent};
@@ -60,6 +62,8 @@ fn one_usize() -> usize {
 pub struct DirichletProcess {
     prior: DpPrior,
     lambda: (f32, f32),
+    /// The outcome of the check of the posterior's prior component (done at the first KL).
+    checked: OnceLock<std::result::Result<(), String>>,
 }
 
 impl DirichletProcess {
@@ -74,17 +78,19 @@ impl DirichletProcess {
                 kappa: cfg.kappa,
             },
             lambda: (cfg.lambda_g as f32, cfg.lambda_d as f32),
+            checked: OnceLock::new(),
         }
     }
 
     /// The posterior's first component is the bottleneck's prior component: it must be ours.
+    /// The error is the message of a config error.
     fn check_prior_component(
         &self,
         mean: &[f32],
         log_var: &[f32],
         alpha: &[f32],
         latent: usize,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), String> {
         let (mu, var) = (self.prior.mu[0] as f32, self.prior.var[0] as f32);
         let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
         let same = mean[..latent].iter().all(|&m| close(m, mu))
@@ -96,17 +102,14 @@ impl DirichletProcess {
         if same {
             return Ok(());
         }
-        Err(Error::Config {
-            plugin: "dirichlet_process".into(),
-            message: format!(
-                "its prior (mu {mu}, var {var}, alpha {}) differs from the bottleneck's prior component \
-                 (mu {}, var {}, alpha {}); give both the same settings",
-                self.prior.alpha,
-                mean[0],
-                log_var[0].exp(),
-                alpha[0] * self.prior.kappa as f32
-            ),
-        })
+        Err(format!(
+            "its prior (mu {mu}, var {var}, alpha {}) differs from the bottleneck's prior component \
+             (mu {}, var {}, alpha {}); give both the same settings",
+            self.prior.alpha,
+            mean[0],
+            log_var[0].exp(),
+            alpha[0] * self.prior.kappa as f32
+        ))
     }
 }
 
@@ -126,17 +129,22 @@ impl<D: Backend> Prior<D> for DirichletProcess {
             .alpha
             .as_ref()
             .ok_or_else(|| needs("pseudo-counts α"))?;
-        let (batch, comps, latent) = posterior.dims();
-        let keep = posterior
-            .mask
+        let keep = posterior.keep();
+        // The prior component is fixed by the bottleneck's config: check it once.
+        self.checked
+            .get_or_init(|| {
+                self.check_prior_component(
+                    &posterior.mean.as_vec(),
+                    &log_var.as_vec(),
+                    &alpha.as_vec(),
+                    posterior.dims().2 .0,
+                )
+            })
             .clone()
-            .unwrap_or_else(|| vec![true; batch.0 * comps.0]);
-        self.check_prior_component(
-            &posterior.mean.as_vec(),
-            &log_var.as_vec(),
-            &alpha.as_vec(),
-            latent.0,
-        )?;
+            .map_err(|message| Error::Config {
+                plugin: "dirichlet_process".into(),
+                message,
+            })?;
         let kl_g = kl_gaussian(
             posterior.mean.reuse(),
             log_var.reuse(),

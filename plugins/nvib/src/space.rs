@@ -2,7 +2,6 @@
 //! (`docs/nvib-math.md` §F): the union of both mixtures' components, weighted (1 − τ)·π₁ and
 //! τ·π₂, so the decoder's attention sees both sentences' vectors at once.
 
-use vaezoo_core::axes::Comp;
 use vaezoo_core::backend::{lift, Reuse};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
@@ -27,9 +26,7 @@ impl<D: Backend> LatentSpace<D> for MixtureSpace {
             Some(v) => v.reuse(),
             None => lift(m.z.device().zeros_like(&m.dims())) - 200.0,
         };
-        let mask =
-            |m: &Mixture<D>, c: Comp| m.mask.clone().unwrap_or_else(|| vec![true; ba.0 * c.0]);
-        let (mask_a, mask_b) = (mask(a, ca), mask(b, cb));
+        let (mask_a, mask_b) = (a.keep(), b.keep());
         let joined: Vec<bool> = (0..ba.0)
             .flat_map(|r| {
                 let first = mask_a[r * ca.0..(r + 1) * ca.0].iter();
@@ -88,7 +85,7 @@ impl<D: Backend> LatentSpace<D> for MixtureSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vaezoo_core::axes::{Batch, Latent};
+    use vaezoo_core::axes::{Batch, Comp, Latent};
 
     fn mixture(values: Vec<f32>, weights: Vec<f32>, comps: usize) -> Mixture<Cpu> {
         let dev = Cpu::default();
