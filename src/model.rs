@@ -89,8 +89,9 @@ impl Model {
     /// `obs.x: (Batch, Feature)` → each term `(Batch,)`
     pub fn losses<D: Backend>(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<Losses<D>> {
         let states = D::encoder(&*self.encoder).forward(ctx, obs)?;
-        let latent = D::bottleneck(&*self.bottleneck).forward(ctx, states)?;
-        let kl = D::prior(&*self.prior).kl(ctx, &latent)?;
+        let mut latent = D::bottleneck(&*self.bottleneck).forward(ctx, states)?;
+        let mut kl = std::mem::take(&mut latent.kl);
+        kl.extend(D::prior(&*self.prior).kl(ctx, &latent, obs.labels.as_deref())?);
         let rec = D::decoder(&*self.decoder).nll(ctx, &latent, obs)?;
         let stats = latent.stats.clone();
         let (rec, tape) = rec.split_tape();
@@ -126,7 +127,8 @@ impl Model {
         })
     }
 
-    /// The decoder's mean for `n` latents drawn from the prior.
+    /// The decoder's mean for `n` latents drawn from the prior, conditioned on `labels` (one
+    /// per sample) when given.
     ///
     /// # Shapes
     /// → `(n, Feature)`
@@ -134,8 +136,10 @@ impl Model {
         &self,
         ctx: &mut Ctx<D>,
         n: usize,
+        labels: Option<&[usize]>,
     ) -> Result<Tensor<(Batch, Feature), f32, D>> {
-        let z = D::prior(&*self.prior).sample(ctx, Batch(n), Comp(1), Latent(self.latent_dim))?;
-        Ok(D::decoder(&*self.decoder).mean(ctx, &z)?)
+        let (batch, latent) = (Batch(n), Latent(self.latent_dim));
+        let z = D::prior(&*self.prior).sample(ctx, batch, Comp(1), latent, labels)?;
+        Ok(D::decoder(&*self.decoder).mean(ctx, &z, labels)?)
     }
 }

@@ -40,7 +40,7 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<P
         mode: Mode::Eval,
         rng: &mut rng,
     };
-    let images = r.model.sample(&mut ctx, opts.n)?.as_vec();
+    let images = r.model.sample(&mut ctx, opts.n, None)?.as_vec();
     let side = (r.state.features as f64).sqrt() as usize;
     let (rows, cols) = if side * side == r.state.features {
         (side, side)

@@ -169,6 +169,7 @@ fn every_builtin_plugin_is_registered_and_listed() {
             "gaussian_vib",
             "mlp_decoder",
             "mlp_encoder",
+            "none",
             "nvib",
             "sdpa",
             "standard_normal",

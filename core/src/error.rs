@@ -42,6 +42,10 @@ pub enum Error {
     /// Sizes that do not fit together (e.g. a parameter of the wrong size in a checkpoint).
     #[error("shape mismatch: {0}")]
     Shape(String),
+    /// The plugin cannot do what was asked by its nature (e.g. sampling from a model that
+    /// has no prior).
+    #[error("{0}")]
+    Unsupported(String),
     /// A numerical problem, such as a non-finite loss.
     #[error("numerical problem: {0}")]
     Numeric(String),

@@ -6,6 +6,7 @@ use dfdx::prelude::*;
 
 use crate::axes::{Batch, Comp, Latent};
 use crate::backend::{Backend, Traced};
+use crate::plugin::KlTerm;
 
 /// A (batch of) mixture latent(s).
 pub struct Mixture<D: Backend> {
@@ -25,6 +26,9 @@ pub struct Mixture<D: Backend> {
     pub alpha: Option<Traced<(Batch, Comp), D>>,
     /// Statistics the bottleneck reports (e.g. NVIB's `avg_prop_vec`), logged by the trainer.
     pub stats: Vec<(&'static str, f64)>,
+    /// KL terms the bottleneck computed itself, against a prior of its own (e.g. a Laplace
+    /// bottleneck's KL to a standard Laplace); the model adds them to the prior's terms.
+    pub kl: Vec<KlTerm<D>>,
 }
 
 impl<D: Backend> Mixture<D> {
@@ -43,6 +47,7 @@ impl<D: Backend> Mixture<D> {
             weights: None,
             alpha: None,
             stats: Vec::new(),
+            kl: Vec::new(),
         }
     }
 

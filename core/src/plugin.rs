@@ -89,13 +89,19 @@ pub trait Bottleneck<D: Backend>: Send + Sync {
 
 /// A prior over latents: KL of a posterior against it, and samples for generation.
 pub trait Prior<D: Backend>: Send + Sync {
-    /// KL(q ‖ p), one or more named terms.
+    /// KL(q ‖ p), one or more named terms. `labels` (one per example, when the data has
+    /// them) are the condition of a conditional prior p(z | c); other priors ignore them.
     ///
     /// # Shapes
     /// posterior `(Batch, Comp, Latent)` → each term `(Batch,)`
-    fn kl(&self, ctx: &mut Ctx<D>, posterior: &Mixture<D>) -> Result<Vec<KlTerm<D>>>;
+    fn kl(
+        &self,
+        ctx: &mut Ctx<D>,
+        posterior: &Mixture<D>,
+        labels: Option<&[usize]>,
+    ) -> Result<Vec<KlTerm<D>>>;
 
-    /// Latents drawn from the prior.
+    /// Latents drawn from the prior (given `labels`, one per row, for a conditional prior).
     ///
     /// # Shapes
     /// → `(batch, comps, latent)`
@@ -105,7 +111,22 @@ pub trait Prior<D: Backend>: Send + Sync {
         batch: Batch,
         comps: Comp,
         latent: Latent,
+        labels: Option<&[usize]>,
     ) -> Result<Mixture<D>>;
+
+    /// log p(z) per example, summed over latent dimensions, when the prior has a density
+    /// (importance-sampled likelihoods need it); `None` otherwise.
+    ///
+    /// # Shapes
+    /// `z: (Batch, Comp, Latent)` → `(Batch,)`
+    fn log_density(
+        &self,
+        _ctx: &mut Ctx<D>,
+        _z: &Tensor<(Batch, Comp, Latent), f32, D>,
+        _labels: Option<&[usize]>,
+    ) -> Option<Result<Tensor<(Batch,), f32, D>>> {
+        None
+    }
 }
 
 /// Maps latents to a distribution over observations.
@@ -121,7 +142,8 @@ pub trait Decoder<D: Backend>: Send + Sync {
         obs: &Observation<D>,
     ) -> Result<Traced<(Batch,), D>>;
 
-    /// The mean of p(x | z), in the data's `[0, 1]` units.
+    /// The mean of p(x | z), in the data's `[0, 1]` units; `labels` (one per row) are the
+    /// condition of a conditional decoder p(x | z, c).
     ///
     /// # Shapes
     /// `latent.z: (Batch, Comp, Latent)` → `(Batch, Feature)`
@@ -129,6 +151,7 @@ pub trait Decoder<D: Backend>: Send + Sync {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
     ) -> Result<Tensor<(Batch, Feature), f32, D>>;
 }
 

@@ -357,8 +357,15 @@ impl Kit<'_> {
             mode: Mode::Eval,
             rng: &mut rng,
         };
-        let mean = model.sample(&mut ctx, 2);
-        let mean = mean.map_err(|e| format!("sample: {e}"))?;
+        let names: Vec<&str> = terms.iter().skip(1).map(|(n, _)| n.as_str()).collect();
+        let mean = match model.sample(&mut ctx, 2, Some(&[0, 2])) {
+            Err(crate::Error::Core(CoreError::Unsupported(why))) => {
+                return Ok(format!(
+                    "rec and KL {names:?} ({BATCH},), all finite; no prior samples ({why})"
+                ))
+            }
+            mean => mean.map_err(|e| format!("sample: {e}"))?,
+        };
         let (Batch(rows), Feature(cols)) = *mean.shape();
         if (rows, cols) != (2, FEATURES) {
             return Err(format!("2 samples have a mean of shape ({rows}, {cols})"));
@@ -366,7 +373,6 @@ impl Kit<'_> {
         if let Some(bad) = mean.as_vec().into_iter().find(|x| !x.is_finite()) {
             return Err(format!("the sample mean has the value {bad}"));
         }
-        let names: Vec<&str> = terms.iter().skip(1).map(|(n, _)| n.as_str()).collect();
         Ok(format!(
             "rec and KL {names:?} ({BATCH},), sample mean (2, {FEATURES}), all finite; no mask exposed"
         ))

@@ -23,7 +23,12 @@ pub struct StandardNormal;
 impl<D: Backend> Prior<D> for StandardNormal {
     /// # Shapes
     /// posterior `(Batch, Comp, Latent)` → `kl: (Batch,)`
-    fn kl(&self, ctx: &mut Ctx<D>, posterior: &Mixture<D>) -> Result<Vec<KlTerm<D>>> {
+    fn kl(
+        &self,
+        ctx: &mut Ctx<D>,
+        posterior: &Mixture<D>,
+        _labels: Option<&[usize]>,
+    ) -> Result<Vec<KlTerm<D>>> {
         let log_var = posterior.log_var.as_ref().ok_or_else(|| Error::Config {
             plugin: "standard_normal".into(),
             message: "the KL needs a posterior variance; this bottleneck is deterministic".into(),
@@ -54,6 +59,7 @@ impl<D: Backend> Prior<D> for StandardNormal {
         batch: Batch,
         comps: Comp,
         latent: Latent,
+        _labels: Option<&[usize]>,
     ) -> Result<Mixture<D>> {
         let shape = (batch, comps, latent);
         let z = lift(ctx.normal(shape));

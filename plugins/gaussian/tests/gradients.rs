@@ -85,7 +85,7 @@ fn plugin_kl(mean: &[f32], log_var: &[f32], comps: usize, mask: Option<Vec<bool>
         rng: &mut rng,
     };
     let q = posterior(&params, m, lv, comps, mask);
-    let terms = StandardNormal.kl(&mut ctx, &q).unwrap();
+    let terms = StandardNormal.kl(&mut ctx, &q, None).unwrap();
     assert_eq!(terms.len(), 1);
     assert_eq!(terms[0].name, "kl");
     assert_eq!(terms[0].value.shape(), &(Batch(BATCH),));
@@ -159,7 +159,11 @@ fn weighted_kl_loss(
         rng: &mut rng,
     };
     let q = posterior(p, m, lv, comps, mask);
-    let kl = StandardNormal.kl(&mut ctx, &q).unwrap().remove(0).value;
+    let kl = StandardNormal
+        .kl(&mut ctx, &q, None)
+        .unwrap()
+        .remove(0)
+        .value;
     // Distinct weights per example, so that a gradient landing on the wrong example shows.
     let w = p
         .device()
@@ -395,7 +399,11 @@ fn vib_loss(
         rng: &mut rng,
     };
     let q = vib.forward(&mut ctx, states_of(p, states, mask)).unwrap();
-    let kl = StandardNormal.kl(&mut ctx, &q).unwrap().remove(0).value;
+    let kl = StandardNormal
+        .kl(&mut ctx, &q, None)
+        .unwrap()
+        .remove(0)
+        .value;
     let w = p
         .device()
         .tensor_from_vec(vec![1.0, 0.5, 2.0], (Batch(BATCH),));

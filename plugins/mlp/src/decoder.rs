@@ -127,6 +127,7 @@ impl<D: Backend> Decoder<D> for MlpDecoder {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
+        _labels: Option<&[usize]>,
     ) -> Result<Tensor<(Batch, Feature), f32, D>> {
         Ok(self.likelihood.mean(self.output(ctx, latent)?))
     }

@@ -84,7 +84,7 @@ fn decoder_mean(decoder: &MlpDecoder, p: &ParamStore<Cpu>, z: ParamId) -> Vec<f3
         mode: Mode::Eval,
         rng: &mut rng,
     };
-    let mean = decoder.mean(&mut ctx, &latent(p, z, 1)).unwrap();
+    let mean = decoder.mean(&mut ctx, &latent(p, z, 1), None).unwrap();
     assert_eq!(mean.shape(), &(Batch(BATCH), Feature(FEATURES)));
     mean.as_vec()
 }
@@ -294,7 +294,7 @@ fn decoder_rejects_a_latent_with_two_components() {
             labels: None,
         };
         assert!(decoder.nll(&mut ctx, &q, &obs).is_err());
-        assert!(decoder.mean(&mut ctx, &q).is_err());
+        assert!(decoder.mean(&mut ctx, &q, None).is_err());
         // The same decoder accepts one component.
         let one = params.device().tensor_from_vec(
             normal_vec(&mut seeded(44), BATCH * LATENT),

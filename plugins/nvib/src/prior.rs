@@ -116,7 +116,12 @@ impl DirichletProcess {
 impl<D: Backend> Prior<D> for DirichletProcess {
     /// # Shapes
     /// posterior `(Batch, Comp, Latent)` with α `(Batch, Comp)` → `kl_g`, `kl_d`: `(Batch,)`
-    fn kl(&self, _ctx: &mut Ctx<D>, posterior: &Mixture<D>) -> Result<Vec<KlTerm<D>>> {
+    fn kl(
+        &self,
+        _ctx: &mut Ctx<D>,
+        posterior: &Mixture<D>,
+        _labels: Option<&[usize]>,
+    ) -> Result<Vec<KlTerm<D>>> {
         let needs = |what: &str| Error::Config {
             plugin: "dirichlet_process".into(),
             message: format!("the KL needs the posterior's {what}; use the `nvib` bottleneck"),
@@ -178,6 +183,7 @@ impl<D: Backend> Prior<D> for DirichletProcess {
         batch: Batch,
         comps: Comp,
         latent: Latent,
+        _labels: Option<&[usize]>,
     ) -> Result<Mixture<D>> {
         let lengths = sample_prior_lengths(ctx.rng, batch.0, 1, comps.0);
         let dev = ctx.dev().clone();

@@ -313,7 +313,7 @@ fn the_dirichlet_process_prior_accepts_kappa_copies_and_rejects_a_different_prio
             mask: None,
         };
         let latent = nvib.forward(&mut ctx, input).unwrap();
-        for term in same.kl(&mut ctx, &latent).unwrap() {
+        for term in same.kl(&mut ctx, &latent, None).unwrap() {
             assert!(
                 term.value
                     .as_vec()
@@ -324,7 +324,7 @@ fn the_dirichlet_process_prior_accepts_kappa_copies_and_rejects_a_different_prio
             );
         }
         let err = other
-            .kl(&mut ctx, &latent)
+            .kl(&mut ctx, &latent, None)
             .err()
             .expect("a different prior is an error");
         assert!(
