@@ -16,7 +16,7 @@ use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::optim::{Adam, AdamConfig};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, Mode, Observation};
+use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress};
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::seeded;
 use vaezoo_core::spec::Spec;
@@ -75,7 +75,14 @@ fn main() -> vaezoo::Result<()> {
             rng: &mut rng,
         };
         let losses = model.losses(&mut ctx, &obs)?;
-        let objective = model.objective(losses, 1.0)?;
+        let objective = model.objective(
+            losses,
+            &spec.training,
+            Progress {
+                step: 0,
+                total_steps: 1,
+            },
+        )?;
         let mut g = objective.loss.backward();
         params.gradients_into(&mut g, &mut grads);
         drop(g);

@@ -1,17 +1,40 @@
 //! A model: the four plugins a spec names, built with their parameters, and its losses.
 
+use std::collections::BTreeMap;
+
 use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::params::{HostParam, ParamBuilder};
 use vaezoo_core::plugin::{
-    Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlTerm, Observation,
+    Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlShaping, KlTerm, Observation, Progress,
 };
 use vaezoo_core::registry::{DataDims, Registry};
 use vaezoo_core::rng::HostRng;
-use vaezoo_core::spec::Spec;
+use vaezoo_core::schedule::KlSchedule;
+use vaezoo_core::spec::{Spec, TrainingSpec};
 use vaezoo_core::{Backend, Error as CoreError, Traced};
 
 use crate::Result;
+
+/// A schedule naming a KL term the model does not have is a mistake in the spec.
+fn check_schedule_names<D: Backend>(
+    schedules: &BTreeMap<String, KlSchedule>,
+    terms: &[KlTerm<D>],
+) -> Result<()> {
+    let known = |name: &str| name == "*" || terms.iter().any(|t| t.name == name);
+    if let Some(unknown) = schedules.keys().find(|name| !known(name)) {
+        let names: Vec<&str> = terms.iter().map(|t| t.name.as_str()).collect();
+        return Err(CoreError::Config {
+            plugin: "training.kl_schedules".into(),
+            message: format!(
+                "a schedule for `{unknown}`, but this model's KL terms are [{}] (or `*` for all)",
+                names.join(", ")
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
 
 /// The built plugins of one spec.
 pub struct Model {
@@ -34,6 +57,10 @@ pub struct Objective<D: Backend> {
     pub kl: f32,
     /// The bottleneck's statistics.
     pub stats: Vec<(&'static str, f64)>,
+    /// Each KL term's factor in the loss at this step (weights × schedule × shaping).
+    pub kl_factors: Vec<(String, f32)>,
+    /// The bottleneck's KL shaping at this step.
+    pub shaping: KlShaping,
 }
 
 fn mean_of<D: Backend>(t: &Traced<(Batch,), D>) -> f32 {
@@ -66,7 +93,7 @@ impl Model {
         let bottleneck =
             registry.build_bottleneck(&b.kind, &b.config, &mut params, encoder.output_dim)?;
         let latent = bottleneck.latent_dim;
-        let prior = registry.build_prior(&p.kind, &p.config, &mut params, latent)?;
+        let prior = registry.build_prior(&p.kind, &p.config, &mut params, latent, data)?;
         let decoder = registry.build_decoder(&d.kind, &d.config, &mut params, latent, data)?;
         let model = Self {
             encoder: encoder.module,
@@ -99,18 +126,42 @@ impl Model {
         Ok(Losses { rec, kl, stats })
     }
 
-    /// The training objective: the batch mean of `rec + kl_weight · Σ weight·kl`, with its value and
-    /// the batch means of rec and of the summed KL for logging. A non-finite loss is an error.
-    pub fn objective<D: Backend>(&self, losses: Losses<D>, kl_weight: f32) -> Result<Objective<D>> {
+    /// The training objective at `progress`: the batch mean of `rec + Σ f·kl` over the KL
+    /// terms, where a term's factor `f` is the spec's `kl_weight` × the term's own weight (e.g.
+    /// NVIB's λ) × its schedule × the bottleneck's [`KlShaping`] weight; with a capacity C the
+    /// term is `f · |batch mean of kl − C|` instead. Returns the loss with its value and the
+    /// batch means of rec and of the summed KL for logging. A non-finite loss is an error, and
+    /// so is a schedule for a term the model does not have.
+    pub fn objective<D: Backend>(
+        &self,
+        losses: Losses<D>,
+        training: &TrainingSpec,
+        progress: Progress,
+    ) -> Result<Objective<D>> {
+        check_schedule_names(&training.kl_schedules, &losses.kl)?;
+        let shaping = D::bottleneck(&*self.bottleneck).kl_shaping(progress);
         let rec = mean_of(&losses.rec);
         let stats = losses.stats;
-        let mut total = losses.rec;
+        let mut factors = Vec::new();
+        let mut per_example = losses.rec;
+        let mut capacity_terms = Vec::new();
         let mut kl = 0.0;
         for term in losses.kl {
             kl += mean_of(&term.value);
-            total = total + term.value * (kl_weight * term.weight);
+            let schedule = (training.kl_schedules.get(&term.name))
+                .or_else(|| training.kl_schedules.get("*"))
+                .map_or(1.0, |s| s.factor(progress));
+            let factor = training.kl_weight * term.weight * schedule * shaping.weight;
+            match shaping.capacity {
+                Some(c) => capacity_terms.push(((term.value.mean() - c).abs(), factor)),
+                None => per_example = per_example + term.value * factor,
+            }
+            factors.push((term.name, factor));
         }
-        let loss = total.mean();
+        let mut loss = per_example.mean();
+        for (gap, factor) in capacity_terms {
+            loss = loss + gap * factor;
+        }
         let value = loss.as_vec()[0];
         if !value.is_finite() {
             return Err(CoreError::Numeric(format!(
@@ -124,6 +175,8 @@ impl Model {
             rec,
             kl,
             stats,
+            kl_factors: factors,
+            shaping,
         })
     }
 

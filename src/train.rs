@@ -16,7 +16,7 @@ use vaezoo_core::checkpoint::Checkpoint;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, Mode, Observation};
+use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Observation, Progress};
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_core::spec::{DataSpec, Spec};
@@ -227,9 +227,14 @@ impl<D: Backend> Job<D> {
                 rng: &mut self.rng,
             };
             let losses = self.model.losses(&mut ctx, &obs)?;
-            let objective = self.model.objective(losses, t.kl_weight)?;
+            let progress = Progress {
+                step: self.step,
+                total_steps: total,
+            };
+            let objective = self.model.objective(losses, &t, progress)?;
             let (loss_value, rec, kl) = (objective.value, objective.rec, objective.kl);
             let objective_stats = objective.stats;
+            let (kl_factors, shaping) = (objective.kl_factors, objective.shaping);
             let mut g = objective.loss.backward();
             self.params.gradients_into(&mut g, &mut grads);
             drop(g);
@@ -245,6 +250,14 @@ impl<D: Backend> Job<D> {
             });
             for (name, value) in &objective_stats {
                 line[*name] = json!(value);
+            }
+            if !t.kl_schedules.is_empty() || shaping != KlShaping::default() {
+                for (name, factor) in &kl_factors {
+                    line[format!("kl_factor_{name}")] = json!(factor);
+                }
+            }
+            if let Some(c) = shaping.capacity {
+                line["kl_capacity"] = json!(c);
             }
             metrics.write(&line)?;
             bar.set_position(self.step);

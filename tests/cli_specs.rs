@@ -83,6 +83,47 @@ fn every_kind_of_mistake_is_one_line_with_its_pointer() {
 }
 
 #[test]
+fn schedule_mistakes_are_reported_with_their_pointers() {
+    let with = |schedules: &str| {
+        VALID.replace(
+            "\n}",
+            &format!(",\n  \"training\": {{ \"kl_schedules\": {schedules} }}\n}}"),
+        )
+    };
+    let (success, out) = validate(&with(r#"{"kl": {"type": "linear", "warmup_steps": 10}}"#));
+    assert!(success, "{out}");
+    let cases = [
+        (
+            r#"{"kl": {"type": "linear"}}"#,
+            "/training/kl_schedules/kl: \"warmup_steps\" is a required property",
+        ),
+        (
+            r#"{"kl": {"type": "cosine"}}"#,
+            "/training/kl_schedules/kl/type: \"cosine\" is not one of \"constant\", \"linear\" or \"cyclical\"",
+        ),
+        (
+            r#"{"*": {"type": "cyclical", "cycles": 4, "ramp_fraction": 1.5}}"#,
+            "/training/kl_schedules/*/ramp_fraction: 1.5 is greater than the maximum of 1.0",
+        ),
+        (
+            r#"{"kl": {"type": "constant", "value": 1, "x": 2}}"#,
+            "/training/kl_schedules/kl: Additional properties are not allowed ('x' was unexpected)",
+        ),
+        (r#"{"kl": 3}"#, "/training/kl_schedules/kl: 3 is not of type \"object\""),
+        (r#"{"kl": {}}"#, "/training/kl_schedules/kl: \"type\" is a required property"),
+    ];
+    for (schedules, expected) in cases {
+        let (success, out) = validate(&with(schedules));
+        assert!(!success, "{schedules}: accepted");
+        assert!(
+            out.contains(expected),
+            "{schedules}: expected `{expected}` in\n{out}"
+        );
+        assert_eq!(out.lines().count(), 1, "{schedules}: one line\n{out}");
+    }
+}
+
+#[test]
 fn malformed_json_reports_line_and_column() {
     let (success, out) = validate("{\n  \"name\": \"t\",\n  \"data\": {\n}");
     assert!(!success);
@@ -164,6 +205,9 @@ fn every_builtin_plugin_is_registered_and_listed() {
     assert_eq!(
         registered,
         BTreeSet::from([
+            "ae",
+            "beta_vae",
+            "conditional_normal",
             "denoising",
             "dirichlet_process",
             "gaussian_vib",

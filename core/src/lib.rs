@@ -6,6 +6,7 @@
 //! - [`plugin`]: the plugin traits (`Encoder`, `Bottleneck`, `Prior`, `Decoder`, …);
 //! - [`registry`]: name-keyed plugin entries collected from `inventory`;
 //! - [`spec`] and [`schema`]: model specs, their run-time composed JSON Schema and validation;
+//! - [`schedule`]: KL schedules (constant, linear warm-up, cyclical) set per KL term;
 //! - [`params`], [`optim`], [`checkpoint`]: parameters, Adam and safetensors checkpoints;
 //! - [`layers`]: our own layers over typed axes;
 //! - [`custom_op`]: element-wise ops with host-computed values and hand-written backward;
@@ -24,6 +25,7 @@ pub mod params;
 pub mod plugin;
 pub mod registry;
 pub mod rng;
+pub mod schedule;
 pub mod schema;
 pub mod spec;
 

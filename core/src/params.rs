@@ -10,7 +10,7 @@ use dfdx::prelude::*;
 
 use crate::backend::{Backend, Traced};
 use crate::error::{Error, Result};
-use crate::rng::{uniform_vec, HostRng};
+use crate::rng::{normal_vec, uniform_vec, HostRng};
 
 /// The index of a parameter in its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +70,16 @@ impl<'a> ParamBuilder<'a> {
     pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f32) -> ParamId {
         let n = shape.iter().product();
         let values = uniform_vec(self.rng, n, -bound, bound);
+        self.declare(name, shape, values)
+    }
+
+    /// Declares a parameter of independent N(0, std²) entries.
+    pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> ParamId {
+        let n = shape.iter().product();
+        let values = normal_vec(self.rng, n)
+            .into_iter()
+            .map(|v| v * std)
+            .collect();
         self.declare(name, shape, values)
     }
 

@@ -80,11 +80,46 @@ pub trait Encoder<D: Backend>: Send + Sync {
     fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>>;
 }
 
+/// Where training stands: what step-dependent settings (KL schedules, capacity) read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Steps done before this one (0 at the first step).
+    pub step: u64,
+    /// Steps of the whole run.
+    pub total_steps: u64,
+}
+
+/// How a bottleneck's KL terms enter the training loss, on top of the spec's `kl_weight` and
+/// schedules: `weight · KL`, or with a capacity C, `weight · |batch mean of KL − C|` (Burgess
+/// et al. 2018). Evaluation always reports the plain KL.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KlShaping {
+    /// The β of a β-VAE (Burgess's γ when a capacity is set).
+    pub weight: f32,
+    /// The target KL in nats at this step, if any.
+    pub capacity: Option<f32>,
+}
+
+impl Default for KlShaping {
+    /// Weight 1, no capacity: the ELBO's KL.
+    fn default() -> Self {
+        Self {
+            weight: 1.0,
+            capacity: None,
+        }
+    }
+}
+
 /// Maps encoder states to a latent distribution and its sample.
 pub trait Bottleneck<D: Backend>: Send + Sync {
     /// # Shapes
     /// `states: (Batch, Seq, Model)` → latent `(Batch, Comp, Latent)`
     fn forward(&self, ctx: &mut Ctx<D>, states: EncoderStates<D>) -> Result<Mixture<D>>;
+
+    /// How the KL terms enter the training loss at `progress` (the ELBO's by default).
+    fn kl_shaping(&self, _progress: Progress) -> KlShaping {
+        KlShaping::default()
+    }
 }
 
 /// A prior over latents: KL of a posterior against it, and samples for generation.

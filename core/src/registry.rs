@@ -86,8 +86,8 @@ pub struct BuiltBottleneck {
 pub type EncoderBuilder = fn(&Value, &mut ParamBuilder, DataDims) -> Result<BuiltEncoder>;
 /// `(config, params, encoder output size) → bottleneck`
 pub type BottleneckBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<BuiltBottleneck>;
-/// `(config, params, latent size) → prior`
-pub type PriorBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<Box<dyn DynPrior>>;
+/// `(config, params, latent size, data) → prior`
+pub type PriorBuilder = fn(&Value, &mut ParamBuilder, usize, DataDims) -> Result<Box<dyn DynPrior>>;
 /// `(config, params, latent size, data) → decoder`
 pub type DecoderBuilder =
     fn(&Value, &mut ParamBuilder, usize, DataDims) -> Result<Box<dyn DynDecoder>>;
@@ -277,7 +277,7 @@ typed_build! {
     /// Builds bottleneck `name` (parameters prefixed `bottleneck.`).
     build_bottleneck: Bottleneck(model_dim: usize) -> BuiltBottleneck;
     /// Builds prior `name` (parameters prefixed `prior.`).
-    build_prior: Prior(latent_dim: usize) -> Box<dyn DynPrior>;
+    build_prior: Prior(latent_dim: usize, data: DataDims) -> Box<dyn DynPrior>;
     /// Builds decoder `name` (parameters prefixed `decoder.`).
     build_decoder: Decoder(latent_dim: usize, data: DataDims) -> Box<dyn DynDecoder>;
     /// Builds attention `name` (parameters prefixed `attention.`).
@@ -315,7 +315,12 @@ mod tests {
         }
     }
 
-    fn no_prior(_: &Value, _: &mut ParamBuilder, _: usize) -> Result<Box<dyn DynPrior>> {
+    fn no_prior(
+        _: &Value,
+        _: &mut ParamBuilder,
+        _: usize,
+        _: DataDims,
+    ) -> Result<Box<dyn DynPrior>> {
         Err(Error::Config {
             plugin: "p".into(),
             message: "not built in this test".into(),

@@ -219,9 +219,13 @@ fn push_problem(error: &ValidationError<'_>, problems: &mut Vec<(String, String)
                 }
                 return;
             }
-            match branch_constants(error, context) {
-                Some(constants) => enum_message(&error.instance, &constants),
-                None => error.to_string(),
+            if let Some(constants) = branch_constants(error, context) {
+                enum_message(&error.instance, &constants)
+            } else if let Some(found) = tagged_union_problems(error, context) {
+                problems.extend(found);
+                return;
+            } else {
+                error.to_string()
             }
         }
         ValidationErrorKind::Enum { options } => enum_message(
@@ -256,6 +260,66 @@ fn branch_constants(
             })
         })
         .collect()
+}
+
+/// What is wrong with a value of a tagged union (a serde enum with `#[serde(tag = "type")]`):
+/// when the tag matched no branch, one problem on the tag listing the options; when it matched
+/// one branch, that branch's problems; else the problems every branch shares (e.g. not an
+/// object, or no tag). `None` when none of these applies.
+fn tagged_union_problems(
+    error: &ValidationError<'_>,
+    branches: &[Vec<ValidationError<'static>>],
+) -> Option<Vec<(String, String)>> {
+    let parent = error.instance_path.as_str();
+    fn tag_error<'b>(
+        parent: &str,
+        branch: &'b [ValidationError<'static>],
+    ) -> Option<(&'b ValidationError<'static>, Value)> {
+        branch.iter().find_map(|inner| {
+            let child = inner.instance_path.as_str().strip_prefix(parent)?;
+            let direct_child = child.starts_with('/') && !child[1..].contains('/');
+            match &inner.kind {
+                ValidationErrorKind::Constant { expected_value } if direct_child => {
+                    Some((inner, expected_value.clone()))
+                }
+                _ => None,
+            }
+        })
+    }
+    let tags: Vec<_> = branches.iter().map(|b| tag_error(parent, b)).collect();
+    if let Some(Some((first, _))) = tags.first() {
+        let same_path = |t: &Option<(&ValidationError, Value)>| {
+            t.as_ref()
+                .is_some_and(|(e, _)| e.instance_path == first.instance_path)
+        };
+        if tags.iter().all(same_path) {
+            let options: Vec<Value> = tags.iter().flatten().map(|(_, v)| v.clone()).collect();
+            let message = enum_message(&first.instance, &options);
+            return Some(vec![(first.instance_path.to_string(), message)]);
+        }
+    }
+    let mut nested = Vec::new();
+    let unmatched = tags.iter().filter(|t| t.is_none()).count();
+    if unmatched == 1 && tags.len() > 1 {
+        let (branch, _) = branches.iter().zip(&tags).find(|(_, t)| t.is_none())?;
+        branch.iter().for_each(|e| push_problem(e, &mut nested));
+        return Some(nested);
+    }
+    let per_branch: Vec<Vec<(String, String)>> = branches
+        .iter()
+        .map(|b| {
+            let mut p = Vec::new();
+            b.iter().for_each(|e| push_problem(e, &mut p));
+            p
+        })
+        .collect();
+    let (first, rest) = per_branch.split_first()?;
+    let common: Vec<_> = first
+        .iter()
+        .filter(|p| rest.iter().all(|b| b.contains(p)))
+        .cloned()
+        .collect();
+    (!common.is_empty()).then_some(common)
 }
 
 /// Like the crate's `enum` message, but naming every option (it shows three at most).

@@ -4,11 +4,14 @@
 //! registry ([`crate::schema`]), then deserialise into [`Spec`]. Plugin configs stay JSON
 //! here; each plugin's builder deserialises its own.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::optim::AdamConfig;
+use crate::schedule::KlSchedule;
 
 /// A whole model spec, as written in `zoo/<id>.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -101,6 +104,11 @@ pub struct TrainingSpec {
     #[serde(default = "default_kl_weight")]
     #[schemars(range(min = 0.0))]
     pub kl_weight: f32,
+    /// A schedule per KL term name (`kl`; NVIB's `kl_g`, `kl_d`), multiplying its weight;
+    /// the key `"*"` covers every term without an entry of its own. Terms without a schedule
+    /// keep factor 1.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kl_schedules: BTreeMap<String, KlSchedule>,
     /// Clip gradients to this global L2 norm (no clipping when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
@@ -134,6 +142,7 @@ impl Default for TrainingSpec {
             batch_size: default_batch_size(),
             optimizer: AdamConfig::default(),
             kl_weight: default_kl_weight(),
+            kl_schedules: BTreeMap::new(),
             grad_clip_norm: None,
             seed: 0,
             checkpoint_every: default_checkpoint_every(),

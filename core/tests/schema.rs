@@ -79,7 +79,7 @@ fn registry() -> Registry {
             empty(),
             Build::Bottleneck(|_, _, _| Err(not_built())),
         ),
-        entry("pr", empty(), Build::Prior(|_, _, _| Err(not_built()))),
+        entry("pr", empty(), Build::Prior(|_, _, _, _| Err(not_built()))),
         entry(
             "dec",
             empty(),

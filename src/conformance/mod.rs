@@ -55,11 +55,11 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::gradcheck::GradCheck;
 use vaezoo_core::optim::{Adam, AdamConfig};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, Mode, Observation};
+use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress};
 use vaezoo_core::registry::{DataDims, PluginEntry, PluginKind, Registry};
 use vaezoo_core::rng::seeded;
 use vaezoo_core::schema::{parse_spec, SpecValidator};
-use vaezoo_core::spec::Spec;
+use vaezoo_core::spec::{Spec, TrainingSpec};
 use vaezoo_core::Error as CoreError;
 
 use crate::model::{Losses, Model};
@@ -413,7 +413,18 @@ impl Kit<'_> {
         let mut failure = None;
         let result = GradCheck::default().run(&mut params, |p| {
             let loss = losses(&model, p, Mode::Train, NOISE_SEED);
-            match loss.and_then(|l| model.objective(l, 1.0).map_err(|e| e.to_string())) {
+            match loss.and_then(|l| {
+                model
+                    .objective(
+                        l,
+                        &TrainingSpec::default(),
+                        Progress {
+                            step: 0,
+                            total_steps: 1,
+                        },
+                    )
+                    .map_err(|e| e.to_string())
+            }) {
                 Ok(objective) => objective.loss,
                 Err(e) => {
                     failure.get_or_insert(e);

@@ -2,7 +2,9 @@
 //! One layer per file, each with `new` (declaring parameters) and `forward`.
 
 mod activation;
+mod embedding;
 mod linear;
 
 pub use activation::Activation;
+pub use embedding::{Embedding, Init};
 pub use linear::Linear;

@@ -1,10 +1,21 @@
-//! Gaussian bottlenecks: `gaussian_vib` (a diagonal Gaussian posterior per encoder state, the
-//! reparameterisation trick) and the `standard_normal` prior with its closed-form KL.
+//! The vector VAE family's bottlenecks and priors:
+//! - `gaussian_vib`: a diagonal Gaussian posterior per encoder state (reparameterisation);
+//! - `beta_vae`: the same with a KL weight β and optional capacity annealing;
+//! - `ae`: a deterministic code, the autoencoder baseline (no noise, no KL);
+//! - `standard_normal`: p(z) = N(0, I) with its closed-form KL;
+//! - `conditional_normal`: a learned p(z | c) per class, for conditional VAEs;
+//! - `none`: no prior (no KL term, no samples).
 
+mod autoencoder;
+mod beta_vae;
+mod conditional_normal;
 mod no_prior;
 mod standard_normal;
 mod vib;
 
+pub use autoencoder::{Autoencoder, AutoencoderConfig};
+pub use beta_vae::{BetaVae, BetaVaeConfig, Capacity};
+pub use conditional_normal::{ConditionalNormal, ConditionalNormalConfig};
 pub use no_prior::{NoPrior, NoPriorConfig};
 pub use standard_normal::{StandardNormal, StandardNormalConfig};
 pub use vib::{GaussianVib, GaussianVibConfig};
@@ -12,5 +23,12 @@ pub use vib::{GaussianVib, GaussianVibConfig};
 /// The names of the plugins this crate registers. The facade calls it so that the linker
 /// keeps this crate (and its `inventory` submissions) in every binary.
 pub fn link() -> &'static [&'static str] {
-    &["gaussian_vib", "none", "standard_normal"]
+    &[
+        "ae",
+        "beta_vae",
+        "conditional_normal",
+        "gaussian_vib",
+        "none",
+        "standard_normal",
+    ]
 }

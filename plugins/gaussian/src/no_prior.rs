@@ -50,6 +50,7 @@ fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
     _latent_dim: usize,
+    _data: vaezoo_core::registry::DataDims,
 ) -> Result<Box<dyn vaezoo_core::plugin::DynPrior>> {
     let _: NoPriorConfig = parse_config("none", config)?;
     Ok(Box::new(NoPrior))

@@ -77,6 +77,7 @@ fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
     _latent_dim: usize,
+    _data: vaezoo_core::registry::DataDims,
 ) -> Result<Box<dyn vaezoo_core::plugin::DynPrior>> {
     let _: StandardNormalConfig = parse_config("standard_normal", config)?;
     Ok(Box::new(StandardNormal))

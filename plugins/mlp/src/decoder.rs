@@ -12,6 +12,7 @@ use vaezoo_core::plugin::{Ctx, Decoder, DynDecoder, Observation};
 use vaezoo_core::registry::{parse_config, schema_of, Build, DataDims, PluginRegistration};
 use vaezoo_core::{Backend, Error, Result, Traced};
 
+use crate::condition::{BuiltCondition, Condition};
 use crate::likelihood::{BuiltLikelihood, Likelihood};
 use crate::stack::Stack;
 
@@ -32,6 +33,9 @@ pub struct MlpDecoderConfig {
     /// How a latent with several components becomes the one vector the MLP reads.
     #[serde(default)]
     pub read: Read,
+    /// Condition on the class label: p(x | z, c) reads `[z; c]` (a conditional VAE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
 }
 
 /// How the decoder reads a latent.
@@ -51,38 +55,46 @@ pub struct MlpDecoder {
     stack: Stack<Latent, Feature>,
     likelihood: BuiltLikelihood,
     read: Read,
+    condition: Option<BuiltCondition<Latent>>,
 }
 
 impl MlpDecoder {
-    /// Declares `layers.*` (and `log_variance` for a learned Gaussian variance).
+    /// Declares `layers.*` (`log_variance` for a learned Gaussian variance, `condition` for a
+    /// learned label embedding).
     pub fn new(
         cfg: &MlpDecoderConfig,
         params: &mut ParamBuilder,
         latent: usize,
         data: DataDims,
-    ) -> Self {
+    ) -> Result<Self> {
+        let condition = (cfg.condition.as_ref())
+            .map(|c| BuiltCondition::new(c, params, data.classes, "mlp_decoder"))
+            .transpose()?;
+        let extra = condition.as_ref().map_or(0, BuiltCondition::width);
         let stack = Stack::new(
             params,
-            Latent(latent),
+            Latent(latent + extra),
             &cfg.hidden,
             Feature(data.features),
             cfg.activation,
             false,
         );
         let likelihood = BuiltLikelihood::new(&cfg.likelihood, params, data.features);
-        Self {
+        Ok(Self {
             stack,
             likelihood,
             read: cfg.read,
-        }
+            condition,
+        })
     }
 
     /// # Shapes
-    /// `latent.z: (Batch, Comp = 1, Latent)` → `(Batch, Feature)`
+    /// `latent.z: (Batch, Comp = 1, Latent)`, `labels: [Batch]` → `(Batch, Feature)`
     fn output<D: Backend>(
         &self,
         ctx: &Ctx<D>,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
     ) -> Result<Traced<(Batch, Feature), D>> {
         let (batch, comps, dim) = latent.dims();
         let z = match self.read {
@@ -101,6 +113,10 @@ impl MlpDecoder {
                     .sum::<(Batch, Latent), Axis<1>>()
             }
         };
+        let z = match &self.condition {
+            Some(c) => c.append(ctx.params, z, labels)?,
+            None => z,
+        };
         Ok(self.stack.forward(ctx.params, z))
     }
 }
@@ -112,7 +128,7 @@ impl<D: Backend> Decoder<D> for MlpDecoder {
         latent: &Mixture<D>,
         obs: &Observation<D>,
     ) -> Result<Traced<(Batch,), D>> {
-        let out = self.output(ctx, latent)?;
+        let out = self.output(ctx, latent, obs.labels.as_deref())?;
         if out.shape() != obs.x.shape() {
             return Err(Error::Shape(format!(
                 "decoder output {:?} does not match the data {:?}",
@@ -127,9 +143,9 @@ impl<D: Backend> Decoder<D> for MlpDecoder {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
-        _labels: Option<&[usize]>,
+        labels: Option<&[usize]>,
     ) -> Result<Tensor<(Batch, Feature), f32, D>> {
-        Ok(self.likelihood.mean(self.output(ctx, latent)?))
+        Ok(self.likelihood.mean(self.output(ctx, latent, labels)?))
     }
 }
 
@@ -140,7 +156,7 @@ fn build(
     data: DataDims,
 ) -> Result<Box<dyn DynDecoder>> {
     let cfg: MlpDecoderConfig = parse_config("mlp_decoder", config)?;
-    Ok(Box::new(MlpDecoder::new(&cfg, params, latent, data)))
+    Ok(Box::new(MlpDecoder::new(&cfg, params, latent, data)?))
 }
 
 vaezoo_core::inventory::submit! {

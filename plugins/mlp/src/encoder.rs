@@ -13,6 +13,7 @@ use vaezoo_core::registry::{
 };
 use vaezoo_core::{Backend, Error, Result};
 
+use crate::condition::{BuiltCondition, Condition};
 use crate::stack::Stack;
 
 /// Config of `mlp_encoder`.
@@ -31,6 +32,9 @@ pub struct MlpEncoderConfig {
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub tokens: usize,
+    /// Condition on the class label: q(z | x, c) reads `[x; c]` (a conditional VAE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
 }
 
 fn one() -> usize {
@@ -41,18 +45,24 @@ fn one() -> usize {
 pub struct MlpEncoder {
     stack: Stack<Feature, Model>,
     tokens: usize,
+    condition: Option<BuiltCondition<Feature>>,
 }
 
 impl MlpEncoder {
-    /// Declares `layers.*`; the output width is `cfg.hidden`'s last entry.
+    /// Declares `layers.*` (and `condition` for a learned label embedding); the output width
+    /// is `cfg.hidden`'s last entry.
     pub fn new(cfg: &MlpEncoderConfig, params: &mut ParamBuilder, data: DataDims) -> Result<Self> {
         let (&out, hidden) = cfg.hidden.split_last().ok_or_else(|| Error::Config {
             plugin: "mlp_encoder".into(),
             message: "`hidden` needs at least one layer".into(),
         })?;
+        let condition = (cfg.condition.as_ref())
+            .map(|c| BuiltCondition::new(c, params, data.classes, "mlp_encoder"))
+            .transpose()?;
+        let extra = condition.as_ref().map_or(0, BuiltCondition::width);
         let stack = Stack::new(
             params,
-            Feature(data.features),
+            Feature(data.features + extra),
             hidden,
             Model(out * cfg.tokens),
             cfg.activation,
@@ -61,6 +71,7 @@ impl MlpEncoder {
         Ok(Self {
             stack,
             tokens: cfg.tokens,
+            condition,
         })
     }
 }
@@ -69,7 +80,12 @@ impl<D: Backend> Encoder<D> for MlpEncoder {
     /// # Shapes
     /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq = tokens, Model)`
     fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>> {
-        let h = self.stack.forward(ctx.params, lift(obs.x.clone()));
+        let x = lift(obs.x.clone());
+        let x = match &self.condition {
+            Some(c) => c.append(ctx.params, x, obs.labels.as_deref())?,
+            None => x,
+        };
+        let h = self.stack.forward(ctx.params, x);
         let (batch, model) = *h.shape();
         let width = Model(model.0 / self.tokens);
         Ok(EncoderStates {

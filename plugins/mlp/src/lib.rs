@@ -1,11 +1,14 @@
 //! Multi-layer perceptrons for vector data: `mlp_encoder` (features → one state) and
-//! `mlp_decoder` (one-component latent → Bernoulli-logit or Gaussian likelihood).
+//! `mlp_decoder` (one-component latent → Bernoulli-logit or Gaussian likelihood), each
+//! optionally conditioned on the class label (`condition`).
 
+mod condition;
 mod decoder;
 mod encoder;
 mod likelihood;
 mod stack;
 
+pub use condition::Condition;
 pub use decoder::{MlpDecoder, MlpDecoderConfig, Read};
 pub use encoder::{MlpEncoder, MlpEncoderConfig};
 pub use likelihood::Likelihood;

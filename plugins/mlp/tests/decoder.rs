@@ -39,8 +39,9 @@ fn decoder_setup(
         activation,
         likelihood,
         read: Read::Single,
+        condition: None,
     };
-    let decoder = MlpDecoder::new(&cfg, &mut pb, LATENT, DATA);
+    let decoder = MlpDecoder::new(&cfg, &mut pb, LATENT, DATA).unwrap();
     let z = pb.declare(
         "z",
         &[BATCH, 1, LATENT],
@@ -273,8 +274,9 @@ fn decoder_rejects_a_latent_with_two_components() {
             activation: Activation::Tanh,
             likelihood,
             read: Read::Single,
+            condition: None,
         };
-        let decoder = MlpDecoder::new(&cfg, &mut pb, LATENT, DATA);
+        let decoder = MlpDecoder::new(&cfg, &mut pb, LATENT, DATA).unwrap();
         // Two components of LATENT each: BATCH·2·LATENT values.
         let z = pb.declare(
             "z",

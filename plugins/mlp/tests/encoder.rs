@@ -30,6 +30,7 @@ fn encoder_setup(hidden: &[usize], activation: Activation, seed: u64) -> Encoder
         hidden: hidden.to_vec(),
         activation,
         tokens: 1,
+        condition: None,
     };
     let encoder = MlpEncoder::new(&cfg, &mut pb, DATA).unwrap();
     let x = pb.declare("x", &[BATCH, FEATURES], X.to_vec());

@@ -27,8 +27,9 @@ fn decoder(read: Read, pb: &mut ParamBuilder) -> MlpDecoder {
         activation: Activation::Tanh,
         likelihood: Likelihood::Bernoulli,
         read,
+        condition: None,
     };
-    MlpDecoder::new(&cfg, pb, L, DATA)
+    MlpDecoder::new(&cfg, pb, L, DATA).unwrap()
 }
 
 fn observation(dev: &Cpu) -> Observation<Cpu> {
@@ -92,11 +93,13 @@ fn weighted_mean_equals_decoding_the_mean_and_its_gradients_are_right() {
             activation: Activation::Tanh,
             likelihood: Likelihood::Bernoulli,
             read: Read::Single,
+            condition: None,
         },
         &mut ParamBuilder::new(&mut seeded(99)),
         L,
         DATA,
-    );
+    )
+    .unwrap();
     let m = lift(
         params
             .device()

@@ -23,6 +23,7 @@ fn tokens_split_the_last_layer_into_state_vectors() {
             hidden,
             activation: Activation::Tanh,
             tokens,
+            condition: None,
         };
         let e = MlpEncoder::new(&cfg, &mut pb, data).unwrap();
         (e, ParamStore::new(&Cpu::default(), pb.finish()))

@@ -217,6 +217,7 @@ fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
     _latent: usize,
+    _data: vaezoo_core::registry::DataDims,
 ) -> Result<Box<dyn DynPrior>> {
     let cfg: DirichletProcessConfig = parse_config("dirichlet_process", config)?;
     Ok(Box::new(DirichletProcess::new(&cfg)))
