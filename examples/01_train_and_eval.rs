@@ -19,10 +19,7 @@ fn main() -> vaezoo::Result<()> {
     println!("trained {} steps in {:.2} s", trained.step, trained.seconds);
 
     let eval = evaluate(&trained.run, &EvalOptions::default())?;
-    println!(
-        "test -ELBO {:.3} = rec {:.3} + kl {:.3} nats per image",
-        eval.neg_elbo, eval.rec, eval.kl
-    );
+    print!("{}", eval.table());
 
     let grid = sample(
         &trained.run,

@@ -75,6 +75,9 @@ enum Command {
         /// Examples per forward pass.
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Importance samples per example for the IS-NLL (0 skips it).
+        #[arg(long, default_value_t = 500)]
+        iw_samples: usize,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
@@ -181,6 +184,7 @@ fn run(command: Command) -> Result<ExitCode> {
             run,
             seed,
             batch_size,
+            iw_samples,
             device,
         } => {
             if batch_size == 0 {
@@ -191,23 +195,19 @@ fn run(command: Command) -> Result<ExitCode> {
                 &EvalOptions {
                     seed,
                     batch_size,
+                    iw_samples,
+                    progress,
                     device,
                 },
             )?;
             println!(
-                "{} at step {} on {} test examples (seed {})",
+                "{} at step {} on {} test examples (seed {}; nats per example)",
                 run.display(),
                 r.step,
                 r.examples,
                 r.seed
             );
-            println!("{:<14} {:>10}", "metric", "nats");
-            println!("{:<14} {:>10.3}", "-elbo", r.neg_elbo);
-            println!("{:<14} {:>10.3}", "rec", r.rec);
-            println!("{:<14} {:>10.3}", "kl", r.kl);
-            for (name, value) in &r.stats {
-                println!("{name:<14} {value:>10.3}");
-            }
+            print!("{}", r.table());
             println!("wrote {}", run.join("eval.json").display());
             Ok(ExitCode::SUCCESS)
         }

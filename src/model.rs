@@ -13,6 +13,8 @@ use vaezoo_core::{Backend, Error as CoreError, Traced};
 
 use crate::Result;
 
+mod inference;
+
 /// The built plugins of one spec.
 pub struct Model {
     encoder: Box<dyn DynEncoder>,
