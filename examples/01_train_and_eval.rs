@@ -26,10 +26,11 @@ fn main() -> vaezoo::Result<()> {
         &SampleOptions {
             n: 16,
             seed: 0,
+            class: None,
             out: None,
             device: Default::default(),
         },
     )?;
-    println!("samples: {}", grid.display());
+    println!("samples: {}", grid.path.display());
     Ok(())
 }

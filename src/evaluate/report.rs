@@ -61,7 +61,10 @@ impl EvalReport {
                 row(name, name, Some(nats(*value)));
             }
         }
-        let is_label = format!("is_nll (K={})", self.iw_samples);
+        let is_label = match self.iw_samples {
+            0 => "is_nll".to_string(),
+            k => format!("is_nll (K={k})"),
+        };
         row(&is_label, "is_nll", self.is_nll.map(nats));
         let active = (self.active_units).map(|a| format!("{a}/{}", self.latent_dim));
         row("active_units", "active_units", active);
