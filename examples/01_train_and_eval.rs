@@ -19,20 +19,18 @@ fn main() -> vaezoo::Result<()> {
     println!("trained {} steps in {:.2} s", trained.step, trained.seconds);
 
     let eval = evaluate(&trained.run, &EvalOptions::default())?;
-    println!(
-        "test -ELBO {:.3} = rec {:.3} + kl {:.3} nats per image",
-        eval.neg_elbo, eval.rec, eval.kl
-    );
+    print!("{}", eval.table());
 
     let grid = sample(
         &trained.run,
         &SampleOptions {
             n: 16,
             seed: 0,
+            class: None,
             out: None,
             device: Default::default(),
         },
     )?;
-    println!("samples: {}", grid.display());
+    println!("samples: {}", grid.path.display());
     Ok(())
 }

@@ -30,6 +30,14 @@ pub enum Error {
     /// A bad command-line request.
     #[error("{0}")]
     Usage(String),
+    /// A command-line value out of the range the run allows, with what to do about it.
+    #[error("{message}")]
+    OutOfRange {
+        /// What is wrong, with the allowed range.
+        message: String,
+        /// The next step.
+        hint: &'static str,
+    },
 }
 
 impl Error {
@@ -53,6 +61,7 @@ impl Error {
                 Some("the checkpoint is damaged or not a vaezoo checkpoint; the run folder was left as it was")
             }
             Error::Data(_) => Some("check the spec's `data` section and the files it points to"),
+            Error::OutOfRange { hint, .. } => Some(hint),
             _ => None,
         }
     }

@@ -6,7 +6,8 @@
 //! - [`model`]: a spec's plugins built into one model, and its losses;
 //! - [`data`]: IDX images, seeded shuffling and batching;
 //! - [`run`]: the run folder (spec, checkpoints, metrics, env, plots);
-//! - [`train`], [`evaluate`], [`sample`]: what the CLI commands do;
+//! - [`train`], [`evaluate`], [`sample`], [`explore`] (interpolation, traversal): what the
+//!   CLI commands do;
 //! - [`conformance`]: the conformance kit, one harness run over every registered plugin;
 //! - [`plots`]: PNG loss curves and image grids.
 
@@ -15,6 +16,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod evaluate;
+pub mod explore;
 pub mod model;
 pub mod plots;
 pub mod run;

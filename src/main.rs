@@ -1,5 +1,5 @@
 //! The `vaezoo` command line: validate specs, write schemas, list plugins, train, resume,
-//! evaluate and sample.
+//! evaluate, sample, interpolate and traverse.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vaezoo::device::DeviceChoice;
 use vaezoo::evaluate::{evaluate, EvalOptions};
+use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
+use vaezoo::explore::traverse::{traverse, TraverseOptions};
 use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
 use vaezoo::{registry, Error, Result};
@@ -75,6 +77,9 @@ enum Command {
         /// Examples per forward pass.
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Importance samples per example for the IS-NLL (0 skips it).
+        #[arg(long, default_value_t = 500)]
+        iw_samples: usize,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
@@ -89,6 +94,54 @@ enum Command {
         /// Seed of the prior draws.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Give every sample this class label (a conditional model samples p(x | c)).
+        #[arg(long)]
+        class: Option<usize>,
+        /// Output PNG.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// Decode the interpolation between two test images' latents into a PNG row (default
+    /// RUN/plots/interpolate-I-J.png).
+    Interpolate {
+        /// The run folder.
+        run: PathBuf,
+        /// The test example to start from.
+        #[arg(long)]
+        from: usize,
+        /// The test example to end at.
+        #[arg(long)]
+        to: usize,
+        /// Decoded points, both ends included.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Output PNG.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// Vary the most active latent dimensions of a test image's encoding one at a time: a PNG
+    /// grid with one row per dimension (default RUN/plots/traverse-I.png).
+    Traverse {
+        /// The run folder.
+        run: PathBuf,
+        /// The test example to encode.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
+        /// How many dimensions (rows), the most active first.
+        #[arg(long, default_value_t = 8)]
+        dims: usize,
+        /// Each dimension goes from -RANGE to +RANGE.
+        #[arg(long, default_value_t = 3.0)]
+        range: f32,
+        /// Values per dimension (columns).
+        #[arg(long, default_value_t = 9)]
+        steps: usize,
         /// Output PNG.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -181,6 +234,7 @@ fn run(command: Command) -> Result<ExitCode> {
             run,
             seed,
             batch_size,
+            iw_samples,
             device,
         } => {
             if batch_size == 0 {
@@ -191,23 +245,19 @@ fn run(command: Command) -> Result<ExitCode> {
                 &EvalOptions {
                     seed,
                     batch_size,
+                    iw_samples,
+                    progress,
                     device,
                 },
             )?;
             println!(
-                "{} at step {} on {} test examples (seed {})",
+                "{} at step {} on {} test examples (seed {}; nats per example)",
                 run.display(),
                 r.step,
                 r.examples,
                 r.seed
             );
-            println!("{:<14} {:>10}", "metric", "nats");
-            println!("{:<14} {:>10.3}", "-elbo", r.neg_elbo);
-            println!("{:<14} {:>10.3}", "rec", r.rec);
-            println!("{:<14} {:>10.3}", "kl", r.kl);
-            for (name, value) in &r.stats {
-                println!("{name:<14} {value:>10.3}");
-            }
+            print!("{}", r.table());
             println!("wrote {}", run.join("eval.json").display());
             Ok(ExitCode::SUCCESS)
         }
@@ -215,19 +265,69 @@ fn run(command: Command) -> Result<ExitCode> {
             run,
             n,
             seed,
+            class,
             out,
             device,
         } => {
-            let path = sample(
-                &run,
-                &SampleOptions {
-                    n,
-                    seed,
-                    out,
-                    device,
-                },
-            )?;
-            println!("wrote {}", path.display());
+            let opts = SampleOptions {
+                n,
+                seed,
+                class,
+                out,
+                device,
+            };
+            let sampled = sample(&run, &opts)?;
+            match class {
+                Some(c) if sampled.conditional => println!("class {c}"),
+                Some(c) => {
+                    println!("class {c} (this model is unconditional: the class has no effect)")
+                }
+                None => {}
+            }
+            println!("wrote {}", sampled.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Interpolate {
+            run,
+            from,
+            to,
+            steps,
+            out,
+            device,
+        } => {
+            let opts = InterpolateOptions {
+                from,
+                to,
+                steps,
+                out,
+                device,
+            };
+            println!("wrote {}", interpolate(&run, &opts)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Traverse {
+            run,
+            index,
+            dims,
+            range,
+            steps,
+            out,
+            device,
+        } => {
+            let opts = TraverseOptions {
+                index,
+                dims,
+                range,
+                steps,
+                out,
+                device,
+            };
+            let t = traverse(&run, &opts)?;
+            println!("rows (top to bottom): latent dimension, variance of its posterior mean");
+            for (row, (dim, variance)) in t.rows.iter().enumerate() {
+                println!("{row:>4}  dim {dim:<4} {variance:.4}");
+            }
+            println!("wrote {}", t.path.display());
             Ok(ExitCode::SUCCESS)
         }
     }

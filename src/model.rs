@@ -16,6 +16,8 @@ use vaezoo_core::{Backend, Error as CoreError, Traced};
 
 use crate::Result;
 
+mod inference;
+
 /// A schedule naming a KL term the model does not have is a mistake in the spec.
 fn check_schedule_names<D: Backend>(
     schedules: &BTreeMap<String, KlSchedule>,

@@ -1,4 +1,5 @@
-//! `vaezoo sample RUN -n N`: decode latents drawn from the prior into a PNG grid.
+//! `vaezoo sample RUN -n N [--class C]`: decode latents drawn from the prior into a PNG grid;
+//! with `--class C` every sample is given the label C (a CVAE draws from p(x | c)).
 
 use std::path::{Path, PathBuf};
 
@@ -17,30 +18,56 @@ pub struct SampleOptions {
     pub n: usize,
     /// Seed of the prior draws.
     pub seed: u64,
+    /// The label every sample is given (for a conditional model), if any.
+    pub class: Option<usize>,
     /// Where to write the PNG (default `RUN/plots/samples.png`).
     pub out: Option<PathBuf>,
     /// Where to compute.
     pub device: DeviceChoice,
 }
 
-/// Draws `opts.n` samples from the run at `root` and writes them as an image grid; returns
-/// the PNG's path.
-pub fn sample(root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
+/// What `vaezoo sample` wrote.
+#[derive(Clone, Debug)]
+pub struct Sampled {
+    /// The PNG grid.
+    pub path: PathBuf,
+    /// Whether the model reads labels (otherwise `--class` has no effect).
+    pub conditional: bool,
+}
+
+/// Draws `opts.n` samples from the run at `root` and writes them as an image grid.
+pub fn sample(root: &Path, opts: &SampleOptions) -> Result<Sampled> {
     if opts.n == 0 {
         return Err(Error::Usage("-n must be at least 1".into()));
     }
     on_device!(opts.device, |dev| sample_on(dev, root, opts))
 }
 
-fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<PathBuf> {
+fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<Sampled> {
     let r = restore(dev, root)?;
+    if let Some(class) = opts.class {
+        let classes = r.state.classes;
+        if class >= classes {
+            return Err(Error::OutOfRange {
+                message: format!(
+                    "--class {class} is out of range: the run was trained on {classes} classes (0 to {})",
+                    classes.saturating_sub(1)
+                ),
+                hint: "pick a class the training labels contain; classes are numbered from 0",
+            });
+        }
+    }
+    let labels = opts.class.map(|c| vec![c; opts.n]);
     let mut rng = seeded(opts.seed);
     let mut ctx = Ctx {
         params: &r.params,
         mode: Mode::Eval,
         rng: &mut rng,
     };
-    let images = r.model.sample(&mut ctx, opts.n, None)?.as_vec();
+    let images = r
+        .model
+        .sample(&mut ctx, opts.n, labels.as_deref())?
+        .as_vec();
     let side = (r.state.features as f64).sqrt() as usize;
     let (rows, cols) = if side * side == r.state.features {
         (side, side)
@@ -53,5 +80,8 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<P
         .unwrap_or_else(|| r.run.plot_path("samples.png"));
     let grid_cols = (opts.n as f64).sqrt().ceil() as usize;
     plots::image_grid(&path, &images, opts.n, rows, cols, grid_cols, 3)?;
-    Ok(path)
+    Ok(Sampled {
+        path,
+        conditional: r.is_conditional(),
+    })
 }

@@ -1,5 +1,6 @@
 //! `standard_normal`: the prior p(z) = N(0, I), with the closed-form KL of a diagonal Gaussian
-//! posterior, KL = ½ Σ (μ² + σ² − 1 − log σ²), summed over latent dimensions and components.
+//! posterior, KL = ½ Σ (μ² + σ² − 1 − log σ²), summed over latent dimensions and components,
+//! and the density log p(z) = −½ Σ (z² + log 2π) that importance-sampled likelihoods need.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -71,6 +72,22 @@ impl<D: Backend> Prior<D> for StandardNormal {
             None,
         ))
     }
+
+    /// log N(z; 0, I) = −½ Σ (z² + log 2π), summed over latent dimensions and components. The
+    /// trait passes no component mask, so every component counts.
+    ///
+    /// # Shapes
+    /// `z: (Batch, Comp, Latent)` → `(Batch,)`
+    fn log_density(
+        &self,
+        _ctx: &mut Ctx<D>,
+        z: &Tensor<(Batch, Comp, Latent), f32, D>,
+        _labels: Option<&[usize]>,
+    ) -> Option<Result<Tensor<(Batch,), f32, D>>> {
+        let ln_2pi = (2.0 * std::f32::consts::PI).ln();
+        let per_dim = (z.clone().square() + ln_2pi) * -0.5;
+        Some(Ok(per_dim.sum::<(Batch,), Axes2<1, 2>>()))
+    }
 }
 
 fn build(
@@ -92,5 +109,49 @@ vaezoo_core::inventory::submit! {
         example: || vaezoo_core::serde_json::json!({}),
         partners: &[],
         build: Build::Prior(build),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vaezoo_core::params::ParamStore;
+    use vaezoo_core::plugin::Mode;
+    use vaezoo_core::rng::seeded;
+
+    #[test]
+    fn log_density_is_the_standard_normal_summed_over_dims_and_components() {
+        let dev = Cpu::default();
+        let params = ParamStore::new(&dev, Vec::new());
+        let mut rng = seeded(0);
+        let mut ctx = Ctx {
+            params: &params,
+            mode: Mode::Eval,
+            rng: &mut rng,
+        };
+        // Two examples, two components of two dimensions each.
+        let values = vec![0.0, 1.0, -2.0, 0.5, 3.0, -1.5, 0.25, 0.0];
+        let z = dev.tensor_from_vec(values.clone(), (Batch(2), Comp(2), Latent(2)));
+        let got = StandardNormal
+            .log_density(&mut ctx, &z, None)
+            .expect("a density")
+            .unwrap()
+            .as_vec();
+        let ln_2pi = (2.0 * std::f64::consts::PI).ln();
+        for (row, got) in values.chunks(4).zip(got) {
+            let want: f64 = row
+                .iter()
+                .map(|&v| -0.5 * (f64::from(v) * f64::from(v) + ln_2pi))
+                .sum();
+            assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+        }
+        // By hand for the first row: −½ (0 + 1 + 4 + 0.25) − 2 log 2π.
+        let first = -0.5 * 5.25 - 2.0 * ln_2pi;
+        let z1 = dev.tensor_from_vec(values[..4].to_vec(), (Batch(1), Comp(2), Latent(2)));
+        let one = StandardNormal
+            .log_density(&mut ctx, &z1, None)
+            .unwrap()
+            .unwrap();
+        assert!((f64::from(one.as_vec()[0]) - first).abs() < 1e-5);
     }
 }

@@ -1,0 +1,231 @@
+//! `vaezoo eval RUN`: test-split metrics, printed as a table and written to `eval.json`.
+//!
+//! - the ELBO's parts with one posterior sample per image, as the PyTorch reference does;
+//! - the importance-sampled NLL with K samples ([`is_nll`]);
+//! - active units ([`active`]), from the posterior means.
+//!
+//! Every sample comes from `--seed`: first the ELBO's (one per image, batch after batch), then
+//! the importance samples, so the ELBO does not depend on K and the numbers are reproducible.
+//! A conditional model gets the labels everywhere, so its numbers are conditional.
+
+pub mod active;
+pub mod is_nll;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use vaezoo_core::axes::{Batch, Feature};
+use vaezoo_core::plugin::{Ctx, Mode, Observation};
+use vaezoo_core::rng::{seeded, HostRng};
+use vaezoo_core::Backend;
+
+pub use report::EvalReport;
+
+use crate::data::ImageSet;
+use crate::device::{on_device, DeviceChoice};
+use crate::run::write_json;
+use crate::session::{restore, Restored};
+use crate::Result;
+use is_nll::{log_weights, neg_log_mean_exp, PosteriorBatch, CHUNK_ROWS};
+
+/// Options of `vaezoo eval`.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Seed of the posterior samples.
+    pub seed: u64,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Importance samples per image for the IS-NLL; 0 skips it.
+    pub iw_samples: usize,
+    /// Draw a progress bar of the IS-NLL on stderr.
+    pub progress: bool,
+    /// Where to compute.
+    pub device: DeviceChoice,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            batch_size: 500,
+            iw_samples: 500,
+            progress: false,
+            device: DeviceChoice::Cpu,
+        }
+    }
+}
+
+/// Evaluates the latest checkpoint of the run at `root`; writes `eval.json` when it succeeds.
+pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<EvalReport> {
+    on_device!(opts.device, |dev| evaluate_on(dev, root, opts))
+}
+
+/// Test examples `rows` as a batch on the device, with their labels.
+pub fn observation<D: Backend>(
+    dev: &D,
+    set: &ImageSet,
+    rows: std::ops::Range<usize>,
+) -> Observation<D> {
+    let f = set.features();
+    let x = set.images[rows.start * f..rows.end * f].to_vec();
+    Observation {
+        x: dev.tensor_from_vec(x, (Batch(rows.len()), Feature(f))),
+        labels: Some(set.labels[rows].iter().map(|&l| usize::from(l)).collect()),
+    }
+}
+
+fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<EvalReport> {
+    let r = restore(dev, root)?;
+    let test = r.test_split()?;
+    let batch = opts.batch_size.max(1);
+    let mut rng = seeded(opts.seed);
+    let (mut rec_sum, mut kl_sums) = (0.0f64, BTreeMap::<String, f64>::new());
+    let mut stats = BTreeMap::new();
+    for start in (0..test.n).step_by(batch) {
+        let rows = start..(start + batch).min(test.n);
+        let obs = observation(dev, &test, rows.clone());
+        let mut ctx = Ctx {
+            params: &r.params,
+            mode: Mode::Train,
+            rng: &mut rng,
+        };
+        let losses = r.model.losses(&mut ctx, &obs)?;
+        rec_sum += sum(losses.rec.as_vec());
+        for (name, value) in &losses.stats {
+            *stats.entry(name.to_string()).or_insert(0.0) += value * rows.len() as f64;
+        }
+        for term in losses.kl {
+            *kl_sums.entry(term.name).or_insert(0.0) += sum(term.value.as_vec());
+        }
+    }
+    let n = test.n.max(1) as f64;
+    let kl_terms: BTreeMap<String, f64> = kl_sums.into_iter().map(|(k, v)| (k, v / n)).collect();
+    let kl = (!kl_terms.is_empty()).then(|| kl_terms.values().sum::<f64>());
+    let mut report = EvalReport {
+        step: r.checkpoint.step,
+        examples: test.n,
+        conditional: r.is_conditional(),
+        neg_elbo: kl.map(|kl| rec_sum / n + kl),
+        rec: rec_sum / n,
+        kl,
+        kl_terms,
+        is_nll: None,
+        iw_samples: opts.iw_samples,
+        active_units: None,
+        latent_dim: r.model.latent_dim(),
+        seed: opts.seed,
+        stats: stats.into_iter().map(|(k, v)| (k, v / n)).collect(),
+        not_applicable: BTreeMap::new(),
+    };
+    if kl.is_none() {
+        let why = "no KL term: an autoencoder";
+        for metric in ["neg_elbo", "kl"] {
+            report.not_applicable.insert(metric.into(), why.into());
+        }
+    }
+    posterior_metrics(&r, &test, opts, &mut rng, &mut report)?;
+    write_json(
+        &r.run.eval_path(),
+        &serde_json::to_value(&report).expect("reports serialise"),
+    )?;
+    Ok(report)
+}
+
+/// Active units and the IS-NLL, from the posterior (`Mode::Eval`) of every test example.
+fn posterior_metrics<D: Backend>(
+    r: &Restored<D>,
+    test: &ImageSet,
+    opts: &EvalOptions,
+    rng: &mut HostRng,
+    report: &mut EvalReport,
+) -> Result<()> {
+    let (batch, k, latent) = (opts.batch_size.max(1), opts.iw_samples, report.latent_dim);
+    let bar = progress_bar(test.n as u64, opts.progress);
+    let mut means = Vec::with_capacity(test.n * latent);
+    let mut is_sum = Some(0.0f64);
+    let mut na = |metric: &str, why: String| {
+        report.not_applicable.insert(metric.into(), why);
+    };
+    if k == 0 {
+        is_sum = None;
+        na("is_nll", "skipped with --iw-samples 0".into());
+    }
+    for start in (0..test.n).step_by(batch) {
+        let rows = start..(start + batch).min(test.n);
+        let obs = observation(r.params.device(), test, rows.clone());
+        let mut ctx = Ctx {
+            params: &r.params,
+            mode: Mode::Eval,
+            rng: &mut *rng,
+        };
+        let posterior = r.model.posterior(&mut ctx, &obs)?;
+        let (_, comps, _) = posterior.dims();
+        if comps.0 != 1 || posterior.weights.is_some() || posterior.mask.is_some() {
+            let why = format!("needs a one-component latent; this one has {}", comps.0);
+            na("active_units", why.clone());
+            if is_sum.take().is_some() {
+                na("is_nll", why);
+            }
+            bar.finish_and_clear();
+            return Ok(());
+        }
+        let mean = posterior.mean.as_vec();
+        if let Some(total) = is_sum.as_mut() {
+            let Some(log_var) = &posterior.log_var else {
+                is_sum = None;
+                na(
+                    "is_nll",
+                    "the latent is deterministic (no posterior variance)".into(),
+                );
+                means.extend(mean);
+                continue;
+            };
+            let labels = obs.labels.as_deref();
+            let posterior = PosteriorBatch {
+                x: &test.images[rows.start * test.features()..rows.end * test.features()],
+                labels,
+                mean: &mean,
+                log_var: &log_var.as_vec(),
+                latent,
+            };
+            match log_weights(&r.model, &mut ctx, &posterior, k, CHUNK_ROWS, &bar)? {
+                Some(lw) => *total += lw.chunks_exact(k).map(neg_log_mean_exp).sum::<f64>(),
+                None => {
+                    is_sum = None;
+                    let prior = &r.spec.prior.kind;
+                    na("is_nll", format!("the prior `{prior}` has no density"));
+                }
+            }
+        }
+        means.extend(mean);
+    }
+    bar.finish_and_clear();
+    report.is_nll = is_sum.map(|s| s / test.n.max(1) as f64);
+    report.active_units = Some(active::active_units(&active::mean_variances(
+        &means, latent,
+    )));
+    Ok(())
+}
+
+fn progress_bar(examples: u64, visible: bool) -> ProgressBar {
+    let target = if visible {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(examples), target);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "IS-NLL {elapsed_precise} [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+fn sum(v: Vec<f32>) -> f64 {
+    v.into_iter().map(f64::from).sum()
+}

@@ -1,0 +1,89 @@
+//! What `vaezoo eval` reports: [`EvalReport`] (written as `eval.json`) and its table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+/// Test-split metrics, in nats per example.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct EvalReport {
+    /// The checkpoint's step.
+    pub step: u64,
+    /// Test examples.
+    pub examples: usize,
+    /// Whether the model reads the class labels; every number is then conditional on them
+    /// (e.g. the IS-NLL estimates −log p(x | c)).
+    pub conditional: bool,
+    /// −ELBO = rec + kl (one posterior sample); `None` when the model has no KL term (an
+    /// autoencoder), where it would only repeat `rec`.
+    pub neg_elbo: Option<f64>,
+    /// −log p(x | z).
+    pub rec: f64,
+    /// KL(q(z | x) ‖ p(z)), all terms summed; `None` without KL terms.
+    pub kl: Option<f64>,
+    /// Each KL term, unweighted (e.g. `kl`, or NVIB's `kl_g` and `kl_d`).
+    pub kl_terms: BTreeMap<String, f64>,
+    /// The importance-sampled NLL, −log (1/K Σ_k p(x, z_k) / q(z_k | x)), when it applies.
+    pub is_nll: Option<f64>,
+    /// K, the importance samples per example (0: not computed).
+    pub iw_samples: usize,
+    /// Latent dimensions whose posterior mean has a variance over the test set above 0.01.
+    pub active_units: Option<usize>,
+    /// The latent size.
+    pub latent_dim: usize,
+    /// The seed of the posterior samples.
+    pub seed: u64,
+    /// The bottleneck's statistics, averaged over batches weighted by their size.
+    pub stats: BTreeMap<String, f64>,
+    /// Why a metric is missing, by metric name.
+    pub not_applicable: BTreeMap<String, String>,
+}
+
+impl EvalReport {
+    /// One aligned row per metric (`metric`, `value`), n/a rows saying why.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let nats = |v: f64| format!("{v:.3}");
+        // `key` names the metric in `not_applicable`.
+        let mut row = |label: &str, key: &str, value: Option<String>| {
+            let value = value.unwrap_or_else(|| match self.not_applicable.get(key) {
+                Some(why) => format!("n/a ({why})"),
+                None => "n/a".into(),
+            });
+            rows.push((label.to_string(), value));
+        };
+        row("-elbo", "neg_elbo", self.neg_elbo.map(nats));
+        row("rec", "rec", Some(nats(self.rec)));
+        row("kl", "kl", self.kl.map(nats));
+        if self.kl_terms.len() > 1 {
+            for (name, value) in &self.kl_terms {
+                row(name, name, Some(nats(*value)));
+            }
+        }
+        let is_label = match self.iw_samples {
+            0 => "is_nll".to_string(),
+            k => format!("is_nll (K={k})"),
+        };
+        row(&is_label, "is_nll", self.is_nll.map(nats));
+        let active = (self.active_units).map(|a| format!("{a}/{}", self.latent_dim));
+        row("active_units", "active_units", active);
+        for (name, value) in &self.stats {
+            row(name, name, Some(nats(*value)));
+        }
+        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(6);
+        let mut out = format!("{:<width$}  {:>10}\n", "metric", "value");
+        for (name, value) in rows {
+            // Numbers right-aligned in 10 columns, explanations after them.
+            let _ = if value.starts_with("n/a") {
+                writeln!(out, "{name:<width$}  {value}")
+            } else {
+                writeln!(out, "{name:<width$}  {value:>10}")
+            };
+        }
+        if self.conditional {
+            out.push_str("(conditional model: every number is given the class label)\n");
+        }
+        out
+    }
+}
