@@ -27,6 +27,7 @@ fn main() -> vaezoo::Result<()> {
             n: 16,
             seed: 0,
             class: None,
+            temperature: 1.0,
             out: None,
             device: Default::default(),
         },

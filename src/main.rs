@@ -97,6 +97,10 @@ enum Command {
         /// Give every sample this class label (a conditional model samples p(x | c)).
         #[arg(long)]
         class: Option<usize>,
+        /// Scale each prior draw's distance from the prior mean: 1 samples the model as
+        /// trained, below 1 gives more typical samples.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
         /// Output PNG.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -266,6 +270,7 @@ fn run(command: Command) -> Result<ExitCode> {
             n,
             seed,
             class,
+            temperature,
             out,
             device,
         } => {
@@ -273,6 +278,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 n,
                 seed,
                 class,
+                temperature,
                 out,
                 device,
             };

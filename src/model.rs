@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
+use vaezoo_core::backend::Reuse;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::params::{HostParam, ParamBuilder};
 use vaezoo_core::plugin::{
@@ -187,14 +188,23 @@ impl Model {
     ///
     /// # Shapes
     /// → `(n, Feature)`
+    ///
+    /// `temperature` scales each draw's distance from its prior mean (z ← μ + T·(z − μ)): 1
+    /// samples the model as trained; below 1 gives more typical samples (as Glow's sampling
+    /// temperature).
     pub fn sample<D: Backend>(
         &self,
         ctx: &mut Ctx<D>,
         n: usize,
         labels: Option<&[usize]>,
+        temperature: f32,
     ) -> Result<Tensor<(Batch, Feature), f32, D>> {
         let (batch, latent) = (Batch(n), Latent(self.latent_dim));
-        let z = D::prior(&*self.prior).sample(ctx, batch, Comp(1), latent, labels)?;
+        let mut z = D::prior(&*self.prior).sample(ctx, batch, Comp(1), latent, labels)?;
+        if temperature != 1.0 {
+            let mean = z.mean.reuse();
+            z.z = mean.reuse() + (z.z.reuse() - mean) * temperature;
+        }
         Ok(D::decoder(&*self.decoder).mean(ctx, &z, labels)?)
     }
 }

@@ -20,6 +20,8 @@ pub struct SampleOptions {
     pub seed: u64,
     /// The label every sample is given (for a conditional model), if any.
     pub class: Option<usize>,
+    /// Scales each prior draw's distance from the prior mean (1: the model as trained).
+    pub temperature: f32,
     /// Where to write the PNG (default `RUN/plots/samples.png`).
     pub out: Option<PathBuf>,
     /// Where to compute.
@@ -39,6 +41,12 @@ pub struct Sampled {
 pub fn sample(root: &Path, opts: &SampleOptions) -> Result<Sampled> {
     if opts.n == 0 {
         return Err(Error::Usage("-n must be at least 1".into()));
+    }
+    if !(opts.temperature.is_finite() && opts.temperature >= 0.0) {
+        return Err(Error::Usage(format!(
+            "--temperature must be a finite number ≥ 0, not {}",
+            opts.temperature
+        )));
     }
     on_device!(opts.device, |dev| sample_on(dev, root, opts))
 }
@@ -66,7 +74,7 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<S
     };
     let images = r
         .model
-        .sample(&mut ctx, opts.n, labels.as_deref())?
+        .sample(&mut ctx, opts.n, labels.as_deref(), opts.temperature)?
         .as_vec();
     let side = (r.state.features as f64).sqrt() as usize;
     let (rows, cols) = if side * side == r.state.features {

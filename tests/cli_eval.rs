@@ -201,3 +201,46 @@ fn nvib_latents_interpolate_as_mixtures_and_do_not_traverse() {
     let stderr = fails_in_one_line(&["traverse", r]);
     assert!(stderr.contains("vector latents"), "{stderr}");
 }
+
+#[test]
+fn a_conditional_run_evaluates_conditionally_and_samples_by_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained(dir.path(), "zoo/cvae-optdigits-tiny.json");
+    let r = run.to_str().unwrap();
+    let out = ok(vaezoo(&["eval", r, "--iw-samples", "20"]));
+    assert!(out.contains("conditional model"), "{out}");
+    let report = eval_json(&run);
+    assert_eq!(report["conditional"], true);
+    assert!(report["is_nll"].as_f64().unwrap() <= report["neg_elbo"].as_f64().unwrap() + 1.0);
+    let grid = |class: &str, temperature: &str| {
+        let png = dir.path().join(format!("c{class}-t{temperature}.png"));
+        let args = [
+            "sample",
+            r,
+            "--class",
+            class,
+            "-n",
+            "4",
+            "--temperature",
+            temperature,
+        ];
+        ok(vaezoo(
+            &[&args[..], &["--out", png.to_str().unwrap()]].concat(),
+        ));
+        std::fs::read(png).unwrap()
+    };
+    assert_ne!(
+        grid("1", "1"),
+        grid("2", "1"),
+        "the class changes the samples"
+    );
+    assert_ne!(
+        grid("1", "1"),
+        grid("1", "0"),
+        "temperature 0 decodes the prior mean"
+    );
+    let stderr = fails_in_one_line(&["sample", r, "--temperature=-1"]);
+    assert!(stderr.contains("--temperature"), "{stderr}");
+    let stderr = fails_in_one_line(&["sample", r]);
+    assert!(stderr.contains("class label"), "{stderr}");
+}

@@ -358,7 +358,7 @@ impl Kit<'_> {
             rng: &mut rng,
         };
         let names: Vec<&str> = terms.iter().skip(1).map(|(n, _)| n.as_str()).collect();
-        let mean = match model.sample(&mut ctx, 2, Some(&[0, 2])) {
+        let mean = match model.sample(&mut ctx, 2, Some(&[0, 2]), 1.0) {
             Err(crate::Error::Core(CoreError::Unsupported(why))) => {
                 return Ok(format!(
                     "rec and KL {names:?} ({BATCH},), all finite; no prior samples ({why})"
