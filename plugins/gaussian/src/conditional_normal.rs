@@ -15,6 +15,8 @@ use vaezoo_core::plugin::{Ctx, DynPrior, KlTerm, Prior};
 use vaezoo_core::registry::{parse_config, schema_of, Build, DataDims, PluginRegistration};
 use vaezoo_core::{Backend, Error, Result, Traced};
 
+use crate::standard_normal::kl_term;
+
 const NAME: &str = "conditional_normal";
 
 /// Config of `conditional_normal` (it has no settings; the classes come from the data).
@@ -102,17 +104,7 @@ impl<D: Backend> Prior<D> for ConditionalNormal {
         let per_dim =
             log_var_p - log_var.reuse() + (log_var.reuse().exp() + diff.square()) * inv_var_p - 1.0;
         let per_comp = per_dim.sum::<(Batch, Comp), Axis<2>>() * 0.5;
-        let keep = posterior
-            .keep()
-            .iter()
-            .map(|&k| f32::from(u8::from(k)))
-            .collect();
-        let per_comp = per_comp * ctx.dev().tensor_from_vec(keep, (batch, comps));
-        Ok(vec![KlTerm {
-            name: "kl".into(),
-            value: per_comp.sum::<(Batch,), Axis<1>>(),
-            weight: 1.0,
-        }])
+        Ok(vec![kl_term(ctx, per_comp, posterior)])
     }
 
     /// # Shapes

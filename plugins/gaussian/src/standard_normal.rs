@@ -11,7 +11,7 @@ use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::{Ctx, KlTerm, Prior};
 use vaezoo_core::registry::{parse_config, schema_of, Build, PluginRegistration};
-use vaezoo_core::{Backend, Error, Result};
+use vaezoo_core::{Backend, Error, Result, Traced};
 
 /// Config of `standard_normal` (it has no settings).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -37,19 +37,7 @@ impl<D: Backend> Prior<D> for StandardNormal {
         let mean = posterior.mean.reuse();
         let per_dim = mean.square() + log_var.reuse().exp() - log_var.reuse() - 1.0;
         let per_comp = per_dim.sum::<(Batch, Comp), Axis<2>>() * 0.5;
-        let per_comp = match &posterior.mask {
-            Some(mask) => {
-                let shape = *per_comp.shape();
-                let keep = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
-                per_comp * ctx.dev().tensor_from_vec(keep, shape)
-            }
-            None => per_comp,
-        };
-        Ok(vec![KlTerm {
-            name: "kl".into(),
-            value: per_comp.sum::<(Batch,), Axis<1>>(),
-            weight: 1.0,
-        }])
+        Ok(vec![kl_term(ctx, per_comp, posterior)])
     }
 
     /// # Shapes
@@ -87,6 +75,31 @@ impl<D: Backend> Prior<D> for StandardNormal {
         let ln_2pi = (2.0 * std::f32::consts::PI).ln();
         let per_dim = (z.clone().square() + ln_2pi) * -0.5;
         Some(Ok(per_dim.sum::<(Batch,), Axes2<1, 2>>()))
+    }
+}
+
+/// The `kl` term of a per-component KL: zero for the components the posterior's mask drops,
+/// summed over the rest.
+///
+/// # Shapes
+/// `per_comp: (Batch, Comp)` → value `(Batch,)`
+pub(crate) fn kl_term<D: Backend>(
+    ctx: &Ctx<D>,
+    per_comp: Traced<(Batch, Comp), D>,
+    posterior: &Mixture<D>,
+) -> KlTerm<D> {
+    let per_comp = match &posterior.mask {
+        Some(mask) => {
+            let shape = *per_comp.shape();
+            let keep = mask.iter().map(|&m| if m { 1.0 } else { 0.0 }).collect();
+            per_comp * ctx.dev().tensor_from_vec(keep, shape)
+        }
+        None => per_comp,
+    };
+    KlTerm {
+        name: "kl".into(),
+        value: per_comp.sum::<(Batch,), Axis<1>>(),
+        weight: 1.0,
     }
 }
 
