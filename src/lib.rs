@@ -6,8 +6,8 @@
 //! - [`model`]: a spec's plugins built into one model, and its losses;
 //! - [`data`]: IDX images, seeded shuffling and batching;
 //! - [`run`]: the run folder (spec, checkpoints, metrics, env, plots);
-//! - [`train`], [`evaluate`], [`sample`], [`explore`] (interpolation, traversal): what the
-//!   CLI commands do;
+//! - [`train`], [`evaluate`], [`sample`], [`explore`] (interpolation, traversal), [`zoo`]
+//!   (reproductions): what the CLI commands do;
 //! - [`conformance`]: the conformance kit, one harness run over every registered plugin;
 //! - [`plots`]: PNG loss curves and image grids.
 
@@ -24,6 +24,7 @@ pub mod sample;
 pub mod session;
 pub mod spec_file;
 pub mod train;
+pub mod zoo;
 
 use std::sync::OnceLock;
 

@@ -12,6 +12,7 @@ use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
 use vaezoo::explore::traverse::{traverse, TraverseOptions};
 use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
+use vaezoo::zoo::{reproduce, ReproduceOptions};
 use vaezoo::{registry, Error, Result};
 use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
 
@@ -25,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Reproduce zoo entries (`zoo/<ID>.json`).
+    #[command(subcommand)]
+    Zoo(ZooCommand),
     /// Check specs against the schema of the registered plugins; one line per problem.
     Validate {
         /// Spec files.
@@ -182,9 +186,51 @@ fn main() -> ExitCode {
     }
 }
 
+#[derive(Subcommand)]
+enum ZooCommand {
+    /// Train `zoo/<ID>.json` with each seed (resuming interrupted runs), evaluate every run, and
+    /// print each metric per seed with the mean (also in OUT/<ID>/summary.json).
+    Reproduce {
+        /// The entry: a spec file name in `zoo/` without `.json`, e.g. `vae-mnist5k`.
+        id: String,
+        /// The seeds, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2])]
+        seeds: Vec<u64>,
+        /// The folder of the runs (OUT/<ID>-seed<N>).
+        #[arg(long, default_value = "runs/zoo")]
+        out: PathBuf,
+        /// Importance samples per test example for the IS-NLL (0 skips it).
+        #[arg(long, default_value_t = 500)]
+        iw_samples: usize,
+    },
+}
+
 fn run(command: Command) -> Result<ExitCode> {
     let progress = std::io::stderr().is_terminal();
     match command {
+        Command::Zoo(ZooCommand::Reproduce {
+            id,
+            seeds,
+            out,
+            iw_samples,
+        }) => {
+            let eval = EvalOptions {
+                iw_samples,
+                progress,
+                ..EvalOptions::default()
+            };
+            let opts = ReproduceOptions {
+                seeds,
+                out,
+                progress,
+                eval,
+            };
+            let r = reproduce(&id, &opts)?;
+            println!("{id}: test metrics (nats per example; eval seed 0)");
+            print!("{}", r.table());
+            println!("wrote {}", r.summary.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Validate { specs } => validate(&specs),
         Command::Schema { out } => {
             for path in write_schemas(registry()?, &out)? {

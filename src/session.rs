@@ -53,6 +53,31 @@ pub struct Restored<D: Backend> {
     pub state: TrainerState,
 }
 
+fn trainer_state(checkpoint: &Checkpoint, path: &Path) -> Result<TrainerState> {
+    let state = serde_json::from_value(checkpoint.trainer.clone()).map_err(|e| {
+        vaezoo_core::Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("trainer state unreadable: {e}"),
+        }
+    })?;
+    Ok(state)
+}
+
+/// How far the run at `root` got: `None` when there is no run there, else `(steps done,
+/// steps of the whole run)` from its latest checkpoint (`(0, 1)` before the first one).
+pub fn run_progress(root: &Path) -> Result<Option<(u64, u64)>> {
+    if !root.exists() {
+        return Ok(None);
+    }
+    let path = RunDir::open(root)?.checkpoint_path();
+    if !path.is_file() {
+        return Ok(Some((0, 1)));
+    }
+    let checkpoint = Checkpoint::load(&path)?;
+    let state = trainer_state(&checkpoint, &path)?;
+    Ok(Some((checkpoint.step, state.total_steps)))
+}
+
 /// Restores the latest checkpoint of the run at `root`. Reads only.
 pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
     let run = RunDir::open(root)?;
@@ -65,12 +90,7 @@ pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
         });
     }
     let checkpoint = Checkpoint::load(&path)?;
-    let state: TrainerState = serde_json::from_value(checkpoint.trainer.clone()).map_err(|e| {
-        vaezoo_core::Error::Checkpoint {
-            path: path.clone(),
-            message: format!("trainer state unreadable: {e}"),
-        }
-    })?;
+    let state = trainer_state(&checkpoint, &path)?;
     let (model, init) = Model::build(
         registry()?,
         &spec,

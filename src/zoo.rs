@@ -1,0 +1,133 @@
+//! `vaezoo zoo reproduce ID`: trains `zoo/<ID>.json` with each seed, evaluates every run, and
+//! summarises the metrics (per seed and their mean) in `runs/zoo/<ID>/summary.json`. A run
+//! folder that already finished is evaluated again, not retrained; one that was interrupted is
+//! resumed, so an interrupted reproduction loses nothing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::evaluate::{evaluate, EvalOptions, EvalReport};
+use crate::run::write_json;
+use crate::session::run_progress;
+use crate::train::{resume, train, TrainOptions};
+use crate::{Error, Result};
+
+/// Options of `vaezoo zoo reproduce`.
+#[derive(Clone, Debug)]
+pub struct ReproduceOptions {
+    /// The seeds to train.
+    pub seeds: Vec<u64>,
+    /// The folder of the runs (`<out>/<ID>-seed<N>`) and of the summary (`<out>/<ID>/`).
+    pub out: PathBuf,
+    /// Progress bars on stderr.
+    pub progress: bool,
+    /// How to evaluate each run.
+    pub eval: EvalOptions,
+}
+
+/// The metrics of every seed and their means.
+#[derive(Clone, Debug)]
+pub struct Reproduction {
+    /// `(seed, report)` in seed order.
+    pub runs: Vec<(u64, EvalReport)>,
+    /// The mean of each metric every run reports.
+    pub means: BTreeMap<String, f64>,
+    /// Where the summary was written.
+    pub summary: PathBuf,
+}
+
+/// The numeric metrics of a report, by name.
+fn metrics(r: &EvalReport) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::from([("rec".to_string(), r.rec)]);
+    let optional = [("neg_elbo", r.neg_elbo), ("kl", r.kl), ("is_nll", r.is_nll)];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            m.insert(name.to_string(), v);
+        }
+    }
+    if let Some(au) = r.active_units {
+        m.insert("active_units".to_string(), au as f64);
+    }
+    m.extend(r.stats.iter().map(|(k, v)| (k.clone(), *v)));
+    m
+}
+
+/// Reproduces the zoo entry `zoo/<id>.json` (relative to the working folder).
+pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
+    let spec = Path::new("zoo").join(format!("{id}.json"));
+    if !spec.is_file() {
+        return Err(Error::Usage(format!(
+            "no zoo entry `{id}`: {} does not exist (run from the repository root; `ls zoo/` lists the entries)",
+            spec.display()
+        )));
+    }
+    let mut runs = Vec::new();
+    for &seed in &opts.seeds {
+        let root = opts.out.join(format!("{id}-seed{seed}"));
+        let train_opts = TrainOptions {
+            out: Some(root.clone()),
+            seed: Some(seed),
+            progress: opts.progress,
+            ..TrainOptions::default()
+        };
+        match run_progress(&root)? {
+            None => drop(train(&spec, &train_opts)?),
+            Some((done, total)) if done < total => drop(resume(&root, &train_opts)?),
+            Some(_) => {}
+        }
+        runs.push((seed, evaluate(&root, &opts.eval)?));
+    }
+    let per_run: Vec<BTreeMap<String, f64>> = runs.iter().map(|(_, r)| metrics(r)).collect();
+    let mut means = BTreeMap::new();
+    if let Some(first) = per_run.first() {
+        for name in first.keys() {
+            let values: Vec<f64> = per_run
+                .iter()
+                .filter_map(|m| m.get(name).copied())
+                .collect();
+            if values.len() == per_run.len() {
+                means.insert(
+                    name.clone(),
+                    values.iter().sum::<f64>() / values.len() as f64,
+                );
+            }
+        }
+    }
+    let summary = opts.out.join(id).join("summary.json");
+    let seeds: Vec<Value> = (runs.iter().zip(&per_run))
+        .map(|((seed, _), m)| json!({"seed": seed, "run": opts.out.join(format!("{id}-seed{seed}")), "metrics": m}))
+        .collect();
+    std::fs::create_dir_all(summary.parent().expect("a folder"))
+        .map_err(|e| vaezoo_core::Error::io(&summary, e))?;
+    write_json(
+        &summary,
+        &json!({"entry": id, "spec": spec, "eval_seed": opts.eval.seed, "iw_samples": opts.eval.iw_samples, "runs": seeds, "mean": means}),
+    )?;
+    Ok(Reproduction {
+        runs,
+        means,
+        summary,
+    })
+}
+
+impl Reproduction {
+    /// One row per metric: each seed's value, then the mean.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<16}", "metric");
+        for (seed, _) in &self.runs {
+            out += &format!(" {:>11}", format!("seed {seed}"));
+        }
+        out += &format!(" {:>11}\n", "mean");
+        for (name, mean) in &self.means {
+            out += &format!("{name:<16}");
+            for (_, r) in &self.runs {
+                let v = metrics(r).get(name).copied().unwrap_or(f64::NAN);
+                out += &format!(" {v:>11.3}");
+            }
+            out += &format!(" {mean:>11.3}\n");
+        }
+        out
+    }
+}
