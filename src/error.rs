@@ -49,6 +49,12 @@ impl Error {
                 Some("`vaezoo validate SPEC` lists every problem; `vaezoo schema` writes the schemas")
             }
             Error::Core(C::UnknownPlugin { .. }) => Some("`vaezoo plugins` lists what is registered"),
+            Error::Core(C::Plugin { .. }) => Some(
+                "remove the library from the plugin folder, or rebuild it against this vaezoo-core (docs/plugin-abi.md)",
+            ),
+            Error::Core(C::PluginPin { .. }) => Some(
+                "`vaezoo --plugin-dir DIR plugins` shows each loaded library's sha256; update the pin only if you trust the new file",
+            ),
             Error::Core(C::Checkpoint { .. }) => {
                 Some("the checkpoint is damaged or not a vaezoo checkpoint; the run folder was left as it was")
             }
