@@ -50,7 +50,7 @@ impl Error {
             }
             Error::Core(C::UnknownPlugin { .. }) => Some("`vaezoo plugins` lists what is registered"),
             Error::Core(C::Plugin { .. }) => Some(
-                "remove the library from the plugin folder, or rebuild it against this vaezoo-core (docs/plugin-abi.md)",
+                "the plugin library is at fault: remove it from the plugin folder, or fix and rebuild it against this vaezoo-core (docs/plugin-abi.md)",
             ),
             Error::Core(C::PluginPin { .. }) => Some(
                 "`vaezoo --plugin-dir DIR plugins` shows each loaded library's sha256; update the pin only if you trust the new file",
