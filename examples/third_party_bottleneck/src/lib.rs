@@ -56,7 +56,10 @@ impl<D: Backend> Bottleneck<D> for LaplaceVib {
             .location
             .forward_seq(ctx.params, h.reuse())
             .reshape_like(&dims);
-        let log_b = self.log_scale.forward_seq(ctx.params, h).reshape_like(&dims);
+        let log_b = self
+            .log_scale
+            .forward_seq(ctx.params, h)
+            .reshape_like(&dims);
         let z = match ctx.mode {
             Mode::Train => {
                 let u = uniform_vec(ctx.rng, dims.num_elements(), -0.5, 0.5);
@@ -103,7 +106,11 @@ impl ExportBottleneck for LaplaceVib {
     }
 
     /// Declares `location.*` and `log_scale.*` (PyTorch `nn.Linear` initialisation).
-    fn build(config: &LaplaceVibConfig, params: &mut ParamBuilder, model_dim: usize) -> Result<Self> {
+    fn build(
+        config: &LaplaceVibConfig,
+        params: &mut ParamBuilder,
+        model_dim: usize,
+    ) -> Result<Self> {
         let latent = Latent(config.latent_dim);
         Ok(Self {
             location: Linear::new(params, "location", Model(model_dim), latent),
@@ -155,7 +162,11 @@ mod tests {
                 .map(|i| lo + (i as f64 + 0.5) * dz)
                 .map(|z| log_q(z).exp() * (log_q(z) - log_p(z)) * dz)
                 .sum();
-            assert!((integral - laplace_kl(mu, b)).abs() < 1e-6, "{integral} vs {}", laplace_kl(mu, b));
+            assert!(
+                (integral - laplace_kl(mu, b)).abs() < 1e-6,
+                "{integral} vs {}",
+                laplace_kl(mu, b)
+            );
         }
     }
 
@@ -168,7 +179,10 @@ mod tests {
             .collect();
         let mean = eps.iter().sum::<f32>() / eps.len() as f32;
         let mean_abs = eps.iter().map(|e| e.abs()).sum::<f32>() / eps.len() as f32;
-        assert!(mean.abs() < 0.02 && (mean_abs - 1.0).abs() < 0.02, "{mean} {mean_abs}");
+        assert!(
+            mean.abs() < 0.02 && (mean_abs - 1.0).abs() < 0.02,
+            "{mean} {mean_abs}"
+        );
         assert!(eps.iter().all(|e| e.is_finite()));
     }
 }
