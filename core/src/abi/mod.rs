@@ -22,6 +22,7 @@
 
 use std::ffi::{c_char, c_void};
 
+mod macros;
 mod marshal;
 pub mod sdk;
 

@@ -17,7 +17,7 @@
 //!
 //! [`HostRng`]: crate::rng::HostRng
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Once, OnceLock};
@@ -117,13 +117,18 @@ impl From<Error> for Failure {
 }
 
 thread_local! {
-    /// Where the last panic on this thread happened, recorded by the silent hook.
+    /// Whether this thread is inside an entry point (where panics are caught and reported).
+    static IN_ENTRY_POINT: Cell<bool> = const { Cell::new(false) };
+    /// Where the last panic inside an entry point happened, recorded by the hook.
     static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Runs `f`, turning an error or a panic into a status and a message in `err`.
 pub(super) fn guard(err: *mut ErrorBuf, f: impl FnOnce() -> Result<(), Failure>) -> i32 {
-    let failure = match catch_unwind(AssertUnwindSafe(f)) {
+    let outer = IN_ENTRY_POINT.with(|flag| flag.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_ENTRY_POINT.with(|flag| flag.set(outer));
+    let failure = match result {
         Ok(Ok(())) => return status::OK,
         Ok(Err(failure)) => failure,
         Err(payload) => {
@@ -156,12 +161,17 @@ fn write_error(err: *mut ErrorBuf, message: &str) {
 }
 
 /// The header of `T`, built once in `cell` (which `export_bottleneck!` declares, one per
-/// library). Installs the silent panic hook. Null if building it fails.
+/// library). Installs the panic hook: silent inside entry points (the panic becomes the
+/// call's status and message), the previous hook elsewhere. Null if building it fails.
 pub fn header<T: ExportBottleneck>(cell: &'static OnceLock<HeaderCell>) -> *const PluginHeader {
     static HOOK: Once = Once::new();
     let built = catch_unwind(|| {
         HOOK.call_once(|| {
-            std::panic::set_hook(Box::new(|info| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !IN_ENTRY_POINT.with(Cell::get) {
+                    return previous(info);
+                }
                 let at = info
                     .location()
                     .map(|l| format!(" at {}:{}", l.file(), l.line()));
@@ -373,40 +383,4 @@ unsafe extern "C" fn destroy<T: ExportBottleneck>(instance: *mut c_void) {
             drop(unsafe { Box::from_raw(instance.cast::<Instance<T>>()) })
         }));
     }
-}
-
-/// Exports `$ty` (an [`ExportBottleneck`]) through the C ABI: defines the
-/// `vaezoo_plugin_header` symbol. Use it once, at the root of a `cdylib` crate.
-#[macro_export]
-macro_rules! export_bottleneck {
-    ($ty:ty) => {
-        /// The vaezoo plugin header of this library (see `docs/plugin-abi.md`).
-        #[no_mangle]
-        pub extern "C" fn vaezoo_plugin_header() -> *const $crate::abi::PluginHeader {
-            static CELL: ::std::sync::OnceLock<$crate::abi::sdk::HeaderCell> =
-                ::std::sync::OnceLock::new();
-            $crate::abi::sdk::header::<$ty>(&CELL)
-        }
-    };
-}
-
-/// Registers `$ty` (an [`ExportBottleneck`] implemented for every backend) through
-/// `inventory`, so that the same source also links statically into a vaezoo binary.
-#[macro_export]
-macro_rules! register_bottleneck {
-    ($ty:ty) => {
-        $crate::inventory::submit! {
-            $crate::registry::PluginRegistration {
-                name: <$ty as $crate::abi::sdk::ExportBottleneck>::NAME,
-                version: <$ty as $crate::abi::sdk::ExportBottleneck>::VERSION,
-                description: <$ty as $crate::abi::sdk::ExportBottleneck>::DESCRIPTION,
-                schema: $crate::abi::sdk::config_schema::<$ty>,
-                example: <$ty as $crate::abi::sdk::ExportBottleneck>::example,
-                partners: $crate::abi::sdk::partners(
-                    <$ty as $crate::abi::sdk::ExportBottleneck>::CAPABILITIES,
-                ),
-                build: $crate::registry::Build::Bottleneck($crate::abi::sdk::build_static::<$ty>),
-            }
-        }
-    };
 }
