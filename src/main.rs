@@ -42,6 +42,13 @@ enum Command {
     /// List the registered plugins, with where each came from (built in, or the library file
     /// and its sha256).
     Plugins,
+    /// Run the conformance kit on registered plugins (e.g. one loaded with --plugin-dir);
+    /// one line per check, failing if any check fails.
+    Conformance {
+        /// Plugin names.
+        #[arg(required = true)]
+        plugins: Vec<String>,
+    },
     /// Train a spec in a new run folder.
     Train {
         /// The spec file.
@@ -139,6 +146,19 @@ fn run(command: Command) -> Result<ExitCode> {
                 println!("wrote {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Conformance { plugins } => {
+            let mut passed = true;
+            for name in plugins {
+                let report = vaezoo::conformance::check_plugin(registry()?, &name)?;
+                println!("{report}");
+                passed &= report.passed();
+            }
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Plugins => {
             println!(

@@ -125,3 +125,23 @@ fn plugins_that_fail_in_forward_stop_training_with_one_line() {
         assert!(line.contains("libvaezoo_faulty_plugin.so"), "{line}");
     }
 }
+
+#[test]
+fn the_conformance_kit_reports_what_a_loaded_plugin_gets_wrong() {
+    // The fixture declares a second head that only its `wrong_shape` fault uses.
+    let dir = faulty("faulty", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+        .arg("--plugin-dir")
+        .arg(&dir)
+        .args(["conformance", "faulty"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("FAIL gradients: no gradient reaches bottleneck.wide.weight"),
+        "{report}"
+    );
+    assert_eq!(report.matches("  ok   ").count(), 5, "{report}");
+}

@@ -107,6 +107,26 @@ fn the_example_is_listed_with_its_sha256_and_its_schema_checks_specs() {
         "{report}"
     );
 
+    let kit = ok(vaezoo_with(&dir, &["conformance", "laplace_vib"]));
+    assert_eq!(
+        kit.lines()
+            .filter(|l| l.trim_start().starts_with("ok "))
+            .count(),
+        6,
+        "{kit}"
+    );
+    let faulty = vaezoo_with(&dir, &["conformance", "no_such_plugin"]);
+    assert!(!faulty.status.success() && text(&faulty).contains("no_such_plugin"));
+
+    // VAEZOO_PLUGIN_PATH loads the folder too (empty entries are skipped).
+    let path = std::env::join_paths(["".into(), dir.clone()]).unwrap();
+    let listed = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+        .arg("plugins")
+        .env("VAEZOO_PLUGIN_PATH", path)
+        .output()
+        .unwrap();
+    assert!(ok(listed).contains(&format!("sha256:{sha}")));
+
     // Without the folder the plugin is unknown.
     let unknown = common::vaezoo(&["validate", "examples/third_party_bottleneck/laplace.json"]);
     assert!(!unknown.status.success() && text(&unknown).contains("laplace_vib"));

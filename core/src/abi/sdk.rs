@@ -66,9 +66,11 @@ pub fn config_schema<T: ExportBottleneck>() -> Value {
     schema_of::<T::Config>()
 }
 
-/// The partners of a plugin with these capabilities: `none` for one that provides its own KL.
+/// The partners of a plugin with these capabilities: the `none` prior for one that provides
+/// its own KL or has no variance (a prior's KL needs one); the conformance kit's default
+/// partners (a standard normal prior) otherwise.
 pub const fn partners(capabilities: u64) -> &'static [&'static str] {
-    if capabilities & capability::PROVIDES_KL != 0 {
+    if capabilities & capability::PROVIDES_KL != 0 || capabilities & capability::HAS_VARIANCE == 0 {
         &["none"]
     } else {
         &[]
