@@ -16,6 +16,8 @@
 //! silent panic hook keeps the library from printing to the host's stderr.
 //!
 //! [`HostRng`]: crate::rng::HostRng
+//! [`Backend`]: crate::Backend
+//! [`ParamStore`]: crate::params::ParamStore
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_void, CStr, CString};
