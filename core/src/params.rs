@@ -98,6 +98,11 @@ impl<'a> ParamBuilder<'a> {
         self.uniform_range(name, shape, -bound, bound)
     }
 
+    /// Declares a parameter of independent N(0, std²) entries.
+    pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> ParamId {
+        self.normal_with_mean(name, shape, 0.0, std)
+    }
+
     /// Declares a parameter drawn uniformly from `[low, high)`.
     pub fn uniform_range(&mut self, name: &str, shape: &[usize], low: f32, high: f32) -> ParamId {
         let n = shape.iter().product();
@@ -105,11 +110,17 @@ impl<'a> ParamBuilder<'a> {
         self.declare_with(name, shape, values, ParamInit::Uniform { low, high })
     }
 
-    /// Declares a parameter drawn from a normal distribution.
-    pub fn normal(&mut self, name: &str, shape: &[usize], mean: f32, std: f32) -> ParamId {
+    /// Declares a parameter of independent N(mean, std²) entries.
+    pub fn normal_with_mean(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        mean: f32,
+        std: f32,
+    ) -> ParamId {
         let n = shape.iter().product();
         let values = normal_vec(self.rng, n).into_iter();
-        let values = values.map(|x| mean + std * x).collect();
+        let values = values.map(|x| mean + x * std).collect();
         self.declare_with(name, shape, values, ParamInit::Normal { mean, std })
     }
 

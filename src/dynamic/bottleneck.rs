@@ -38,7 +38,9 @@ pub fn build(
         .iter()
         .map(|p| match p.init {
             ParamInit::Uniform { low, high } => params.uniform_range(&p.name, &p.shape, low, high),
-            ParamInit::Normal { mean, std } => params.normal(&p.name, &p.shape, mean, std),
+            ParamInit::Normal { mean, std } => {
+                params.normal_with_mean(&p.name, &p.shape, mean, std)
+            }
             ParamInit::Constant(c) => params.constant(&p.name, &p.shape, c),
             ParamInit::Given => unreachable!("the ABI has no init kind for given values"),
         })
