@@ -57,6 +57,12 @@ impl Error {
                 Some("`vaezoo validate SPEC` lists every problem; `vaezoo schema` writes the schemas")
             }
             Error::Core(C::UnknownPlugin { .. }) => Some("`vaezoo plugins` lists what is registered"),
+            Error::Core(C::Plugin { .. }) => Some(
+                "the plugin library is at fault: remove it from the plugin folder, or fix and rebuild it against this vaezoo-core (docs/plugin-abi.md)",
+            ),
+            Error::Core(C::PluginPin { .. }) => Some(
+                "`vaezoo --plugin-dir DIR plugins` shows each loaded library's sha256; update the pin only if you trust the new file",
+            ),
             Error::Core(C::Checkpoint { .. }) => {
                 Some("the checkpoint is damaged or not a vaezoo checkpoint; the run folder was left as it was")
             }

@@ -9,11 +9,13 @@
 //! - [`train`], [`evaluate`], [`sample`], [`explore`] (interpolation, traversal), [`zoo`]
 //!   (reproductions): what the CLI commands do;
 //! - [`conformance`]: the conformance kit, one harness run over every registered plugin;
+//! - [`dynamic`]: plugins loaded at start-up from separately built libraries (the C ABI);
 //! - [`plots`]: PNG loss curves and image grids.
 
 pub mod conformance;
 pub mod data;
 pub mod device;
+pub mod dynamic;
 pub mod error;
 pub mod evaluate;
 pub mod explore;
@@ -26,7 +28,10 @@ pub mod spec_file;
 pub mod train;
 pub mod zoo;
 
+use std::path::PathBuf;
 use std::sync::OnceLock;
+
+use vaezoo_core::registry::Registry;
 
 pub use error::{Error, Result};
 pub use vaezoo_core as core;
@@ -42,13 +47,25 @@ pub fn builtin_plugin_names() -> Vec<&'static str> {
     .concat()
 }
 
-/// The registry of this binary: built-in plugins, collected once and frozen.
-pub fn registry() -> Result<&'static vaezoo_core::registry::Registry> {
-    static REGISTRY: OnceLock<vaezoo_core::registry::Registry> = OnceLock::new();
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+/// Builds the process's registry once: the built-in plugins and every plugin library in
+/// `plugin_dirs` and in `VAEZOO_PLUGIN_PATH` ([`dynamic`]). The CLI calls it first, with its
+/// `--plugin-dir` folders; once built, the registry is frozen and later calls return it as
+/// it is. A plugin name that is both built in and loaded (or loaded twice) is an error.
+pub fn init_registry(plugin_dirs: &[PathBuf]) -> Result<&'static Registry> {
     if let Some(r) = REGISTRY.get() {
         return Ok(r);
     }
     builtin_plugin_names();
-    let built = vaezoo_core::registry::Registry::builtin()?;
+    let mut entries = Registry::builtin_entries();
+    entries.extend(dynamic::load_dirs(&dynamic::plugin_dirs(plugin_dirs))?);
+    let built = Registry::from_entries(entries)?;
     Ok(REGISTRY.get_or_init(|| built))
+}
+
+/// The registry of this binary: built-in plugins and those of `VAEZOO_PLUGIN_PATH` (or, after
+/// [`init_registry`], of its folders too), collected once and frozen.
+pub fn registry() -> Result<&'static Registry> {
+    init_registry(&[])
 }

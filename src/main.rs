@@ -13,13 +13,17 @@ use vaezoo::explore::traverse::{traverse, TraverseOptions};
 use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
 use vaezoo::zoo::{reproduce, ReproduceOptions};
-use vaezoo::{registry, Error, Result};
+use vaezoo::{init_registry, registry, Error, Result};
 use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
 
 /// Variational information bottlenecks composed from JSON specs.
 #[derive(Parser)]
 #[command(name = "vaezoo", version, about)]
 struct Cli {
+    /// Load every plugin library (`lib*.so`) in this folder at start-up (repeatable; the
+    /// folders of VAEZOO_PLUGIN_PATH are loaded too).
+    #[arg(long, global = true, value_name = "DIR")]
+    plugin_dir: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,8 +45,16 @@ enum Command {
         #[arg(long, default_value = "schemas")]
         out: PathBuf,
     },
-    /// List the registered plugins.
+    /// List the registered plugins, with where each came from (built in, or the library file
+    /// and its sha256).
     Plugins,
+    /// Run the conformance kit on registered plugins (e.g. one loaded with --plugin-dir);
+    /// one line per check, failing if any check fails.
+    Conformance {
+        /// Plugin names.
+        #[arg(required = true)]
+        plugins: Vec<String>,
+    },
     /// Train a spec in a new run folder.
     Train {
         /// The spec file.
@@ -174,7 +186,7 @@ fn main() -> ExitCode {
         );
     }));
     let cli = Cli::parse();
-    match run(cli.command) {
+    match init_registry(&cli.plugin_dir).and_then(|_| run(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -237,6 +249,19 @@ fn run(command: Command) -> Result<ExitCode> {
                 println!("wrote {}", path.display());
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Conformance { plugins } => {
+            let mut passed = true;
+            for name in plugins {
+                let report = vaezoo::conformance::check_plugin(registry()?, &name)?;
+                println!("{report}");
+                passed &= report.passed();
+            }
+            Ok(if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Plugins => {
             println!(
@@ -445,6 +470,7 @@ fn validate(specs: &[PathBuf]) -> Result<ExitCode> {
 
 fn check(path: &Path, validator: &SpecValidator) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    parse_spec(&path.display().to_string(), &text, validator)?;
+    let (spec, _) = parse_spec(&path.display().to_string(), &text, validator)?;
+    registry()?.check_pins(&spec.plugins)?;
     Ok(())
 }

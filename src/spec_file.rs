@@ -7,11 +7,14 @@ use vaezoo_core::spec::{DataSpec, Spec};
 
 use crate::{registry, Error, Result};
 
-/// Reads, validates and deserialises the spec at `path`.
+/// Reads, validates and deserialises the spec at `path`, and checks its plugin pins against
+/// the loaded libraries.
 pub fn read_spec(path: &Path) -> Result<Spec> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let validator = SpecValidator::new(registry()?)?;
+    let registry = registry()?;
+    let validator = SpecValidator::new(registry)?;
     let (spec, _) = parse_spec(&path.display().to_string(), &text, &validator)?;
+    registry.check_pins(&spec.plugins)?;
     Ok(spec)
 }
 

@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::checkpoint::Checkpoint;
+use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
 use vaezoo_core::params::ParamStore;
@@ -236,6 +237,9 @@ impl<D: Backend> Job<D> {
             let objective_stats = objective.stats;
             let (kl_factors, shaping) = (objective.kl_factors, objective.shaping);
             let mut g = objective.loss.backward();
+            if let Some(e) = take_backward_failure() {
+                return Err(e.into());
+            }
             self.params.gradients_into(&mut g, &mut grads);
             drop(g);
             let grad_norm = match t.grad_clip_norm {

@@ -5,8 +5,30 @@
 //! Special functions dfdx lacks (lgamma, digamma, Gamma sampling with implicit gradients) are
 //! built on [`with_host_derivative`].
 
+use std::sync::Mutex;
+
 use dfdx::prelude::*;
 use dfdx::tensor::Storage;
+
+use crate::error::Error;
+
+/// The first error a backward op met since the last [`take_backward_failure`].
+static BACKWARD_FAILURE: Mutex<Option<Error>> = Mutex::new(None);
+
+/// Records an error met inside a backward op (dfdx's backward can only carry the device's
+/// error type), to be picked up with [`take_backward_failure`] after `backward()`. The op
+/// itself must then leave the gradients untouched.
+pub fn record_backward_failure(error: Error) {
+    let mut slot = BACKWARD_FAILURE.lock().unwrap_or_else(|p| p.into_inner());
+    slot.get_or_insert(error);
+}
+
+/// The error a backward op recorded since the last call, if any; callers that run
+/// `backward()` check it before using the gradients.
+pub fn take_backward_failure() -> Option<Error> {
+    let mut slot = BACKWARD_FAILURE.lock().unwrap_or_else(|p| p.into_inner());
+    slot.take()
+}
 
 /// Devices whose gradient buffers the host can add into.
 pub trait HostGrad<E: Dtype>: Storage<E> {

@@ -36,6 +36,12 @@ pub enum Error {
         first: String,
         second: String,
     },
+    /// A plugin library could not be loaded, or misbehaved in a call.
+    #[error("plugin {}: {message}", path.display())]
+    Plugin { path: PathBuf, message: String },
+    /// A spec pins a plugin (by sha256) that is not loaded, or is loaded from other bytes.
+    #[error("the spec pins plugin `{name}`: {message}")]
+    PluginPin { name: String, message: String },
     /// A checkpoint could not be read or is damaged.
     #[error("checkpoint {}: {message}", path.display())]
     Checkpoint { path: PathBuf, message: String },

@@ -1,5 +1,6 @@
 //! vaezoo-core: the pieces every vaezoo plugin and the application share.
 //!
+//! - [`abi`]: the stable C ABI of separately built plugin libraries, and its SDK;
 //! - [`axes`]: typed tensor axes (`Batch`, `Seq`, `Latent`, …) with sizes known at run time;
 //! - [`backend`]: the device bound, traced-tensor aliases and the casts to trait objects;
 //! - [`latent`]: the latent handed from bottleneck to decoder, always a mixture;
@@ -12,6 +13,7 @@
 //! - [`custom_op`]: element-wise ops with host-computed values and hand-written backward;
 //! - [`gradcheck`]: finite-difference gradient checks for ops and plugins.
 
+pub mod abi;
 pub mod axes;
 pub mod backend;
 pub mod checkpoint;

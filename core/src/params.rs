@@ -27,9 +27,24 @@ pub struct HostParam {
     pub values: Vec<f32>,
 }
 
+/// How a parameter's initial values were chosen: what a plugin behind the C ABI reports, so
+/// that the host draws the values from its own generator (see [`crate::abi`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ParamInit {
+    /// Uniform in `[low, high)`.
+    Uniform { low: f32, high: f32 },
+    /// Normal with this mean and standard deviation.
+    Normal { mean: f32, std: f32 },
+    /// Every value equal to this.
+    Constant(f32),
+    /// Values given explicitly by the caller ([`ParamBuilder::declare`]).
+    Given,
+}
+
 /// Declares parameters while plugins are built; `prefix` scopes the names of one component.
 pub struct ParamBuilder<'a> {
     params: Vec<HostParam>,
+    inits: Vec<ParamInit>,
     prefix: String,
     rng: &'a mut HostRng,
 }
@@ -39,6 +54,7 @@ impl<'a> ParamBuilder<'a> {
     pub fn new(rng: &'a mut HostRng) -> Self {
         Self {
             params: Vec::new(),
+            inits: Vec::new(),
             prefix: String::new(),
             rng,
         }
@@ -51,6 +67,16 @@ impl<'a> ParamBuilder<'a> {
 
     /// Declares a parameter with the given values.
     pub fn declare(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> ParamId {
+        self.declare_with(name, shape, values, ParamInit::Given)
+    }
+
+    fn declare_with(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        values: Vec<f32>,
+        init: ParamInit,
+    ) -> ParamId {
         assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
         let full = if self.prefix.is_empty() {
             name.to_string()
@@ -62,31 +88,51 @@ impl<'a> ParamBuilder<'a> {
             shape: shape.to_vec(),
             values,
         });
+        self.inits.push(init);
         ParamId(self.params.len() - 1)
     }
 
     /// Declares a parameter drawn uniformly from `[-bound, bound)` (PyTorch's Linear init uses
     /// `bound = 1/sqrt(fan_in)` for weights and biases).
     pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f32) -> ParamId {
-        let n = shape.iter().product();
-        let values = uniform_vec(self.rng, n, -bound, bound);
-        self.declare(name, shape, values)
+        self.uniform_range(name, shape, -bound, bound)
     }
 
     /// Declares a parameter of independent N(0, std²) entries.
     pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> ParamId {
+        self.normal_with_mean(name, shape, 0.0, std)
+    }
+
+    /// Declares a parameter drawn uniformly from `[low, high)`.
+    pub fn uniform_range(&mut self, name: &str, shape: &[usize], low: f32, high: f32) -> ParamId {
         let n = shape.iter().product();
-        let values = normal_vec(self.rng, n)
-            .into_iter()
-            .map(|v| v * std)
-            .collect();
-        self.declare(name, shape, values)
+        let values = uniform_vec(self.rng, n, low, high);
+        self.declare_with(name, shape, values, ParamInit::Uniform { low, high })
+    }
+
+    /// Declares a parameter of independent N(mean, std²) entries.
+    pub fn normal_with_mean(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        mean: f32,
+        std: f32,
+    ) -> ParamId {
+        let n = shape.iter().product();
+        let values = normal_vec(self.rng, n).into_iter();
+        let values = values.map(|x| mean + x * std).collect();
+        self.declare_with(name, shape, values, ParamInit::Normal { mean, std })
     }
 
     /// Declares a parameter filled with `value`.
     pub fn constant(&mut self, name: &str, shape: &[usize], value: f32) -> ParamId {
         let n = shape.iter().product();
-        self.declare(name, shape, vec![value; n])
+        self.declare_with(name, shape, vec![value; n], ParamInit::Constant(value))
+    }
+
+    /// The parameters declared so far with how each was initialised, in declaration order.
+    pub fn declarations(&self) -> impl Iterator<Item = (&HostParam, ParamInit)> {
+        self.params.iter().zip(self.inits.iter().copied())
     }
 
     /// The declared parameters, in declaration order.

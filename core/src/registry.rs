@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -14,6 +16,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::params::ParamBuilder;
 use crate::plugin::{DynAttention, DynBottleneck, DynDecoder, DynEncoder, DynPrior};
+use crate::spec::PluginPin;
 
 /// The role a plugin plays in a model (the spec's slot it can fill).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,8 +98,12 @@ pub type DecoderBuilder =
 /// `(config, params, latent size) → attention`
 pub type AttentionBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<Box<dyn DynAttention>>;
 
+/// A bottleneck builder that holds state: a plugin loaded from a library at run time.
+pub type LoadedBottleneckBuilder =
+    Arc<dyn Fn(&Value, &mut ParamBuilder, usize) -> Result<BuiltBottleneck> + Send + Sync>;
+
 /// How a plugin builds its module from its (schema-validated) config, declaring parameters.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub enum Build {
     /// Builds an encoder.
     Encoder(EncoderBuilder),
@@ -108,6 +115,8 @@ pub enum Build {
     Decoder(DecoderBuilder),
     /// Builds an attention.
     Attention(AttentionBuilder),
+    /// Builds a bottleneck through a library loaded at run time.
+    LoadedBottleneck(LoadedBottleneckBuilder),
 }
 
 impl Build {
@@ -115,7 +124,7 @@ impl Build {
     pub fn kind(&self) -> PluginKind {
         match self {
             Build::Encoder(_) => PluginKind::Encoder,
-            Build::Bottleneck(_) => PluginKind::Bottleneck,
+            Build::Bottleneck(_) | Build::LoadedBottleneck(_) => PluginKind::Bottleneck,
             Build::Prior(_) => PluginKind::Prior,
             Build::Decoder(_) => PluginKind::Decoder,
             Build::Attention(_) => PluginKind::Attention,
@@ -149,12 +158,22 @@ inventory::collect!(PluginRegistration);
 pub enum Origin {
     /// Linked into this binary.
     Builtin,
+    /// Loaded at start-up from a plugin library (see [`crate::abi`]).
+    Dynamic {
+        /// The library file.
+        path: PathBuf,
+        /// The SHA-256 of its bytes, lower-case hex.
+        sha256: String,
+    },
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Builtin => f.pad("builtin"),
+            Origin::Dynamic { path, sha256 } => {
+                f.pad(&format!("dynamic {} sha256:{sha256}", path.display()))
+            }
         }
     }
 }
@@ -190,21 +209,61 @@ pub struct Registry {
 impl Registry {
     /// Every plugin submitted through `inventory` by the crates linked into this binary.
     pub fn builtin() -> Result<Self> {
-        Self::from_entries(
-            inventory::iter::<PluginRegistration>
-                .into_iter()
-                .map(|r| PluginEntry {
-                    kind: r.build.kind(),
-                    name: r.name.to_string(),
-                    version: r.version.to_string(),
-                    description: r.description.to_string(),
-                    origin: Origin::Builtin,
-                    schema: (r.schema)(),
-                    example: (r.example)(),
-                    partners: r.partners.iter().map(|p| p.to_string()).collect(),
-                    build: r.build,
-                }),
-        )
+        Self::from_entries(Self::builtin_entries())
+    }
+
+    /// The entries of every plugin submitted through `inventory` (not yet checked for
+    /// duplicates), to combine with plugins from elsewhere in [`Registry::from_entries`].
+    pub fn builtin_entries() -> Vec<PluginEntry> {
+        inventory::iter::<PluginRegistration>
+            .into_iter()
+            .map(|r| PluginEntry {
+                kind: r.build.kind(),
+                name: r.name.to_string(),
+                version: r.version.to_string(),
+                description: r.description.to_string(),
+                origin: Origin::Builtin,
+                schema: (r.schema)(),
+                example: (r.example)(),
+                partners: r.partners.iter().map(|p| p.to_string()).collect(),
+                build: r.build.clone(),
+            })
+            .collect()
+    }
+
+    /// Checks a spec's pins: each pinned plugin is loaded from a library whose sha256 is the
+    /// pinned one.
+    pub fn check_pins(&self, pins: &[PluginPin]) -> Result<()> {
+        for pin in pins {
+            let pinned = |message: String| Error::PluginPin {
+                name: pin.name.clone(),
+                message,
+            };
+            match self.entries.get(&pin.name).map(|e| &e.origin) {
+                None => {
+                    return Err(pinned(
+                        "it is not loaded (pass `--plugin-dir DIR` or set VAEZOO_PLUGIN_PATH)"
+                            .into(),
+                    ))
+                }
+                Some(Origin::Builtin) => {
+                    return Err(pinned(
+                        "it is built into vaezoo, not loaded from a library".into(),
+                    ))
+                }
+                Some(Origin::Dynamic { path, sha256 })
+                    if !sha256.eq_ignore_ascii_case(&pin.sha256) =>
+                {
+                    return Err(pinned(format!(
+                        "sha256 mismatch: pinned {}, but {} has {sha256}",
+                        pin.sha256,
+                        path.display()
+                    )))
+                }
+                Some(Origin::Dynamic { .. }) => {}
+            }
+        }
+        Ok(())
     }
 
     /// A registry of exactly `entries`; duplicate names are an error.
@@ -262,7 +321,7 @@ macro_rules! typed_build {
                 $($arg: $ty),*
             ) -> Result<$out> {
                 params.set_prefix(PluginKind::$variant.as_str());
-                match self.get(PluginKind::$variant, name)?.build {
+                match &self.get(PluginKind::$variant, name)?.build {
                     Build::$variant(build) => build(config, params, $($arg),*),
                     _ => unreachable!("entries are keyed by the kind of their builder"),
                 }
@@ -274,14 +333,30 @@ macro_rules! typed_build {
 typed_build! {
     /// Builds encoder `name` (parameters prefixed `encoder.`).
     build_encoder: Encoder(data: DataDims) -> BuiltEncoder;
-    /// Builds bottleneck `name` (parameters prefixed `bottleneck.`).
-    build_bottleneck: Bottleneck(model_dim: usize) -> BuiltBottleneck;
     /// Builds prior `name` (parameters prefixed `prior.`).
     build_prior: Prior(latent_dim: usize, data: DataDims) -> Box<dyn DynPrior>;
     /// Builds decoder `name` (parameters prefixed `decoder.`).
     build_decoder: Decoder(latent_dim: usize, data: DataDims) -> Box<dyn DynDecoder>;
     /// Builds attention `name` (parameters prefixed `attention.`).
     build_attention: Attention(latent_dim: usize) -> Box<dyn DynAttention>;
+}
+
+impl Registry {
+    /// Builds bottleneck `name`, built in or loaded (parameters prefixed `bottleneck.`).
+    pub fn build_bottleneck(
+        &self,
+        name: &str,
+        config: &Value,
+        params: &mut ParamBuilder,
+        model_dim: usize,
+    ) -> Result<BuiltBottleneck> {
+        params.set_prefix(PluginKind::Bottleneck.as_str());
+        match &self.get(PluginKind::Bottleneck, name)?.build {
+            Build::Bottleneck(build) => build(config, params, model_dim),
+            Build::LoadedBottleneck(build) => build(config, params, model_dim),
+            _ => unreachable!("entries are keyed by the kind of their builder"),
+        }
+    }
 }
 
 /// The JSON Schema of a config type, as plain JSON.

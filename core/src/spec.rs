@@ -39,6 +39,23 @@ pub struct Spec {
     /// Optimisation settings.
     #[serde(default)]
     pub training: TrainingSpec,
+    /// Plugin libraries this spec needs, pinned by the SHA-256 of their file: loading fails
+    /// when a pinned plugin is missing or its library differs. (A spec never names a library
+    /// path: libraries load only from `--plugin-dir` and `VAEZOO_PLUGIN_PATH`.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<PluginPin>,
+}
+
+/// A plugin a spec requires, and the SHA-256 its library file must have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginPin {
+    /// The plugin's registered name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The SHA-256 of the library file, 64 hex digits (`vaezoo plugins` shows it).
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{64}$"))]
+    pub sha256: String,
 }
 
 /// One slot of a model: which registered plugin, with which config.
