@@ -264,13 +264,15 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Plugins => {
+            let entries: Vec<_> = registry()?.entries().collect();
+            let name_width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
             println!(
-                "{:<11} {:<18} {:<8} {:<8} description",
+                "{:<11} {:<name_width$} {:<8} {:<8} description",
                 "kind", "name", "version", "origin"
             );
-            for e in registry()?.entries() {
+            for e in entries {
                 println!(
-                    "{:<11} {:<18} {:<8} {:<8} {}",
+                    "{:<11} {:<name_width$} {:<8} {:<8} {}",
                     e.kind, e.name, e.version, e.origin, e.description
                 );
             }
