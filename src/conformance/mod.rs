@@ -391,7 +391,12 @@ impl Kit<'_> {
                     min = min.min(v);
                 }
             }
-            detail.push(format!("{mode:?} min {min:.3e}"));
+            if min.is_finite() {
+                detail.push(format!("{mode:?} min {min:.3e}"));
+            }
+        }
+        if detail.is_empty() {
+            return Ok("no KL terms (nothing to check)".into());
         }
         Ok(format!("finite and ≥ 0 ({})", detail.join(", ")))
     }
