@@ -1,12 +1,12 @@
 //! The `vaezoo` command line: validate specs, write schemas, list plugins, train, resume,
-//! evaluate, sample, interpolate and traverse.
+//! evaluate, sample, interpolate, traverse, reproduce zoo entries and run the conformance kit;
+//! its arguments are in `args.rs`, the work in the `vaezoo` library.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use vaezoo::device::DeviceChoice;
+use clap::Parser;
 use vaezoo::evaluate::{evaluate, EvalOptions};
 use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
 use vaezoo::explore::traverse::{traverse, TraverseOptions};
@@ -16,160 +16,9 @@ use vaezoo::zoo::{reproduce, ReproduceOptions};
 use vaezoo::{init_registry, registry, Error, Result};
 use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
 
-/// Variational information bottlenecks composed from JSON specs.
-#[derive(Parser)]
-#[command(name = "vaezoo", version, about)]
-struct Cli {
-    /// Load every plugin library (`lib*.so`) in this folder at start-up (repeatable; the
-    /// folders of VAEZOO_PLUGIN_PATH are loaded too).
-    #[arg(long, global = true, value_name = "DIR")]
-    plugin_dir: Vec<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
+mod args;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Reproduce zoo entries (`zoo/<ID>.json`).
-    #[command(subcommand)]
-    Zoo(ZooCommand),
-    /// Check specs against the schema of the registered plugins; one line per problem.
-    Validate {
-        /// Spec files.
-        #[arg(required = true)]
-        specs: Vec<PathBuf>,
-    },
-    /// Write the JSON Schemas of specs and of every plugin config.
-    Schema {
-        /// Output folder.
-        #[arg(long, default_value = "schemas")]
-        out: PathBuf,
-    },
-    /// List the registered plugins, with where each came from (built in, or the library file
-    /// and its sha256).
-    Plugins,
-    /// Run the conformance kit on registered plugins (e.g. one loaded with --plugin-dir);
-    /// one line per check, failing if any check fails.
-    Conformance {
-        /// Plugin names.
-        #[arg(required = true)]
-        plugins: Vec<String>,
-    },
-    /// Train a spec in a new run folder.
-    Train {
-        /// The spec file.
-        spec: PathBuf,
-        /// The run folder (default runs/<name>-seed<N>-<UTC time>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Override the spec's seed.
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Stop after this many steps in total (continue later with `vaezoo resume`).
-        #[arg(long)]
-        stop_after: Option<u64>,
-        /// Where to compute.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-        device: DeviceChoice,
-    },
-    /// Continue a run from its latest checkpoint.
-    Resume {
-        /// The run folder.
-        run: PathBuf,
-        /// Stop after this many steps in total.
-        #[arg(long)]
-        stop_after: Option<u64>,
-        /// Where to compute.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-        device: DeviceChoice,
-    },
-    /// Evaluate a run's latest checkpoint on the test split (writes RUN/eval.json).
-    Eval {
-        /// The run folder.
-        run: PathBuf,
-        /// Seed of the posterior samples.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Examples per forward pass.
-        #[arg(long, default_value_t = 500)]
-        batch_size: usize,
-        /// Importance samples per example for the IS-NLL (0 skips it).
-        #[arg(long, default_value_t = 500)]
-        iw_samples: usize,
-        /// Where to compute.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-        device: DeviceChoice,
-    },
-    /// Decode samples from the prior into a PNG grid (default RUN/plots/samples.png).
-    Sample {
-        /// The run folder.
-        run: PathBuf,
-        /// How many samples.
-        #[arg(short, default_value_t = 64)]
-        n: usize,
-        /// Seed of the prior draws.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Give every sample this class label (a conditional model samples p(x | c)).
-        #[arg(long)]
-        class: Option<usize>,
-        /// Scale each prior draw's distance from the prior mean: 1 samples the model as
-        /// trained, below 1 gives more typical samples.
-        #[arg(long, default_value_t = 1.0)]
-        temperature: f32,
-        /// Output PNG.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Where to compute.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-        device: DeviceChoice,
-    },
-    /// Decode the interpolation between two test images' latents into a PNG row (default
-    /// RUN/plots/interpolate-I-J.png).
-    Interpolate {
-        /// The run folder.
-        run: PathBuf,
-        /// The test example to start from.
-        #[arg(long)]
-        from: usize,
-        /// The test example to end at.
-        #[arg(long)]
-        to: usize,
-        /// Decoded points, both ends included.
-        #[arg(long, default_value_t = 10)]
-        steps: usize,
-        /// Output PNG.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Where to compute.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-        device: DeviceChoice,
-    },
-    /// Vary the most active latent dimensions of a test image's encoding one at a time: a PNG
-    /// grid with one row per dimension (default RUN/plots/traverse-I.png).
-    Traverse {
-        /// The run folder.
-        run: PathBuf,
-        /// The test example to encode.
-        #[arg(long, default_value_t = 0)]
-        index: usize,
-        /// How many dimensions (rows), the most active first.
-        #[arg(long, default_value_t = 8)]
-        dims: usize,
-        /// Each dimension goes from -RANGE to +RANGE.
-        #[arg(long, default_value_t = 3.0)]
-        range: f32,
-        /// Values per dimension (columns).
-        #[arg(long, default_value_t = 9)]
-        steps: usize,
-        /// Output PNG.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Where to compute.
-        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
-        device: DeviceChoice,
-    },
-}
+use args::{Cli, Command, ZooCommand};
 
 fn main() -> ExitCode {
     // Expected problems are errors; a panic is a bug, but still one line, not a backtrace.
@@ -196,25 +45,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-#[derive(Subcommand)]
-enum ZooCommand {
-    /// Train `zoo/<ID>.json` with each seed (resuming interrupted runs), evaluate every run, and
-    /// print each metric per seed with the mean (also in OUT/<ID>/summary.json).
-    Reproduce {
-        /// The entry: a spec file name in `zoo/` without `.json`, e.g. `vae-mnist5k`.
-        id: String,
-        /// The seeds, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [0, 1, 2])]
-        seeds: Vec<u64>,
-        /// The folder of the runs (OUT/<ID>-seed<N>).
-        #[arg(long, default_value = "runs/zoo")]
-        out: PathBuf,
-        /// Importance samples per test example for the IS-NLL (0 skips it).
-        #[arg(long, default_value_t = 500)]
-        iw_samples: usize,
-    },
 }
 
 fn run(command: Command) -> Result<ExitCode> {
