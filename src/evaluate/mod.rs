@@ -177,7 +177,9 @@ fn posterior_metrics<D: Backend>(
                 is_sum = None;
                 na(
                     "is_nll",
-                    "the latent is deterministic (no posterior variance)".into(),
+                    "the posterior has no log-variance (deterministic, or not a diagonal \
+                     Gaussian), so q(z | x) has no density to weigh samples by"
+                        .into(),
                 );
                 means.extend(mean);
                 continue;
