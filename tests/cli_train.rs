@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-use common::{ok, repo, snapshot, text, tiny_spec, vaezoo};
+use common::{ok, snapshot, text, tiny_spec, train_until_killed, vaezoo};
 use serde_json::json;
 use vaezoo_core::checkpoint::Checkpoint;
 
@@ -96,27 +93,7 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
         full.to_str().unwrap(),
     ]));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
-        .args([
-            "train",
-            spec.to_str().unwrap(),
-            "--out",
-            killed.to_str().unwrap(),
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = killed.join("checkpoints/latest.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(30));
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    let at_kill = Checkpoint::load(&ckpt).unwrap().step;
+    let at_kill = train_until_killed(&[], &spec, &killed);
     assert!(
         at_kill < 1920,
         "the run was killed before it finished (step {at_kill})"
@@ -126,7 +103,7 @@ fn resume_after_sigkill_equals_an_uninterrupted_run() {
     assert!(out.contains("trained 1920 steps"), "{out}");
     let (a, b) = (
         Checkpoint::load(&full.join("checkpoints/latest.safetensors")).unwrap(),
-        Checkpoint::load(&ckpt).unwrap(),
+        Checkpoint::load(&killed.join("checkpoints/latest.safetensors")).unwrap(),
     );
     assert_eq!(a.step, 1920);
     assert_eq!(a.params, b.params, "final weights are bit-identical");

@@ -5,13 +5,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::plugin_build::{
     cargo_build, laplace_dir, laplace_spec, library_in, sha256_of, target_dir, Profile,
 };
-use common::{ok, repo, text};
+use common::{ok, repo, text, train_until_killed};
 use serde_json::json;
 use vaezoo_core::checkpoint::Checkpoint;
 
@@ -194,35 +193,13 @@ fn resume_after_sigkill_with_the_plugin_equals_an_uninterrupted_run() {
         ],
     ));
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
-        .arg("--plugin-dir")
-        .arg(&dir)
-        .args([
-            "train",
-            spec.to_str().unwrap(),
-            "--out",
-            killed.to_str().unwrap(),
-        ])
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ckpt = killed.join("checkpoints/latest.safetensors");
-    let start = Instant::now();
-    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    std::thread::sleep(Duration::from_millis(30));
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    let at_kill = Checkpoint::load(&ckpt).unwrap().step;
+    let at_kill = train_until_killed(&["--plugin-dir", dir.to_str().unwrap()], &spec, &killed);
     assert!(at_kill < 1920, "killed before the end (step {at_kill})");
 
     let out = ok(vaezoo_with(&dir, &["resume", killed.to_str().unwrap()]));
     assert!(out.contains("trained 1920 steps"), "{out}");
     let a = Checkpoint::load(&full.join("checkpoints/latest.safetensors")).unwrap();
-    let b = Checkpoint::load(&ckpt).unwrap();
+    let b = Checkpoint::load(&killed.join("checkpoints/latest.safetensors")).unwrap();
     assert!(a
         .params
         .iter()

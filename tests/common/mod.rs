@@ -5,7 +5,8 @@
 pub mod plugin_build;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The repository root (where `zoo/` is).
 pub fn repo() -> PathBuf {
@@ -19,6 +20,35 @@ pub fn vaezoo(args: &[&str]) -> Output {
         .current_dir(repo())
         .output()
         .expect("the vaezoo binary runs")
+}
+
+/// Starts `vaezoo PREFIX… train SPEC --out RUN`, waits for its first checkpoint, kills it with
+/// SIGKILL and returns the step of the checkpoint it left.
+pub fn train_until_killed(prefix: &[&str], spec: &Path, run: &Path) -> u64 {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+        .args(prefix)
+        .args([
+            "train",
+            spec.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ckpt = run.join("checkpoints/latest.safetensors");
+    let start = Instant::now();
+    while !ckpt.exists() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(30));
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    vaezoo_core::checkpoint::Checkpoint::load(&ckpt)
+        .unwrap()
+        .step
 }
 
 /// stdout + stderr as text.
