@@ -43,6 +43,7 @@ pub fn builtin_plugin_names() -> Vec<&'static str> {
         vaezoo_gaussian::link(),
         vaezoo_mlp::link(),
         vaezoo_nvib::link(),
+        vaezoo_transformer::link(),
     ]
     .concat()
 }

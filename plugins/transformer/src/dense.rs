@@ -1,0 +1,97 @@
+//! A fully connected layer in PyTorch's layout: `y = x Wᵀ + b` with `W` stored `[out, in]`, so
+//! the official state_dict's tensors load as they are.
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+use vaezoo_core::params::{ParamBuilder, ParamId};
+use vaezoo_nvib::num::{Dev, Real, Tr};
+
+use crate::weights::Source;
+
+/// `y = x Wᵀ (+ b)` from axis `I` to axis `O`; `name.weight` is `[O, I]`, `name.bias` `[O]`.
+#[derive(Clone, Debug)]
+pub struct Dense<I: Dim, O: Dim> {
+    weight: ParamId,
+    bias: Option<ParamId>,
+    in_dim: I,
+    out_dim: O,
+}
+
+impl<I: Dim, O: Dim> Dense<I, O> {
+    /// Declares `name.weight` (Xavier-uniform, as the NVAE initialises every matrix) and, with
+    /// `bias`, `name.bias` (PyTorch's Linear default, uniform in ±1/√in).
+    pub fn new(params: &mut ParamBuilder, name: &str, in_dim: I, out_dim: O, bias: bool) -> Self {
+        let (i, o) = (in_dim.size(), out_dim.size());
+        let xavier = (6.0 / (i + o) as f32).sqrt();
+        let weight = params.uniform(&format!("{name}.weight"), &[o, i], xavier);
+        let bound = 1.0 / (i as f32).sqrt();
+        let bias = bias.then(|| params.uniform(&format!("{name}.bias"), &[o], bound));
+        Self {
+            weight,
+            bias,
+            in_dim,
+            out_dim,
+        }
+    }
+
+    /// The output axis.
+    pub fn out_dim(&self) -> O {
+        self.out_dim
+    }
+
+    /// As one 2-D matmul over all `B·N` rows.
+    ///
+    /// # Shapes
+    /// `x: (B, N, I)` → `(B, N, O)`
+    pub fn forward<B: Dim, N: Dim, E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(B, N, I), E, D>,
+    ) -> Tr<(B, N, O), E, D> {
+        let (b, n, i) = *x.shape();
+        let rows = b.size() * n.size();
+        let weight = w.get(self.weight, (self.out_dim, self.in_dim));
+        let y = x
+            .reshape_like(&(rows, i))
+            .matmul(weight.permute::<_, Axes2<1, 0>>());
+        let y = match self.bias {
+            Some(id) => {
+                let shape = *y.shape();
+                y + w.get(id, (self.out_dim,)).broadcast_like(&shape)
+            }
+            None => y,
+        };
+        y.reshape_like(&(b, n, self.out_dim))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check, input, store};
+    use vaezoo_core::axes::{Batch, Hidden, Model, Seq};
+
+    #[test]
+    fn computes_x_w_transposed_plus_b() {
+        let (params, layer) = store(|pb| Dense::new(pb, "d", Model(2), Hidden(3), true));
+        let x = input(&params, vec![1.0, 2.0], (Batch(1), Seq(1), Model(2)));
+        let w = params.host(0);
+        let b = params.host(1);
+        let y = layer.forward(&params, x).as_vec();
+        for o in 0..3 {
+            let want = w[o * 2] + 2.0 * w[o * 2 + 1] + b[o];
+            assert!((y[o] - want).abs() < 1e-6, "{o}: {} vs {want}", y[o]);
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        for bias in [true, false] {
+            check(
+                |pb| Dense::new(pb, "d", Model(4), Hidden(3), bias),
+                (Batch(2), Seq(3), Model(4)),
+                |layer, p, x| layer.forward(p, x).square().sum(),
+            );
+        }
+    }
+}

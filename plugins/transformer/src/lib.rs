@@ -1,0 +1,29 @@
+//! The text Transformer VAE of the official NVAE (Henderson & Fehr, ICLR 2023) and its
+//! Variational Transformer baselines, ported from the official code (§D–§E of
+//! `docs/nvib-math.md`).
+//!
+//! Building blocks, each generic over the float type (f32 in models, f64 for the golden checks)
+//! and reading its weights through a [`weights::Source`]; weights are stored in PyTorch's
+//! layout and named as the official state_dict:
+//!
+//! - [`dense`]: `y = x Wᵀ + b`;
+//! - [`layer_norm`]: LayerNorm over the model width (ε = 1e-5);
+//! - [`dropout`]: train-only dropout fed from the host generator;
+//! - [`positional`]: the official (non-standard) positional encoding, positions from 1;
+//! - [`embedding`]: token embeddings with padding index 0.
+
+pub mod dense;
+pub mod dropout;
+pub mod embedding;
+pub mod layer_norm;
+pub mod positional;
+pub mod weights;
+
+#[cfg(test)]
+mod testing;
+
+/// The names of the plugins this crate registers. The facade calls it so that the linker
+/// keeps this crate (and its `inventory` submissions) in every binary.
+pub fn link() -> &'static [&'static str] {
+    &[]
+}
