@@ -10,13 +10,23 @@
 //! - [`layer_norm`]: LayerNorm over the model width (ε = 1e-5);
 //! - [`dropout`]: train-only dropout fed from the host generator;
 //! - [`positional`]: the official (non-standard) positional encoding, positions from 1;
-//! - [`embedding`]: token embeddings with padding index 0.
+//! - [`embedding`]: token embeddings with padding index 0;
+//! - [`self_attention`], [`feed_forward`]: multi-head self-attention (key padding, causal) and
+//!   the ReLU feed-forward block;
+//! - [`encoder_layer`], [`decoder_layer`]: PyTorch's post-LN Transformer layers, the decoder's
+//!   cross-attention supplied by the caller;
+//! - [`stack`]: the encoder and decoder stacks with their final LayerNorms.
 
+pub mod decoder_layer;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;
+pub mod encoder_layer;
+pub mod feed_forward;
 pub mod layer_norm;
 pub mod positional;
+pub mod self_attention;
+pub mod stack;
 pub mod weights;
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub fn check<L, S: Shape>(
     let x = pb.declare("x", &[values.len()], values);
     let mut params = ParamStore::new(&Cpu::default(), pb.finish());
     let report = GradCheck {
+        eps: 1e-3,
         per_param: 12,
         ..Default::default()
     }

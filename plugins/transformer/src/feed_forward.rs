@@ -1,0 +1,69 @@
+//! The Transformer's position-wise feed-forward block: `linear2(dropout(relu(linear1(x))))`,
+//! with a hidden width of 4·d in the NVAE.
+
+use vaezoo_core::axes::{Batch, Hidden, Model, Seq};
+use vaezoo_core::params::ParamBuilder;
+use vaezoo_core::plugin::Mode;
+use vaezoo_core::rng::HostRng;
+use vaezoo_nvib::num::{Dev, Real, Tr};
+
+use crate::dense::Dense;
+use crate::dropout::Dropout;
+use crate::weights::Source;
+
+/// `name_prefix.linear1` (`Model → Hidden`) and `name_prefix.linear2` (`Hidden → Model`).
+#[derive(Clone, Debug)]
+pub struct FeedForward {
+    linear1: Dense<Model, Hidden>,
+    linear2: Dense<Hidden, Model>,
+    dropout: Dropout,
+}
+
+impl FeedForward {
+    /// Declares `{prefix}linear1.*` and `{prefix}linear2.*` (`prefix` ends with a dot or is
+    /// empty, as PyTorch names them directly in the layer).
+    pub fn new(
+        params: &mut ParamBuilder,
+        prefix: &str,
+        width: Model,
+        hidden: Hidden,
+        dropout: Dropout,
+    ) -> Self {
+        Self {
+            linear1: Dense::new(params, &format!("{prefix}linear1"), width, hidden, true),
+            linear2: Dense::new(params, &format!("{prefix}linear2"), hidden, width, true),
+            dropout,
+        }
+    }
+
+    /// # Shapes
+    /// `x: (Batch, Seq, Model)` → `(Batch, Seq, Model)`
+    pub fn forward<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
+        mode: Mode,
+        rng: &mut HostRng,
+    ) -> Tr<(Batch, Seq, Model), E, D> {
+        let h = self.linear1.forward(w, x).relu();
+        self.linear2.forward(w, self.dropout.forward(h, mode, rng))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dropout::Dropout;
+    use crate::testing::check;
+    use dfdx::prelude::*;
+    use vaezoo_core::rng::seeded;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        check(
+            |pb| FeedForward::new(pb, "", Model(3), Hidden(12), Dropout::new(0.2)),
+            (Batch(2), Seq(2), Model(3)),
+            |ff, p, x| ff.forward(p, x, Mode::Train, &mut seeded(5)).sin().sum(),
+        );
+    }
+}
