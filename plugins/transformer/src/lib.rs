@@ -15,7 +15,8 @@
 //!   the ReLU feed-forward block;
 //! - [`encoder_layer`], [`decoder_layer`]: PyTorch's post-LN Transformer layers, the decoder's
 //!   cross-attention supplied by the caller;
-//! - [`stack`]: the encoder and decoder stacks with their final LayerNorms.
+//! - [`stack`]: the encoder and decoder stacks with their final LayerNorms;
+//! - [`loss`]: the official mean token cross-entropy (PAD in the denominator).
 
 pub mod decoder_layer;
 pub mod dense;
@@ -24,6 +25,7 @@ pub mod embedding;
 pub mod encoder_layer;
 pub mod feed_forward;
 pub mod layer_norm;
+pub mod loss;
 pub mod positional;
 pub mod self_attention;
 pub mod stack;

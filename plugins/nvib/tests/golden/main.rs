@@ -11,6 +11,7 @@ mod harness;
 mod identity;
 mod kl;
 mod layer;
+mod nvae;
 mod special;
 
 use harness::{compare, golden_dir, Golden, Produced};
@@ -24,6 +25,7 @@ const HANDLERS: &[Handler] = &[
     attention::run,
     layer::run,
     identity::run,
+    nvae::run,
 ];
 
 /// The port's outputs for `g`, or why there are none.
