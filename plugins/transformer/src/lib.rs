@@ -16,7 +16,8 @@
 //! - [`encoder_layer`], [`decoder_layer`]: PyTorch's post-LN Transformer layers, the decoder's
 //!   cross-attention supplied by the caller;
 //! - [`stack`]: the encoder and decoder stacks with their final LayerNorms;
-//! - [`loss`]: the official mean token cross-entropy (PAD in the denominator).
+//! - [`loss`]: the official mean token cross-entropy (PAD in the denominator);
+//! - [`vt`]: the Variational Transformer baselines' latents (per token, pooled, strided).
 
 pub mod decoder_layer;
 pub mod dense;
@@ -29,6 +30,7 @@ pub mod loss;
 pub mod positional;
 pub mod self_attention;
 pub mod stack;
+pub mod vt;
 pub mod weights;
 
 #[cfg(test)]

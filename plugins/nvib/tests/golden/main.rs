@@ -13,6 +13,7 @@ mod kl;
 mod layer;
 mod nvae;
 mod special;
+mod vt;
 
 use harness::{compare, golden_dir, Golden, Produced};
 
@@ -26,6 +27,7 @@ const HANDLERS: &[Handler] = &[
     layer::run,
     identity::run,
     nvae::run,
+    vt::run,
 ];
 
 /// The port's outputs for `g`, or why there are none.
