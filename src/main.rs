@@ -265,7 +265,12 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Plugins => {
             let entries: Vec<_> = registry()?.entries().collect();
-            let name_width = entries.iter().map(|e| e.name.len()).max().unwrap_or(4).max(4);
+            let name_width = entries
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
             println!(
                 "{:<11} {:<name_width$} {:<8} {:<8} description",
                 "kind", "name", "version", "origin"
