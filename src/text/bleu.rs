@@ -177,14 +177,14 @@ impl Stats {
         if self.correct.iter().any(|&c| c > 0) {
             let mut smooth_mteval = 1.0;
             let mut eff_order = MAX_NGRAM_ORDER;
-            for n in 0..MAX_NGRAM_ORDER {
+            for (n, precision) in precisions.iter_mut().enumerate() {
                 if self.total[n] == 0 {
                     break;
                 }
                 if effective_order {
                     eff_order = n + 1;
                 }
-                precisions[n] = if self.correct[n] == 0 {
+                *precision = if self.correct[n] == 0 {
                     smooth_mteval *= 2.0;
                     100.0 / (smooth_mteval * self.total[n] as f64)
                 } else {
