@@ -14,6 +14,10 @@ pub enum Error {
     /// A dataset file is missing or malformed.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// The text tokenizer failed (training, encoding or decoding; a bad `tokenizer.json`
+    /// file is a [`Error::Data`] naming it).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// A plot could not be written.
     #[error(transparent)]
     Plot(#[from] crate::plots::PlotError),

@@ -5,6 +5,8 @@
 //!
 //! - [`model`]: a spec's plugins built into one model, and its losses;
 //! - [`data`]: IDX images, seeded shuffling and batching;
+//! - [`text`]: sentence corpora, the WordPiece tokenizer, length-bucketed batches and
+//!   SacreBLEU-compatible BLEU, the data side of the text VAE;
 //! - [`run`]: the run folder (spec, checkpoints, metrics, env, plots);
 //! - [`train`], [`evaluate`], [`sample`], [`explore`] (interpolation, traversal), [`zoo`]
 //!   (reproductions): what the CLI commands do;
@@ -25,6 +27,7 @@ pub mod run;
 pub mod sample;
 pub mod session;
 pub mod spec_file;
+pub mod text;
 pub mod train;
 pub mod zoo;
 
