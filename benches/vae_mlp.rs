@@ -47,6 +47,7 @@ fn main() -> vaezoo::Result<()> {
     let dims = DataDims {
         features: FEATURES,
         classes: 0,
+        vocab: 0,
     };
     let mut rng = seeded(0);
     let (model, init) = Model::build(vaezoo::registry()?, &spec, dims, &mut rng)?;
@@ -68,6 +69,7 @@ fn main() -> vaezoo::Result<()> {
         let obs = Observation {
             x: dev.tensor_from_vec(batches[step % 8].clone(), (Batch(BATCH), Feature(FEATURES))),
             labels: None,
+            tokens: None,
         };
         let mut ctx = Ctx {
             params: &params,

@@ -33,6 +33,7 @@ impl TrainerState {
         DataDims {
             features: self.features,
             classes: self.classes,
+            vocab: 0,
         }
     }
 }

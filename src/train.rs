@@ -93,6 +93,7 @@ fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: ImageSet) -> Re
     let dims = DataDims {
         features: data.features(),
         classes: data.num_classes(),
+        vocab: 0,
     };
     let mut rng = seeded(spec.training.seed);
     let (model, init) = Model::build(registry()?, &spec, dims, &mut rng)?;
@@ -221,6 +222,7 @@ impl<D: Backend> Job<D> {
             let obs = Observation {
                 x: dev.tensor_from_vec(x.clone(), (Batch(labels.len()), features)),
                 labels: Some(labels.clone()),
+                tokens: None,
             };
             let mut ctx = Ctx {
                 params: &self.params,

@@ -26,6 +26,7 @@ fn tiny(n: usize) -> (Model, ParamStore<Cpu>, ImageSet) {
     let dims = DataDims {
         features: 64,
         classes: 10,
+        vocab: 0,
     };
     let registry = vaezoo::registry().unwrap();
     let (model, init) = Model::build(registry, &spec, dims, &mut seeded(7)).unwrap();
@@ -97,6 +98,7 @@ fn batched_log_weights_equal_a_plain_loop_over_samples() {
                     (Batch(1), vaezoo_core::axes::Feature(64)),
                 ),
                 labels: Some(vec![labels[i]]),
+                tokens: None,
             };
             let latent = Model::point_latent(dev.tensor_from_vec(z, (Batch(1), Latent(l))));
             let nll = model.decode_nll(&mut ctx, &latent, &obs).unwrap().as_vec()[0];

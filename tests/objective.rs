@@ -14,6 +14,7 @@ use vaezoo_core::spec::Spec;
 const DIMS: DataDims = DataDims {
     features: 5,
     classes: 0,
+    vocab: 0,
 };
 
 fn spec(bottleneck: serde_json::Value, training: serde_json::Value) -> Spec {
@@ -37,6 +38,7 @@ fn objective(spec: &Spec, step: u64) -> vaezoo::Result<(f32, f32, f32)> {
     let obs = Observation {
         x: params.device().tensor_from_vec(x, (Batch(3), Feature(5))),
         labels: None,
+        tokens: None,
     };
     let mut rng = seeded(2);
     let mut ctx = Ctx {

@@ -48,10 +48,61 @@ impl<D: Backend> Ctx<'_, D> {
 
 /// A batch of observations.
 pub struct Observation<D: Backend> {
-    /// Features scaled to `[0, 1]`, `(Batch, Feature)`.
+    /// Features scaled to `[0, 1]`, `(Batch, Feature)`; `(Batch, Feature(0))` for text.
     pub x: Tensor<(Batch, Feature), f32, D>,
     /// Class labels, one per example, when the dataset has them.
     pub labels: Option<Vec<usize>>,
+    /// Token sequences, for text data; `None` for vector data.
+    pub tokens: Option<TokenBatch>,
+}
+
+impl<D: Backend> Observation<D> {
+    /// A text batch: `tokens` with no features.
+    ///
+    /// # Shapes
+    /// `tokens: Batch × Seq` → `x: (Batch, Feature(0))`
+    pub fn text(dev: &D, tokens: TokenBatch, labels: Option<Vec<usize>>) -> Self {
+        let x = dev.zeros_like(&(tokens.batch(), Feature(0)));
+        Self {
+            x,
+            labels,
+            tokens: Some(tokens),
+        }
+    }
+}
+
+/// A batch of token sequences, right-padded with id 0.
+///
+/// # Shapes
+/// `ids`, `keep`: row-major `Batch × Seq`, `Batch = ids.len() / seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// Token ids (`[CLS] … [SEP]` then padding), row-major `Batch × Seq`.
+    pub ids: Vec<usize>,
+    /// `true` for a real token, `false` for padding, row-major `Batch × Seq`.
+    pub keep: Vec<bool>,
+    /// Positions per row.
+    pub seq: Seq,
+}
+
+impl TokenBatch {
+    /// Checks that `ids` and `keep` are both `Batch × seq` with `seq > 0`.
+    pub fn new(ids: Vec<usize>, keep: Vec<bool>, seq: Seq) -> crate::Result<Self> {
+        if seq.0 == 0 || ids.len() % seq.0 != 0 || keep.len() != ids.len() {
+            return Err(crate::Error::Shape(format!(
+                "{} ids and {} flags are not rows of {} positions",
+                ids.len(),
+                keep.len(),
+                seq.0
+            )));
+        }
+        Ok(Self { ids, keep, seq })
+    }
+
+    /// The number of rows.
+    pub fn batch(&self) -> Batch {
+        Batch(self.ids.len() / self.seq.0)
+    }
 }
 
 /// An encoder's output: a sequence of states (length one for vector data).
@@ -278,6 +329,17 @@ device_independent! {
 mod tests {
     use super::*;
     use crate::backend::lift;
+
+    #[test]
+    fn token_batches_are_whole_rows() {
+        let t = TokenBatch::new(vec![2, 5, 3, 2, 0, 0], vec![true; 6], Seq(3)).unwrap();
+        assert_eq!(t.batch(), Batch(2));
+        let obs = Observation::text(&Cpu::default(), t, None);
+        assert_eq!(obs.x.shape(), &(Batch(2), Feature(0)));
+        assert!(TokenBatch::new(vec![1; 5], vec![true; 5], Seq(3)).is_err());
+        assert!(TokenBatch::new(vec![1; 6], vec![true; 5], Seq(3)).is_err());
+        assert!(TokenBatch::new(vec![], vec![], Seq(0)).is_err());
+    }
 
     #[test]
     fn vector_interpolation_is_linear_in_the_means() {

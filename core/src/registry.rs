@@ -67,6 +67,8 @@ pub struct DataDims {
     pub features: usize,
     /// Number of classes in the labels (0 when unlabelled).
     pub classes: usize,
+    /// Token vocabulary size for text data (the tokenizer's); 0 for vector data.
+    pub vocab: usize,
 }
 
 /// A built encoder and the width of its states.

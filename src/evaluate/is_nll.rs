@@ -105,6 +105,7 @@ pub fn log_weights<D: Backend>(
         let obs = Observation {
             x: dev.tensor_from_vec(x, (Batch(m), Feature(features))),
             labels,
+            tokens: None,
         };
         let latent = Model::point_latent(z.reshape_like(&(Batch(m), Latent(l))));
         let nll = model.decode_nll(ctx, &latent, &obs)?.as_vec();

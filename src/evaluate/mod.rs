@@ -73,6 +73,7 @@ pub fn observation<D: Backend>(
     Observation {
         x: dev.tensor_from_vec(x, (Batch(rows.len()), Feature(f))),
         labels: Some(set.labels[rows].iter().map(|&l| usize::from(l)).collect()),
+        tokens: None,
     }
 }
 

@@ -25,6 +25,7 @@ const LABELS: [usize; BATCH] = [3, 0, 1];
 const LABELLED: DataDims = DataDims {
     features: FEATURES,
     classes: CLASSES,
+    vocab: 0,
 };
 
 fn ctx<'a>(p: &'a ParamStore<Cpu>, rng: &'a mut vaezoo_core::rng::HostRng) -> Ctx<'a, Cpu> {
@@ -55,6 +56,7 @@ fn a_one_hot_encoder_is_the_mlp_of_the_input_and_the_one_hot() {
     let obs = Observation {
         x: x_tensor(params.device()),
         labels: Some(LABELS.to_vec()),
+        tokens: None,
     };
     let mut rng = seeded(0);
     let states = enc.forward(&mut ctx(&params, &mut rng), &obs).unwrap();
@@ -89,6 +91,7 @@ fn labels_are_required_and_range_checked() {
         let obs = Observation {
             x: x_tensor(params.device()),
             labels,
+            tokens: None,
         };
         enc.forward(ctx, &obs).err().expect("an error").to_string()
     };
@@ -143,6 +146,7 @@ fn embedding_gradients_match_finite_differences() {
             let obs = Observation {
                 x: x_tensor(p.device()),
                 labels: Some(LABELS.to_vec()),
+                tokens: None,
             };
             let q = latent(p, z);
             let nll = dec.nll(&mut ctx(p, &mut rng), &q, &obs).unwrap();

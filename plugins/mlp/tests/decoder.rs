@@ -72,6 +72,7 @@ fn decoder_nll(decoder: &MlpDecoder, p: &ParamStore<Cpu>, z: ParamId) -> Traced<
     let obs = Observation {
         x: x_tensor(p.device()),
         labels: Some(vec![0; BATCH]),
+        tokens: None,
     };
     let nll = decoder.nll(&mut ctx, &q, &obs).unwrap();
     let (l, t) = nll.split_tape();
@@ -294,6 +295,7 @@ fn decoder_rejects_a_latent_with_two_components() {
         let obs = Observation {
             x: x_tensor(params.device()),
             labels: None,
+            tokens: None,
         };
         assert!(decoder.nll(&mut ctx, &q, &obs).is_err());
         assert!(decoder.mean(&mut ctx, &q, None).is_err());
@@ -322,6 +324,7 @@ fn decoder_rejects_observations_of_the_wrong_width() {
             .device()
             .tensor_from_vec(vec![0.5; BATCH * 4], (Batch(BATCH), Feature(4))),
         labels: None,
+        tokens: None,
     };
     assert!(s
         .decoder

@@ -55,7 +55,11 @@ fn encode(
         rng: &mut rng,
     };
     let (x, _) = p.get(x, (Batch(BATCH), Feature(FEATURES))).split_tape();
-    let obs = Observation { x, labels: None };
+    let obs = Observation {
+        x,
+        labels: None,
+        tokens: None,
+    };
     let out = encoder.forward(&mut ctx, &obs).unwrap();
     assert!(out.mask.is_none());
     out.states

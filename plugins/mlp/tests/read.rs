@@ -16,6 +16,7 @@ use vaezoo_mlp::{Likelihood, MlpDecoder, MlpDecoderConfig, Read};
 const DATA: DataDims = DataDims {
     features: 6,
     classes: 0,
+    vocab: 0,
 };
 const B: usize = 3;
 const K: usize = 4;
@@ -39,6 +40,7 @@ fn observation(dev: &Cpu) -> Observation<Cpu> {
     Observation {
         x: dev.tensor_from_vec(x, (Batch(B), Feature(6))),
         labels: None,
+        tokens: None,
     }
 }
 

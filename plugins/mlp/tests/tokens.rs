@@ -15,6 +15,7 @@ fn tokens_split_the_last_layer_into_state_vectors() {
     let data = DataDims {
         features: 5,
         classes: 0,
+        vocab: 0,
     };
     let encoder = |tokens: usize, hidden: Vec<usize>| {
         let mut rng = seeded(3);
@@ -36,6 +37,7 @@ fn tokens_split_the_last_layer_into_state_vectors() {
     let obs = Observation {
         x: Cpu::default().tensor_from_vec(x, (Batch(2), Feature(5))),
         labels: None,
+        tokens: None,
     };
     let run = |e: &MlpEncoder, p: &ParamStore<Cpu>| {
         let mut rng = seeded(0);

@@ -29,6 +29,7 @@ pub const SMOOTH: [Activation; 4] = [
 pub const DATA: DataDims = DataDims {
     features: FEATURES,
     classes: 0,
+    vocab: 0,
 };
 
 pub fn x_tensor(dev: &Cpu) -> Tensor<(Batch, Feature), f32, Cpu> {
