@@ -48,6 +48,7 @@ use std::process;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{json, Value};
+use vaezoo_core::axes::Seq;
 use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::backend::lift;
 use vaezoo_core::checkpoint::Checkpoint;
@@ -55,7 +56,7 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::gradcheck::GradCheck;
 use vaezoo_core::optim::{Adam, AdamConfig};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress};
+use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress, TokenBatch};
 use vaezoo_core::registry::{DataDims, PluginEntry, PluginKind, Registry};
 use vaezoo_core::rng::seeded;
 use vaezoo_core::schema::{parse_spec, SpecValidator};
@@ -89,9 +90,14 @@ pub const PARTNERS: [(PluginKind, &str, &str); 4] = [
 
 const FEATURES: usize = 6;
 const BATCH: usize = 4;
+/// Token vocabulary of the text part of the batch (vector plugins ignore it).
+const VOCAB: usize = 11;
+/// Positions per row of the token batch.
+const SEQ: usize = 5;
 const DIMS: DataDims = DataDims {
     features: FEATURES,
     classes: 3,
+    vocab: VOCAB,
 };
 /// Seed of the parameters (the reloaded model of the checkpoint check is built from another).
 const INIT_SEED: u64 = 1;
@@ -234,13 +240,31 @@ fn spec_json(registry: &Registry, entry: &PluginEntry) -> Value {
     spec
 }
 
-/// The fixed batch: `x = (i·7 mod 10)/10 + 0.05`, label `i mod 3`.
+/// The fixed batch: `x = (i·7 mod 10)/10 + 0.05`, label `i mod 3`, and for text plugins row i
+/// holds `SEQ − i mod 2` tokens `1 + (j·3 + i) mod (VOCAB − 1)`, then padding.
 fn observation(dev: &Cpu) -> Observation<Cpu> {
     let x = (0..BATCH * FEATURES).map(|i| (i * 7 % 10) as f32 / 10.0 + 0.05);
     Observation {
         x: dev.tensor_from_vec(x.collect(), (Batch(BATCH), Feature(FEATURES))),
         labels: Some((0..BATCH).map(|i| i % DIMS.classes).collect()),
+        tokens: Some(token_batch()),
     }
+}
+
+fn token_batch() -> TokenBatch {
+    let (mut ids, mut keep) = (Vec::new(), Vec::new());
+    for i in 0..BATCH {
+        for j in 0..SEQ {
+            let real = j < SEQ - i % 2;
+            ids.push(if real {
+                1 + (j * 3 + i) % (VOCAB - 1)
+            } else {
+                0
+            });
+            keep.push(real);
+        }
+    }
+    TokenBatch::new(ids, keep, Seq(SEQ)).expect("whole rows")
 }
 
 /// `("rec", values)`, then `(name, values)` of each KL term.

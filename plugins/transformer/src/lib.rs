@@ -18,6 +18,9 @@
 //! - [`stack`]: the encoder and decoder stacks with their final LayerNorms;
 //! - [`loss`]: the official mean token cross-entropy (PAD in the denominator);
 //! - [`vt`]: the Variational Transformer baselines' latents (per token, pooled, strided).
+//!
+//! Plugins: [`text_encoder`] (`transformer_encoder`) and [`text_decoder`]
+//! (`transformer_decoder`, its cross-attention an attention plugin), for text observations.
 
 pub mod decoder_layer;
 pub mod dense;
@@ -30,6 +33,8 @@ pub mod loss;
 pub mod positional;
 pub mod self_attention;
 pub mod stack;
+pub mod text_decoder;
+pub mod text_encoder;
 pub mod vt;
 pub mod weights;
 
@@ -39,5 +44,5 @@ mod testing;
 /// The names of the plugins this crate registers. The facade calls it so that the linker
 /// keeps this crate (and its `inventory` submissions) in every binary.
 pub fn link() -> &'static [&'static str] {
-    &[]
+    &["transformer_encoder", "transformer_decoder"]
 }

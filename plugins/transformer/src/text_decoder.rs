@@ -1,0 +1,200 @@
+//! `transformer_decoder`: the NVAE's decoder as a plugin (§D). Teacher forcing: the decoder
+//! reads `ids[:, :-1]` (`[CLS] w₁ …`) with causal, key-padded self-attention and predicts
+//! `ids[:, 1:]` (`w₁ … [SEP]`); the loss is the official mean token cross-entropy
+//! ([`token_nll`]: PAD targets count 0 but stay in the denominator).
+//!
+//! Each layer's cross-attention is the [`Attention`](vaezoo_core::plugin::Attention) plugin the
+//! config names (`denoising` for the NVAE, `sdpa` for the baselines), one module per layer,
+//! its parameters under `decoder.stack.layers.{i}.multihead_attn.*` (PyTorch's names). The latent
+//! width must equal d_model, as in the official model.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use vaezoo_core::axes::{Batch, Feature, Latent, Model, Seq, Vocab};
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::latent::Mixture;
+use vaezoo_core::params::ParamBuilder;
+use vaezoo_core::plugin::{Ctx, Decoder, DynAttention, DynDecoder, Observation};
+use vaezoo_core::registry::{
+    parse_config, schema_of, Build, DataDims, PluginKind, PluginRegistration, Registry,
+};
+use vaezoo_core::rng::HostRng;
+use vaezoo_core::spec::Component;
+use vaezoo_core::{Backend, Error, Result, Traced};
+
+use crate::decoder_layer::Cross;
+use crate::dense::Dense;
+use crate::loss::token_nll;
+use crate::stack::DecoderStack;
+use crate::text_encoder::{columns, tokens_of, vocab_of, TextInput, TransformerConfig};
+
+const NAME: &str = "transformer_decoder";
+
+/// Config of `transformer_decoder`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerDecoderConfig {
+    /// d_model; it must equal the latent width.
+    #[schemars(range(min = 1))]
+    pub d_model: usize,
+    /// Self-attention heads; they must divide d_model.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub heads: usize,
+    /// Decoder layers, each with its own cross-attention.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub layers: usize,
+    /// Dropout probability.
+    #[serde(default = "default_dropout")]
+    #[schemars(range(min = 0.0, max = 0.99))]
+    pub dropout: f64,
+    /// The attention plugin through which each layer reads the latent.
+    pub cross_attention: Component,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+/// The built `transformer_decoder`.
+pub struct TransformerDecoder {
+    input: TextInput,
+    stack: DecoderStack,
+    cross: Vec<Box<dyn DynAttention>>,
+    output: Dense<Model, Vocab>,
+    width: Model,
+}
+
+impl TransformerDecoder {
+    /// Declares the embedding, the stack, one cross-attention per layer and the output layer.
+    pub fn new(
+        cfg: &TransformerDecoderConfig,
+        params: &mut ParamBuilder,
+        latent_dim: usize,
+        data: DataDims,
+    ) -> Result<Self> {
+        let shared = TransformerConfig {
+            d_model: cfg.d_model,
+            heads: cfg.heads,
+            layers: cfg.layers,
+            dropout: cfg.dropout,
+        };
+        let sizes = shared.sizes(NAME)?;
+        if latent_dim != cfg.d_model {
+            return Err(Error::Config {
+                plugin: NAME.into(),
+                message: format!(
+                    "d_model {} differs from the latent width {latent_dim}",
+                    cfg.d_model
+                ),
+            });
+        }
+        let vocab = vocab_of(data, NAME)?;
+        let input = TextInput::new(params, vocab, sizes);
+        let stack = DecoderStack::new(params, "stack", cfg.layers, sizes)?;
+        let registry = Registry::builtin()?;
+        let entry = registry.get(PluginKind::Attention, &cfg.cross_attention.kind)?;
+        let Build::Attention(build) = entry.build else {
+            unreachable!("entries are keyed by the kind of their builder")
+        };
+        let cross = (0..cfg.layers)
+            .map(|i| {
+                params.set_prefix(&format!("decoder.stack.layers.{i}.multihead_attn"));
+                build(&cfg.cross_attention.config, params, latent_dim)
+            })
+            .collect::<Result<_>>()?;
+        params.set_prefix("decoder");
+        let output = Dense::new(params, "output", sizes.width, vocab, true);
+        Ok(Self {
+            input,
+            stack,
+            cross,
+            output,
+            width: sizes.width,
+        })
+    }
+}
+
+impl<D: Backend> Decoder<D> for TransformerDecoder {
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)`, `obs.tokens: Batch × Seq` → `(Batch,)`
+    fn nll(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        obs: &Observation<D>,
+    ) -> Result<Traced<(Batch,), D>> {
+        let tokens = tokens_of(obs, NAME)?;
+        let (batch, len, seq) = (tokens.batch(), tokens.seq.0 - 1, tokens.seq.0);
+        let inputs = columns(&tokens.ids, seq, 0, len);
+        let keep = columns(&tokens.keep, seq, 0, len);
+        let targets = columns(&tokens.ids, seq, 1, len);
+        let x = self.input.forward(ctx, &inputs, batch, Seq(len))?;
+        let (params, mode) = (ctx.params, ctx.mode);
+        let width = self.width;
+        let mut closures: Vec<_> = self
+            .cross
+            .iter()
+            .map(|attention| {
+                move |q: Traced<(Batch, Seq, Model), D>, rng: &mut HostRng| {
+                    let (b, s, _) = *q.shape();
+                    let mut ctx = Ctx { params, mode, rng };
+                    let q = q.reshape_like(&(b, s, Latent(width.0)));
+                    let out = D::attention(&**attention).attend(&mut ctx, q, latent)?;
+                    Ok(out.reshape_like(&(b, s, width)))
+                }
+            })
+            .collect();
+        let mut cross: Vec<&mut Cross<f32, D>> = closures
+            .iter_mut()
+            .map(|c| c as &mut Cross<f32, D>)
+            .collect();
+        let y = self
+            .stack
+            .forward(params, x, &keep, &mut cross, mode, ctx.rng)?;
+        token_nll(self.output.forward(params, y), &targets)
+    }
+
+    /// Text has no mean observation: reconstructions and samples are decoded token by token.
+    fn mean(
+        &self,
+        _ctx: &mut Ctx<D>,
+        _latent: &Mixture<D>,
+        _labels: Option<&[usize]>,
+    ) -> Result<Tensor<(Batch, Feature), f32, D>> {
+        Err(Error::Unsupported(format!(
+            "{NAME} has no mean observation; text is decoded token by token"
+        )))
+    }
+}
+
+fn build(
+    config: &serde_json::Value,
+    params: &mut ParamBuilder,
+    latent_dim: usize,
+    data: DataDims,
+) -> Result<Box<dyn DynDecoder>> {
+    let cfg: TransformerDecoderConfig = parse_config(NAME, config)?;
+    Ok(Box::new(TransformerDecoder::new(
+        &cfg, params, latent_dim, data,
+    )?))
+}
+
+vaezoo_core::inventory::submit! {
+    PluginRegistration {
+        name: NAME,
+        version: env!("CARGO_PKG_VERSION"),
+        description: "The NVAE's post-LN Transformer decoder; cross-attention through an attention plugin",
+        schema: schema_of::<TransformerDecoderConfig>,
+        example: || vaezoo_core::serde_json::json!({
+            "d_model": 3, "heads": 1, "layers": 2, "dropout": 0.0,
+            "cross_attention": { "kind": "denoising", "config": { "version": "head", "heads": 1 } }
+        }),
+        partners: &["transformer_encoder", "nvib", "dirichlet_process"],
+        build: Build::Decoder(build),
+    }
+}
