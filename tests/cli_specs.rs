@@ -217,6 +217,8 @@ fn every_builtin_plugin_is_registered_and_listed() {
             "nvib",
             "sdpa",
             "standard_normal",
+            "transformer_decoder",
+            "transformer_encoder",
         ])
     );
     let out = ok(vaezoo(&["plugins"]));
