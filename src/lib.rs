@@ -12,7 +12,7 @@
 //!   (reproductions): what the CLI commands do;
 //! - [`conformance`]: the conformance kit, one harness run over every registered plugin;
 //! - [`dynamic`]: plugins loaded at start-up from separately built libraries (the C ABI);
-//! - [`plots`]: PNG loss curves and image grids.
+//! - [`plots`]: PNG loss curves and image grids; [`progress`]: progress bars.
 
 pub mod conformance;
 pub mod data;
@@ -23,6 +23,7 @@ pub mod evaluate;
 pub mod explore;
 pub mod model;
 pub mod plots;
+pub mod progress;
 pub mod run;
 pub mod sample;
 pub mod session;

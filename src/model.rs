@@ -75,7 +75,7 @@ fn mean_of<D: Backend>(t: &Traced<(Batch,), D>) -> f32 {
 pub struct Losses<D: Backend> {
     /// −log p(x | z), `(Batch,)`.
     pub rec: Traced<(Batch,), D>,
-    /// The prior's KL terms, each `(Batch,)`.
+    /// The KL terms, each `(Batch,)`: the bottleneck's own (`Mixture::kl`), then the prior's.
     pub kl: Vec<KlTerm<D>>,
     /// The bottleneck's statistics for this batch (e.g. NVIB's `avg_prop_vec`).
     pub stats: Vec<(&'static str, f64)>,
@@ -118,8 +118,7 @@ impl Model {
     /// # Shapes
     /// `obs.x: (Batch, Feature)` → each term `(Batch,)`
     pub fn losses<D: Backend>(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<Losses<D>> {
-        let states = D::encoder(&*self.encoder).forward(ctx, obs)?;
-        let mut latent = D::bottleneck(&*self.bottleneck).forward(ctx, states)?;
+        let mut latent = self.posterior(ctx, obs)?;
         let mut kl = std::mem::take(&mut latent.kl);
         kl.extend(D::prior(&*self.prior).kl(ctx, &latent, obs.labels.as_deref())?);
         let rec = D::decoder(&*self.decoder).nll(ctx, &latent, obs)?;
@@ -184,14 +183,12 @@ impl Model {
     }
 
     /// The decoder's mean for `n` latents drawn from the prior, conditioned on `labels` (one
-    /// per sample) when given.
+    /// per sample) when given. `temperature` scales each draw's distance from its prior mean
+    /// (z ← μ + T·(z − μ)): 1 samples the model as trained; below 1 gives more typical samples
+    /// (as Glow's sampling temperature).
     ///
     /// # Shapes
     /// → `(n, Feature)`
-    ///
-    /// `temperature` scales each draw's distance from its prior mean (z ← μ + T·(z − μ)): 1
-    /// samples the model as trained; below 1 gives more typical samples (as Glow's sampling
-    /// temperature).
     pub fn sample<D: Backend>(
         &self,
         ctx: &mut Ctx<D>,
@@ -205,6 +202,6 @@ impl Model {
             let mean = z.mean.reuse();
             z.z = mean.reuse() + (z.z.reuse() - mean) * temperature;
         }
-        Ok(D::decoder(&*self.decoder).mean(ctx, &z, labels)?)
+        self.decode_mean(ctx, &z, labels)
     }
 }

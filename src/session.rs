@@ -7,10 +7,10 @@ use vaezoo_core::checkpoint::Checkpoint;
 use vaezoo_core::params::ParamStore;
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::seeded;
-use vaezoo_core::spec::{DataSpec, Spec};
+use vaezoo_core::spec::Spec;
 use vaezoo_core::Backend;
 
-use crate::data::{load_split, ImageSet, Split};
+use crate::data::{load_spec_split, ImageSet, Split};
 use crate::model::Model;
 use crate::run::RunDir;
 use crate::spec_file::read_spec;
@@ -113,28 +113,11 @@ pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
 impl<D: Backend> Restored<D> {
     /// The test split of the run's data (its `test_limit` applied).
     pub fn test_split(&self) -> Result<ImageSet> {
-        let DataSpec::Idx {
-            dir,
-            pixel_max,
-            test_limit,
-            ..
-        } = &self.spec.data;
-        Ok(load_split(
-            Path::new(dir),
-            Split::Test,
-            *pixel_max,
-            *test_limit,
-        )?)
+        Ok(load_spec_split(&self.spec.data, Split::Test)?)
     }
 
-    /// Whether the model reads class labels: its encoder or decoder has a `condition`, or its
-    /// prior is `conditional_normal`. Its numbers are then conditional on the class.
+    /// Whether the model reads class labels (see [`Model::is_conditional`]).
     pub fn is_conditional(&self) -> bool {
-        let conditioned = |c: &vaezoo_core::spec::Component| {
-            c.config.get("condition").is_some_and(|v| !v.is_null())
-        };
-        conditioned(&self.spec.encoder)
-            || conditioned(&self.spec.decoder)
-            || self.spec.prior.kind == "conditional_normal"
+        self.model.is_conditional::<D>()
     }
 }

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::checkpoint::Checkpoint;
@@ -20,17 +19,17 @@ use vaezoo_core::params::ParamStore;
 use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Observation, Progress};
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::{seeded, HostRng};
-use vaezoo_core::spec::{DataSpec, Spec};
+use vaezoo_core::spec::Spec;
 use vaezoo_core::Backend;
 
 use crate::data::batches::{batch_ranges, epoch_order, gather};
-use crate::data::{load_split, ImageSet, Split};
+use crate::data::{load_spec_split, ImageSet, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::model::Model;
 use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
-use crate::{plots, registry, Result};
+use crate::{plots, progress, registry, Result};
 
 /// Options of `vaezoo train` / `vaezoo resume`.
 #[derive(Clone, Debug, Default)]
@@ -161,18 +160,7 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
 }
 
 fn load_train(spec: &Spec) -> Result<ImageSet> {
-    let DataSpec::Idx {
-        dir,
-        pixel_max,
-        train_limit,
-        ..
-    } = &spec.data;
-    Ok(load_split(
-        Path::new(dir),
-        Split::Train,
-        *pixel_max,
-        *train_limit,
-    )?)
+    Ok(load_spec_split(&spec.data, Split::Train)?)
 }
 
 fn total_steps(spec: &Spec, n: usize) -> u64 {
@@ -199,7 +187,12 @@ impl<D: Backend> Job<D> {
         let per_epoch = n.div_ceil(t.batch_size) as u64;
         let total = self.state.total_steps;
         let end = opts.stop_after.map_or(total, |s| s.min(total));
-        let bar = progress_bar(total, self.step, opts.progress);
+        let bar = progress::bar(
+            total,
+            opts.progress,
+            "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
+        );
+        bar.set_position(self.step);
         let mut metrics = self.run.metrics_writer()?;
         let mut grads = vec![Vec::new(); self.params.len()];
         let (mut x, mut labels) = (Vec::new(), Vec::new());
@@ -327,24 +320,6 @@ impl<D: Backend> Job<D> {
         )?;
         Ok(())
     }
-}
-
-fn progress_bar(total: u64, position: u64, visible: bool) -> ProgressBar {
-    let target = if visible {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(total), target);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_position(position);
-    bar
 }
 
 /// Versions of vaezoo and of every registered plugin.

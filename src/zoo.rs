@@ -30,8 +30,8 @@ pub struct ReproduceOptions {
 /// The metrics of every seed and their means.
 #[derive(Clone, Debug)]
 pub struct Reproduction {
-    /// `(seed, report)` in seed order.
-    pub runs: Vec<(u64, EvalReport)>,
+    /// `(seed, its metrics by name)` in seed order.
+    pub runs: Vec<(u64, BTreeMap<String, f64>)>,
     /// The mean of each metric every run reports.
     pub means: BTreeMap<String, f64>,
     /// Where the summary was written.
@@ -77,17 +77,16 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
             Some((done, total)) if done < total => drop(resume(&root, &train_opts)?),
             Some(_) => {}
         }
-        runs.push((seed, evaluate(&root, &opts.eval)?));
+        runs.push((seed, metrics(&evaluate(&root, &opts.eval)?)));
     }
-    let per_run: Vec<BTreeMap<String, f64>> = runs.iter().map(|(_, r)| metrics(r)).collect();
     let mut means = BTreeMap::new();
-    if let Some(first) = per_run.first() {
+    if let Some((_, first)) = runs.first() {
         for name in first.keys() {
-            let values: Vec<f64> = per_run
+            let values: Vec<f64> = runs
                 .iter()
-                .filter_map(|m| m.get(name).copied())
+                .filter_map(|(_, m)| m.get(name).copied())
                 .collect();
-            if values.len() == per_run.len() {
+            if values.len() == runs.len() {
                 means.insert(
                     name.clone(),
                     values.iter().sum::<f64>() / values.len() as f64,
@@ -96,8 +95,9 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
         }
     }
     let summary = opts.out.join(id).join("summary.json");
-    let seeds: Vec<Value> = (runs.iter().zip(&per_run))
-        .map(|((seed, _), m)| json!({"seed": seed, "run": opts.out.join(format!("{id}-seed{seed}")), "metrics": m}))
+    let seeds: Vec<Value> = runs
+        .iter()
+        .map(|(seed, m)| json!({"seed": seed, "run": opts.out.join(format!("{id}-seed{seed}")), "metrics": m}))
         .collect();
     std::fs::create_dir_all(summary.parent().expect("a folder"))
         .map_err(|e| vaezoo_core::Error::io(&summary, e))?;
@@ -122,8 +122,8 @@ impl Reproduction {
         out += &format!(" {:>11}\n", "mean");
         for (name, mean) in &self.means {
             out += &format!("{name:<16}");
-            for (_, r) in &self.runs {
-                let v = metrics(r).get(name).copied().unwrap_or(f64::NAN);
+            for (_, m) in &self.runs {
+                let v = m.get(name).copied().unwrap_or(f64::NAN);
                 out += &format!(" {v:>11.3}");
             }
             out += &format!(" {mean:>11.3}\n");

@@ -102,6 +102,12 @@ impl<D: Backend> Mixture<D> {
             .put_tape(OwnedTape::default())
     }
 
+    /// Whether this is a vector latent: one component, uniform weights and no mask (what
+    /// straight-line interpolation, traversals, active units and IS-NLL work on).
+    pub fn is_vector(&self) -> bool {
+        self.dims().1 .0 == 1 && self.weights.is_none() && self.mask.is_none()
+    }
+
     /// The `(Batch, Comp, Latent)` sizes.
     pub fn dims(&self) -> (Batch, Comp, Latent) {
         *self.z.shape()

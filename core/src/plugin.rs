@@ -129,6 +129,12 @@ pub trait Encoder<D: Backend>: Send + Sync {
     /// # Shapes
     /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq, Model)`
     fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>>;
+
+    /// Whether it reads the class labels (a conditional model's part); the model's numbers
+    /// are then conditional on the class.
+    fn reads_labels(&self) -> bool {
+        false
+    }
 }
 
 /// Where training stands: what step-dependent settings (KL schedules, capacity) read.
@@ -213,6 +219,12 @@ pub trait Prior<D: Backend>: Send + Sync {
     ) -> Option<Result<Tensor<(Batch,), f32, D>>> {
         None
     }
+
+    /// Whether it reads the class labels (a conditional model's part); the model's numbers
+    /// are then conditional on the class.
+    fn reads_labels(&self) -> bool {
+        false
+    }
 }
 
 /// Maps latents to a distribution over observations.
@@ -239,6 +251,12 @@ pub trait Decoder<D: Backend>: Send + Sync {
         latent: &Mixture<D>,
         labels: Option<&[usize]>,
     ) -> Result<Tensor<(Batch, Feature), f32, D>>;
+
+    /// Whether it reads the class labels (a conditional model's part); the model's numbers
+    /// are then conditional on the class.
+    fn reads_labels(&self) -> bool {
+        false
+    }
 }
 
 /// Queries read a latent mixture (scaled dot-product attention, or NVIB's denoising attention,

@@ -150,7 +150,11 @@ impl PluginInstance {
         let name = unsafe { CStr::from_ptr(decl.name) }
             .to_string_lossy()
             .into_owned();
-        let shape = unsafe { std::slice::from_raw_parts(decl.shape, decl.rank) }.to_vec();
+        let shape = match decl.rank {
+            // A null pointer is allowed for a scalar, and `from_raw_parts` never is with null.
+            0 => Vec::new(),
+            rank => unsafe { std::slice::from_raw_parts(decl.shape, rank) }.to_vec(),
+        };
         let init = match decl.init {
             init::ZEROS => ParamInit::Constant(0.0),
             init::CONSTANT => ParamInit::Constant(decl.a),

@@ -52,7 +52,7 @@ impl PosteriorBatch<'_> {
 }
 
 /// log w for `k` posterior samples of every example of `batch`, example-major (`B × K`,
-/// sample k of example i at `i * k + k`), or `None` when the prior has no density.
+/// sample j of example i at `i * k + j`), or `None` when the prior has no density.
 ///
 /// The noise ε is drawn from `ctx.rng` in the same order: `B × K × latent` standard normals,
 /// row-major. `progress` advances by one per example whose last sample is done.

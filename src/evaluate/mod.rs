@@ -15,7 +15,6 @@ pub mod report;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::plugin::{Ctx, Mode, Observation};
 use vaezoo_core::rng::{seeded, HostRng};
@@ -27,7 +26,7 @@ use crate::data::ImageSet;
 use crate::device::{on_device, DeviceChoice};
 use crate::run::write_json;
 use crate::session::{restore, Restored};
-use crate::Result;
+use crate::{progress, Result};
 use is_nll::{log_weights, neg_log_mean_exp, PosteriorBatch, CHUNK_ROWS};
 
 /// Options of `vaezoo eval`.
@@ -143,7 +142,11 @@ fn posterior_metrics<D: Backend>(
     report: &mut EvalReport,
 ) -> Result<()> {
     let (batch, k, latent) = (opts.batch_size.max(1), opts.iw_samples, report.latent_dim);
-    let bar = progress_bar(test.n as u64, opts.progress);
+    let bar = progress::bar(
+        test.n as u64,
+        opts.progress,
+        "IS-NLL {elapsed_precise} [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}",
+    );
     let mut means = Vec::with_capacity(test.n * latent);
     let mut is_sum = Some(0.0f64);
     let mut na = |metric: &str, why: String| {
@@ -163,7 +166,7 @@ fn posterior_metrics<D: Backend>(
         };
         let posterior = r.model.posterior(&mut ctx, &obs)?;
         let (_, comps, _) = posterior.dims();
-        if comps.0 != 1 || posterior.weights.is_some() || posterior.mask.is_some() {
+        if !posterior.is_vector() {
             let why = format!("needs a one-component latent; this one has {}", comps.0);
             na("active_units", why.clone());
             if is_sum.take().is_some() {
@@ -210,23 +213,6 @@ fn posterior_metrics<D: Backend>(
         &means, latent,
     )));
     Ok(())
-}
-
-fn progress_bar(examples: u64, visible: bool) -> ProgressBar {
-    let target = if visible {
-        ProgressDrawTarget::stderr()
-    } else {
-        ProgressDrawTarget::hidden()
-    };
-    let bar = ProgressBar::with_draw_target(Some(examples), target);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "IS-NLL {elapsed_precise} [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 fn sum(v: Vec<f32>) -> f64 {

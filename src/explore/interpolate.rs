@@ -46,8 +46,11 @@ fn interpolate_on<D: Backend>(dev: &D, root: &Path, opts: &InterpolateOptions) -
     check_index("--to", opts.to, &test)?;
     let a = encode(&r, &test, opts.from..opts.from + 1)?;
     let b = encode(&r, &test, opts.to..opts.to + 1)?;
-    let vector = a.dims().1 .0 == 1 && a.weights.is_none() && a.mask.is_none();
-    let space: &dyn LatentSpace<D> = if vector { &VectorSpace } else { &MixtureSpace };
+    let space: &dyn LatentSpace<D> = if a.is_vector() {
+        &VectorSpace
+    } else {
+        &MixtureSpace
+    };
     let label = [usize::from(test.labels[opts.from])];
     let mut rng = seeded(0);
     let mut ctx = Ctx {

@@ -63,7 +63,7 @@ fn traverse_on<D: Backend>(dev: &D, root: &Path, opts: &TraverseOptions) -> Resu
     let mut means = Vec::with_capacity(test.n * latent);
     for start in (0..test.n).step_by(500) {
         let posterior = encode(&r, &test, start..(start + 500).min(test.n))?;
-        if posterior.dims().1 .0 != 1 || posterior.weights.is_some() {
+        if !posterior.is_vector() {
             return Err(Error::Usage(format!(
                 "traversal supports vector latents (one component); this latent has {}",
                 posterior.dims().1 .0

@@ -72,6 +72,14 @@ impl Model {
             .map(|r| r.map_err(Into::into))
     }
 
+    /// Whether any of its plugins reads the class labels (a conditional model: every number
+    /// it gives is conditional on the class).
+    pub fn is_conditional<D: Backend>(&self) -> bool {
+        D::encoder(&*self.encoder).reads_labels()
+            || D::prior(&*self.prior).reads_labels()
+            || D::decoder(&*self.decoder).reads_labels()
+    }
+
     /// A vector latent (one component, no variance) holding `z`, as the decoder reads it.
     ///
     /// # Shapes

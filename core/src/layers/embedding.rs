@@ -57,20 +57,25 @@ impl<O: Dim> Embedding<O> {
         labels: &[usize],
         owner: &str,
     ) -> Result<Traced<(Batch, O), D>> {
-        if let Some(&bad) = labels.iter().find(|&&l| l >= self.classes.0) {
-            return Err(Error::Config {
-                plugin: owner.to_string(),
-                message: format!(
-                    "label {bad} is out of range: the model was built for {} classes",
-                    self.classes.0
-                ),
-            });
-        }
+        check_labels(labels, self.classes.0, owner)?;
         let table = params.get(self.table, (self.classes, self.out_dim));
         let idx = params
             .device()
             .tensor_from_vec(labels.to_vec(), (Batch(labels.len()),));
         Ok(table.gather(idx))
+    }
+}
+
+/// Every label must be one of `classes`; the error names `owner`, the plugin reading them.
+pub fn check_labels(labels: &[usize], classes: usize, owner: &str) -> Result<()> {
+    match labels.iter().find(|&&l| l >= classes) {
+        Some(&bad) => Err(Error::Config {
+            plugin: owner.to_string(),
+            message: format!(
+                "label {bad} is out of range: the model was built for {classes} classes"
+            ),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -6,5 +6,5 @@ mod embedding;
 mod linear;
 
 pub use activation::Activation;
-pub use embedding::{Embedding, Init};
+pub use embedding::{check_labels, Embedding, Init};
 pub use linear::Linear;

@@ -78,6 +78,10 @@ impl ConditionalNormal {
 }
 
 impl<D: Backend> Prior<D> for ConditionalNormal {
+    fn reads_labels(&self) -> bool {
+        true
+    }
+
     /// # Shapes
     /// posterior `(Batch, Comp, Latent)`, `labels: [Batch]` → `kl: (Batch,)`
     fn kl(

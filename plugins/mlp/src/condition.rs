@@ -7,7 +7,7 @@ use vaezoo_core::axes::Batch;
 use vaezoo_core::backend::lift;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::dfdx::shapes::Dim;
-use vaezoo_core::layers::{Embedding, Init};
+use vaezoo_core::layers::{check_labels, Embedding, Init};
 use vaezoo_core::params::{ParamBuilder, ParamStore};
 use vaezoo_core::{Backend, Error, Result, Traced};
 
@@ -108,17 +108,9 @@ impl<A: Dim + std::ops::Add<Output = A>> BuiltCondition<A> {
     /// # Shapes
     /// `labels: [Batch]` → `(Batch, A = classes)`
     fn one_hot<D: Backend>(&self, dev: &D, labels: &[usize]) -> Result<Tensor<(Batch, A), f32, D>> {
+        check_labels(labels, self.classes, self.owner)?;
         let mut v = vec![0.0; labels.len() * self.classes];
         for (row, &l) in labels.iter().enumerate() {
-            if l >= self.classes {
-                return Err(Error::Config {
-                    plugin: self.owner.into(),
-                    message: format!(
-                        "label {l} is out of range: the model was built for {} classes",
-                        self.classes
-                    ),
-                });
-            }
             v[row * self.classes + l] = 1.0;
         }
         let classes = A::from_size(self.classes).expect("runtime axes take any size");

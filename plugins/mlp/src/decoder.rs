@@ -122,6 +122,10 @@ impl MlpDecoder {
 }
 
 impl<D: Backend> Decoder<D> for MlpDecoder {
+    fn reads_labels(&self) -> bool {
+        self.condition.is_some()
+    }
+
     fn nll(
         &self,
         ctx: &mut Ctx<D>,

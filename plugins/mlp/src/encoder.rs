@@ -93,6 +93,10 @@ impl<D: Backend> Encoder<D> for MlpEncoder {
             mask: None,
         })
     }
+
+    fn reads_labels(&self) -> bool {
+        self.condition.is_some()
+    }
 }
 
 fn build(
