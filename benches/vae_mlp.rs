@@ -83,6 +83,7 @@ fn main() -> vaezoo::Result<()> {
             Progress {
                 step: 0,
                 total_steps: 1,
+                epochs: 1,
             },
         )?;
         let mut g = objective.loss.backward();

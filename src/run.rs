@@ -91,6 +91,11 @@ impl RunDir {
         self.root.join("checkpoints").join("latest.safetensors")
     }
 
+    /// `tokenizer.json`, the tokenizer of a text run.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.root.join("tokenizer.json")
+    }
+
     /// `eval.json`.
     pub fn eval_path(&self) -> PathBuf {
         self.root.join("eval.json")

@@ -7,13 +7,14 @@ use vaezoo_core::checkpoint::Checkpoint;
 use vaezoo_core::params::ParamStore;
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::seeded;
-use vaezoo_core::spec::Spec;
+use vaezoo_core::spec::{DataSpec, Spec};
 use vaezoo_core::Backend;
 
-use crate::data::{load_spec_split, ImageSet, Split};
+use crate::data::{load_spec_split, spec_tokenizer, Dataset, ImageSet, Split};
 use crate::model::Model;
 use crate::run::RunDir;
 use crate::spec_file::read_spec;
+use crate::text::TextTokenizer;
 use crate::{registry, Error, Result};
 
 /// What the trainer keeps in a checkpoint beside weights, optimiser and RNG.
@@ -23,6 +24,9 @@ pub struct TrainerState {
     pub features: usize,
     /// Classes in the training labels.
     pub classes: usize,
+    /// The tokenizer's vocabulary size, for text (0 for images; absent in older runs).
+    #[serde(default)]
+    pub vocab: usize,
     /// Optimiser steps in the whole run.
     pub total_steps: u64,
 }
@@ -33,9 +37,27 @@ impl TrainerState {
         DataDims {
             features: self.features,
             classes: self.classes,
-            vocab: 0,
+            vocab: self.vocab,
         }
     }
+}
+
+/// The tokenizer of a text run, `RUN/tokenizer.json`; `None` for image data. A text run
+/// killed before it wrote the file gets the spec's tokenizer again (it is deterministic),
+/// saved.
+pub fn run_tokenizer(run: &RunDir, spec: &Spec) -> Result<Option<TextTokenizer>> {
+    if !matches!(spec.data, DataSpec::Text { .. }) {
+        return Ok(None);
+    }
+    let path = run.tokenizer_path();
+    if path.is_file() {
+        return Ok(Some(TextTokenizer::load(&path)?));
+    }
+    let tokenizer = spec_tokenizer(&spec.data)?;
+    if let Some(t) = &tokenizer {
+        t.save(&path)?;
+    }
+    Ok(tokenizer)
 }
 
 /// A run's model with the weights of its latest checkpoint.
@@ -114,6 +136,12 @@ impl<D: Backend> Restored<D> {
     /// The test split of the run's data (its `test_limit` applied).
     pub fn test_split(&self) -> Result<ImageSet> {
         Ok(load_spec_split(&self.spec.data, Split::Test)?)
+    }
+
+    /// The test split of the run's data, text encoded with the run's tokenizer.
+    pub fn test_data(&self) -> Result<Dataset> {
+        let tokenizer = run_tokenizer(&self.run, &self.spec)?;
+        Dataset::load(&self.spec.data, Split::Test, tokenizer.as_ref())
     }
 
     /// Whether the model reads class labels (see [`Model::is_conditional`]).

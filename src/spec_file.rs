@@ -18,12 +18,20 @@ pub fn read_spec(path: &Path) -> Result<Spec> {
     Ok(spec)
 }
 
-/// Makes the spec's data path absolute, relative to the folder of the spec file `path`.
+/// Makes the spec's data paths absolute, relative to the folder of the spec file `path`.
 pub fn resolve_paths(spec: &mut Spec, path: &Path) -> Result<()> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let DataSpec::Idx { dir, .. } = &mut spec.data;
-    let joined = base.join(&*dir);
-    let absolute = joined.canonicalize().map_err(|e| Error::io(&joined, e))?;
-    *dir = absolute.display().to_string();
-    Ok(())
+    let absolute = |p: &mut String| -> Result<()> {
+        let joined = base.join(&*p);
+        let resolved = joined.canonicalize().map_err(|e| Error::io(&joined, e))?;
+        *p = resolved.display().to_string();
+        Ok(())
+    };
+    match &mut spec.data {
+        DataSpec::Idx { dir, .. } => absolute(dir),
+        DataSpec::Text { dir, tokenizer, .. } => {
+            absolute(dir)?;
+            tokenizer.as_mut().map_or(Ok(()), absolute)
+        }
+    }
 }

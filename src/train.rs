@@ -10,24 +10,21 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
-use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::checkpoint::Checkpoint;
 use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Observation, Progress};
-use vaezoo_core::registry::DataDims;
+use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Progress};
 use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_core::spec::Spec;
 use vaezoo_core::Backend;
 
-use crate::data::batches::{batch_ranges, epoch_order, gather};
-use crate::data::{load_spec_split, ImageSet, Split};
+use crate::data::{spec_tokenizer, Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::model::Model;
 use crate::run::{utc_stamp, write_json, RunDir};
-use crate::session::{restore, TrainerState};
+use crate::session::{restore, run_tokenizer, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
 use crate::{plots, progress, registry, Result};
 
@@ -68,7 +65,8 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     if let Some(seed) = opts.seed {
         spec.training.seed = seed;
     }
-    let data = load_train(&spec)?;
+    let tokenizer = spec_tokenizer(&spec.data)?;
+    let data = Dataset::load(&spec.data, Split::Train, tokenizer.as_ref())?;
     let root = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "{}-seed{}-{}",
@@ -78,6 +76,9 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
         ))
     });
     let run = RunDir::create(&root)?;
+    if let Some(tokenizer) = &tokenizer {
+        tokenizer.save(&run.tokenizer_path())?;
+    }
     write_json(
         &run.spec_path(),
         &serde_json::to_value(&spec).expect("specs serialise"),
@@ -88,12 +89,8 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
 }
 
 /// A job at step 0: parameters initialised from the spec's seed.
-fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: ImageSet) -> Result<Job<D>> {
-    let dims = DataDims {
-        features: data.features(),
-        classes: data.num_classes(),
-        vocab: 0,
-    };
+fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: Dataset) -> Result<Job<D>> {
+    let dims = data.dims();
     let mut rng = seeded(spec.training.seed);
     let (model, init) = Model::build(registry()?, &spec, dims, &mut rng)?;
     let params = ParamStore::new(dev, init);
@@ -101,7 +98,8 @@ fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: ImageSet) -> Re
     let state = TrainerState {
         features: dims.features,
         classes: dims.classes,
-        total_steps: total_steps(&spec, data.n),
+        vocab: dims.vocab,
+        total_steps: total_steps(&spec, data.len()),
     };
     Ok(Job {
         run,
@@ -126,19 +124,19 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
     if !run.checkpoint_path().is_file() {
         // Killed before its first checkpoint: start again, as the same seed would.
         let spec = read_spec(&run.spec_path())?;
-        let data = load_train(&spec)?;
+        let data = load_train(&run, &spec)?;
         run.truncate_metrics(0)?;
         return fresh_job(dev, run, spec, data)?.run_loop(opts);
     }
     let restored = restore(dev, root)?;
-    let data = load_train(&restored.spec)?;
-    if data.features() != restored.state.features {
+    let data = load_train(&restored.run, &restored.spec)?;
+    if data.dims() != restored.state.dims() {
         return Err(crate::Error::Run {
             path: root.to_path_buf(),
             message: format!(
-                "the data now has {} features per example, the run was trained on {}",
-                data.features(),
-                restored.state.features
+                "the data now has sizes {:?}, the run was trained on {:?}",
+                data.dims(),
+                restored.state.dims()
             ),
         });
     }
@@ -159,8 +157,10 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
     job.run_loop(opts)
 }
 
-fn load_train(spec: &Spec) -> Result<ImageSet> {
-    Ok(load_spec_split(&spec.data, Split::Train)?)
+/// The train split of a run, text encoded with the run's tokenizer.
+fn load_train(run: &RunDir, spec: &Spec) -> Result<Dataset> {
+    let tokenizer = run_tokenizer(run, spec)?;
+    Dataset::load(&spec.data, Split::Train, tokenizer.as_ref())
 }
 
 fn total_steps(spec: &Spec, n: usize) -> u64 {
@@ -176,14 +176,14 @@ struct Job<D: Backend> {
     adam: Adam,
     rng: HostRng,
     state: TrainerState,
-    data: ImageSet,
+    data: Dataset,
     step: u64,
 }
 
 impl<D: Backend> Job<D> {
     fn run_loop(&mut self, opts: &TrainOptions) -> Result<TrainReport> {
         let t = self.spec.training.clone();
-        let n = self.data.n;
+        let n = self.data.len();
         let per_epoch = n.div_ceil(t.batch_size) as u64;
         let total = self.state.total_steps;
         let end = opts.stop_after.map_or(total, |s| s.min(total));
@@ -195,28 +195,18 @@ impl<D: Backend> Job<D> {
         bar.set_position(self.step);
         let mut metrics = self.run.metrics_writer()?;
         let mut grads = vec![Vec::new(); self.params.len()];
-        let (mut x, mut labels) = (Vec::new(), Vec::new());
-        let mut order = Vec::new();
-        let mut order_epoch = u64::MAX;
-        let features = Feature(self.data.features());
+        let mut batches = Vec::new();
+        let mut batches_epoch = u64::MAX;
         let started = Instant::now();
         let first = self.step;
         while self.step < end {
             let epoch = self.step / per_epoch;
-            if epoch != order_epoch {
-                order = epoch_order(n, t.seed, epoch);
-                order_epoch = epoch;
+            if epoch != batches_epoch {
+                batches = self.data.epoch_batches(t.batch_size, t.seed, epoch);
+                batches_epoch = epoch;
             }
-            let range = batch_ranges(n, t.batch_size)
-                .nth((self.step % per_epoch) as usize)
-                .expect("step within the epoch");
-            gather(&self.data, &order[range], &mut x, &mut labels);
-            let dev = self.params.device().clone();
-            let obs = Observation {
-                x: dev.tensor_from_vec(x.clone(), (Batch(labels.len()), features)),
-                labels: Some(labels.clone()),
-                tokens: None,
-            };
+            let rows = &batches[(self.step % per_epoch) as usize];
+            let obs = self.data.observation(self.params.device(), rows)?;
             let mut ctx = Ctx {
                 params: &self.params,
                 mode: Mode::Train,
@@ -226,6 +216,7 @@ impl<D: Backend> Job<D> {
             let progress = Progress {
                 step: self.step,
                 total_steps: total,
+                epochs: t.epochs,
             };
             let objective = self.model.objective(losses, &t, progress)?;
             let (loss_value, rec, kl) = (objective.value, objective.rec, objective.kl);

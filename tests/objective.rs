@@ -50,6 +50,7 @@ fn objective(spec: &Spec, step: u64) -> vaezoo::Result<(f32, f32, f32)> {
     let progress = Progress {
         step,
         total_steps: 100,
+        epochs: 1,
     };
     let o = model.objective(losses, &spec.training, progress)?;
     Ok((o.value, o.rec, o.kl))

@@ -80,6 +80,7 @@ fn train(attention: &str, steps: usize) -> (f32, f32) {
         let progress = Progress {
             step: step as u64,
             total_steps: steps as u64,
+            epochs: 1,
         };
         let o = model.objective(l, &spec.training, progress).unwrap();
         losses.push(o.rec);

@@ -144,6 +144,15 @@ pub struct Progress {
     pub step: u64,
     /// Steps of the whole run.
     pub total_steps: u64,
+    /// Epochs of the whole run (each `total_steps / epochs` steps).
+    pub epochs: u64,
+}
+
+impl Progress {
+    /// The epoch this step is in, from 0.
+    pub fn epoch(&self) -> u64 {
+        (self.step * self.epochs.max(1) / self.total_steps.max(1)).min(self.epochs.max(1) - 1)
+    }
 }
 
 /// How a bottleneck's KL terms enter the training loss, on top of the spec's `kl_weight` and

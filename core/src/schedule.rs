@@ -31,6 +31,13 @@ pub enum KlSchedule {
         #[schemars(range(min = 0.0))]
         end: f32,
     },
+    /// The official NVAE's per-epoch annealing (`nvib_transformers/train.py::kl_annealing`):
+    /// epoch e (from 1) multiplies the term by entry e − 1 of [`kl_annealing`].
+    PerEpoch {
+        /// `constant`, `monotonic` (one cosine ramp over the first quarter of the epochs) or
+        /// `cyclic` (four cycles, each ramping over its first half).
+        annealing: Annealing,
+    },
     /// Cyclical annealing (Fu et al. 2019): the run is cut into `cycles` equal cycles; within
     /// each, the factor rises linearly from 0 to `max` over the first `ramp_fraction` of the
     /// cycle, then stays at `max`.
@@ -69,6 +76,10 @@ impl KlSchedule {
                 let t = (progress.step as f64 / warmup_steps as f64).min(1.0) as f32;
                 start + (end - start) * t
             }
+            KlSchedule::PerEpoch { annealing } => {
+                let epochs = progress.epochs.max(1);
+                kl_annealing(annealing, epochs as usize)[progress.epoch() as usize] as f32
+            }
             KlSchedule::Cyclical {
                 cycles,
                 ramp_fraction,
@@ -92,12 +103,59 @@ impl KlSchedule {
     }
 }
 
+/// How a KL term's weight changes over the epochs of training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Annealing {
+    /// Weight 1 in every epoch (the official default).
+    #[default]
+    Constant,
+    /// One cosine ramp 0 → 1 over the first quarter of the epochs, then 1.
+    Monotonic,
+    /// Four cycles, each a cosine ramp 0 → 1 over its first half, then 1.
+    Cyclic,
+}
+
+/// The factor of each of `epochs` epochs, reproducing the official float stepping: with
+/// period = epochs / cycles and step = 1 / (period · ratio), v = 0, step, 2·step, … while
+/// v ≤ 1 writes 0.5 − 0.5·cos(πv) to entry ⌊i + c·period⌋ (i = the step count in cycle c);
+/// every other entry is 1. This can write a ramp value late, or leave it out, when period is
+/// not an integer (e.g. cyclic over 10 epochs gives 0, 0.905, 0, 0.905, 1, 0, …).
+pub fn kl_annealing(kind: Annealing, epochs: usize) -> Vec<f64> {
+    let mut factors = vec![1.0; epochs];
+    let (cycles, ratio) = match kind {
+        Annealing::Constant => return factors,
+        Annealing::Monotonic => (1, 0.25),
+        Annealing::Cyclic => (4, 0.5),
+    };
+    let period = epochs as f64 / f64::from(cycles);
+    let step = 1.0 / (period * ratio);
+    for cycle in 0..cycles {
+        let (mut v, mut i) = (0.0_f64, 0.0_f64);
+        while v <= 1.0 {
+            // Python's int() truncates; the official code would raise past the end (it never
+            // gets there for these ratios), so such an index is ignored.
+            let index = (i + f64::from(cycle) * period) as usize;
+            if let Some(f) = factors.get_mut(index) {
+                *f = 0.5 - 0.5 * (v * std::f64::consts::PI).cos();
+            }
+            v += step;
+            i += 1.0;
+        }
+    }
+    factors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn at(step: u64, total_steps: u64) -> Progress {
-        Progress { step, total_steps }
+        Progress {
+            step,
+            total_steps,
+            epochs: 1,
+        }
     }
 
     #[test]
@@ -125,5 +183,43 @@ mod tests {
         assert_eq!(s.factor(at(9, 10)), 0.5);
         let bad = serde_json::from_str::<KlSchedule>(r#"{"type": "linear", "warmup": 3}"#);
         assert!(bad.is_err());
+    }
+    #[test]
+    fn the_ramps_start_at_zero_and_reach_one() {
+        assert_eq!(kl_annealing(Annealing::Constant, 3), vec![1.0; 3]);
+        let m = kl_annealing(Annealing::Monotonic, 8);
+        assert_eq!(m[0], 0.0);
+        assert!((m[1] - 0.5).abs() < 1e-12, "{m:?}");
+        assert_eq!(m[2..], [1.0; 6]);
+        let cyc = kl_annealing(Annealing::Cyclic, 8);
+        assert_eq!(cyc, vec![0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        assert!(kl_annealing(Annealing::Cyclic, 0).is_empty());
+        assert_eq!(kl_annealing(Annealing::Cyclic, 1), vec![0.0]);
+    }
+
+    #[test]
+    fn the_kinds_are_snake_case_in_specs() {
+        let k: Annealing = serde_json::from_str("\"monotonic\"").unwrap();
+        assert_eq!(k, Annealing::Monotonic);
+        assert_eq!(
+            serde_json::to_string(&Annealing::Cyclic).unwrap(),
+            "\"cyclic\""
+        );
+    }
+
+    #[test]
+    fn per_epoch_annealing_reads_the_epoch_of_the_step() {
+        let s: KlSchedule =
+            serde_json::from_str(r#"{"type": "per_epoch", "annealing": "cyclic"}"#).unwrap();
+        let official = kl_annealing(Annealing::Cyclic, 8);
+        // 8 epochs of 3 steps.
+        for step in 0..24 {
+            let p = Progress {
+                step,
+                total_steps: 24,
+                epochs: 8,
+            };
+            assert_eq!(s.factor(p), official[(step / 3) as usize] as f32);
+        }
     }
 }

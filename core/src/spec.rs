@@ -96,6 +96,49 @@ pub enum DataSpec {
         #[schemars(range(min = 1))]
         test_limit: Option<usize>,
     },
+    /// A sentence corpus: `train.txt`, `valid.txt`, `test.txt` with one sentence per line,
+    /// and for a labelled corpus `<split>.labels` (one class id per line) and `classes.txt`.
+    Text {
+        /// The folder with the split files, relative to the spec file.
+        dir: String,
+        /// The WordPiece vocabulary size of the tokenizer trained on the train split (special
+        /// tokens included); ignored when `tokenizer` is given.
+        #[serde(default = "default_vocab_size")]
+        #[schemars(range(min = 8))]
+        vocab_size: usize,
+        /// A `tokenizer.json` to use instead of training one, relative to the spec file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokenizer: Option<String>,
+        /// The most ids per sentence, `[CLS]` and `[SEP]` included; longer sentences lose
+        /// their last word pieces.
+        #[serde(default = "default_max_len")]
+        #[schemars(range(min = 3))]
+        max_len: usize,
+        /// Use only the first N training sentences (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        train_limit: Option<usize>,
+        /// Use only the first N validation and test sentences (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
+        test_limit: Option<usize>,
+    },
+}
+
+impl DataSpec {
+    /// The data folder.
+    pub fn dir(&self) -> &str {
+        match self {
+            Self::Idx { dir, .. } | Self::Text { dir, .. } => dir,
+        }
+    }
+}
+
+fn default_vocab_size() -> usize {
+    4000
+}
+fn default_max_len() -> usize {
+    52
 }
 
 fn default_pixel_max() -> f32 {

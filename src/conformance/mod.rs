@@ -450,6 +450,7 @@ impl Kit<'_> {
                         Progress {
                             step: 0,
                             total_steps: 1,
+                            epochs: 1,
                         },
                     )
                     .map_err(|e| e.to_string())

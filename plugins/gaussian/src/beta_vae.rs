@@ -124,6 +124,7 @@ mod tests {
             c.at(Progress {
                 step,
                 total_steps: 100,
+                epochs: 1,
             })
         };
         assert_eq!(

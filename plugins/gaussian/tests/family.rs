@@ -300,6 +300,7 @@ fn beta_vae_is_gaussian_vib_with_a_shaped_kl() {
             Progress {
                 step,
                 total_steps: 100,
+                epochs: 1,
             },
         )
     };
@@ -316,7 +317,8 @@ fn beta_vae_is_gaussian_vib_with_a_shaped_kl() {
             &vib,
             Progress {
                 step: 5,
-                total_steps: 100
+                total_steps: 100,
+                epochs: 1
             }
         ),
         KlShaping::default()

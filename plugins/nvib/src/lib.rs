@@ -10,7 +10,6 @@
 //! - [`kl`]: the Gaussian and Dirichlet KL terms against the (conditional) DP prior;
 //! - [`attention`]: denoising attention (train and eval) and scaled dot-product attention;
 //! - [`layer`] and [`init`]: the NVIB layer of both versions and its initialisations;
-//! - [`schedule`]: the official KL annealing schedules;
 //! - [`space`]: interpolation between mixture latents (the weighted union of components);
 //! - [`bottleneck`] (`nvib`), [`prior`] (`dirichlet_process`) and [`attention_plugins`]
 //!   (`denoising`, `sdpa`): the registered plugins.
@@ -31,6 +30,5 @@ pub mod kl;
 pub mod layer;
 pub mod num;
 pub mod prior;
-pub mod schedule;
 pub mod space;
 pub mod special;

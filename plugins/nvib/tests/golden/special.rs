@@ -1,4 +1,4 @@
-//! Golden cases of `gamma`, `dirichlet` and `schedule` (spec §A.3, §A.4, §C, §D), in f64:
+//! Golden cases of `gamma`, `dirichlet` and core's `schedule` (spec §A.3, §A.4, §C, §D), in f64:
 //! `gamma_grad_grid`, `gamma_rsample_autograd`, `v1_reparameterize_dirichlet_train`,
 //! `head_reparameterize_dirichlet_eval`, `head_reparameterize_dirichlet_train` and
 //! `kl_annealing_schedule`. The official π layout is `[Nl, B, 1]`; ours is `(Batch, Comp)`,
@@ -6,10 +6,10 @@
 
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp};
+use vaezoo_core::schedule::{kl_annealing, Annealing};
 use vaezoo_nvib::dirichlet::{pi_head_eval, pi_head_train, pi_v1_train};
 use vaezoo_nvib::gamma::{gamma_from_samples, standard_gamma_grad, GammaGradRegime};
 use vaezoo_nvib::num::Tr;
-use vaezoo_nvib::schedule::{kl_annealing, Annealing};
 
 use crate::harness::{batch_to_seq, seq_to_batch, Golden, Produced};
 
