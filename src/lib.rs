@@ -22,6 +22,7 @@ pub mod error;
 pub mod evaluate;
 pub mod explore;
 pub mod model;
+pub mod plot_runs;
 pub mod plots;
 pub mod progress;
 pub mod run;

@@ -104,7 +104,7 @@ fn draw_loss_chart(
     rgb: &mut [u8],
     title: &str,
     series: &[(&str, Vec<(f64, f64)>)],
-    x_label: &str,
+    (x_label, y_label): (&str, &str),
     x_range: Range<f64>,
     y_range: Range<f64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -123,7 +123,7 @@ fn draw_loss_chart(
     chart
         .configure_mesh()
         .x_desc(x_label)
-        .y_desc("nats per example")
+        .y_desc(y_label)
         .x_label_formatter(&x_ticks)
         .y_label_formatter(&y_ticks)
         .label_style((FAMILY, 14))
@@ -136,8 +136,8 @@ fn draw_loss_chart(
             continue;
         }
         let style = COLORS[i % COLORS.len()].filled().stroke_width(2);
-        // A single point has no line: show it as a dot.
-        let dot = if points.len() == 1 { 4 } else { 0 };
+        // Few points (a single one has no line) are shown as dots too.
+        let dot = if points.len() <= 30 { 4 } else { 0 };
         chart
             .draw_series(LineSeries::new(points.iter().copied(), style).point_size(dot))?
             .label(*name)
@@ -167,6 +167,17 @@ pub fn loss_curves(
     series: &[(&str, Vec<(f64, f64)>)],
     x_label: &str,
 ) -> Result<(), PlotError> {
+    line_chart(path, title, series, (x_label, "nats per example"))
+}
+
+/// [`loss_curves`] with any axis labels `(x, y)`; series of at most 30 points also show
+/// each point as a dot.
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    labels: (&str, &str),
+) -> Result<(), PlotError> {
     let fail = |message: String| PlotError {
         path: path.to_path_buf(),
         message,
@@ -188,7 +199,7 @@ pub fn loss_curves(
     let y_range = axis_range(bounds(all().map(|p| p.1)), 0.05).map_err(fail)?;
     let (width, height) = LOSS_SIZE;
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    draw_loss_chart(&mut rgb, title, &finite, x_label, x_range, y_range)
+    draw_loss_chart(&mut rgb, title, &finite, labels, x_range, y_range)
         .map_err(|e| fail(format!("cannot draw the chart: {e}")))?;
     write_png(path, width, height, png::ColorType::Rgb, &rgb)
 }

@@ -1,13 +1,17 @@
-//! `vaezoo sample RUN -n N [--class C]`: decode latents drawn from the prior into a PNG grid;
-//! with `--class C` every sample is given the label C (a CVAE draws from p(x | c)).
+//! `vaezoo sample RUN -n N [--class C]`: decode latents drawn from the prior into a PNG grid,
+//! or for a text model into sentences (greedy decoding); with `--class C` every sample is
+//! given the label C (a CVAE draws from p(x | c)).
 
 use std::path::{Path, PathBuf};
 
 use vaezoo_core::plugin::{Ctx, Mode};
 use vaezoo_core::rng::seeded;
+use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 
 use crate::device::{on_device, DeviceChoice};
+use crate::evaluate::text::{text_model, tokenizer_of};
+use crate::run::write_atomic;
 use crate::session::restore;
 use crate::{plots, Error, Result};
 
@@ -31,8 +35,11 @@ pub struct SampleOptions {
 /// What `vaezoo sample` wrote.
 #[derive(Clone, Debug)]
 pub struct Sampled {
-    /// The PNG grid.
+    /// The PNG grid, or for text the sentences, one per line (default
+    /// `RUN/text/samples-seed<N>.txt`).
     pub path: PathBuf,
+    /// The sentences of a text model.
+    pub sentences: Option<Vec<String>>,
     /// Whether the model reads labels (otherwise `--class` has no effect).
     pub conditional: bool,
 }
@@ -67,6 +74,27 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<S
     }
     let labels = opts.class.map(|c| vec![c; opts.n]);
     let mut rng = seeded(opts.seed);
+    if matches!(r.spec.data, DataSpec::Text { .. }) {
+        let tokenizer = tokenizer_of(&r)?;
+        let tm = text_model(&r, &tokenizer)?;
+        let sentences = tm.sample(&mut rng, opts.n, labels.as_deref(), opts.temperature)?;
+        let path = opts.out.clone().unwrap_or_else(|| {
+            r.run
+                .root()
+                .join("text")
+                .join(format!("samples-seed{}.txt", opts.seed))
+        });
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| vaezoo_core::Error::io(dir, e))?;
+        }
+        let lines: String = sentences.iter().map(|s| format!("{s}\n")).collect();
+        write_atomic(&path, lines.as_bytes())?;
+        return Ok(Sampled {
+            path,
+            sentences: Some(sentences),
+            conditional: r.is_conditional(),
+        });
+    }
     let mut ctx = Ctx {
         params: &r.params,
         mode: Mode::Eval,
@@ -90,6 +118,7 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<S
     plots::image_grid(&path, &images, opts.n, rows, cols, grid_cols, 3)?;
     Ok(Sampled {
         path,
+        sentences: None,
         conditional: r.is_conditional(),
     })
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::evaluate::{evaluate, EvalOptions, EvalReport};
+use crate::evaluate::{evaluate, EvalOptions};
 use crate::run::write_json;
 use crate::session::run_progress;
 use crate::train::{resume, train, TrainOptions};
@@ -38,22 +38,6 @@ pub struct Reproduction {
     pub summary: PathBuf,
 }
 
-/// The numeric metrics of a report, by name.
-fn metrics(r: &EvalReport) -> BTreeMap<String, f64> {
-    let mut m = BTreeMap::from([("rec".to_string(), r.rec)]);
-    let optional = [("neg_elbo", r.neg_elbo), ("kl", r.kl), ("is_nll", r.is_nll)];
-    for (name, value) in optional {
-        if let Some(v) = value {
-            m.insert(name.to_string(), v);
-        }
-    }
-    if let Some(au) = r.active_units {
-        m.insert("active_units".to_string(), au as f64);
-    }
-    m.extend(r.stats.iter().map(|(k, v)| (k.clone(), *v)));
-    m
-}
-
 /// Reproduces the zoo entry `zoo/<id>.json` (relative to the working folder).
 pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
     let spec = Path::new("zoo").join(format!("{id}.json"));
@@ -77,7 +61,7 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
             Some((done, total)) if done < total => drop(resume(&root, &train_opts)?),
             Some(_) => {}
         }
-        runs.push((seed, metrics(&evaluate(&root, &opts.eval)?)));
+        runs.push((seed, evaluate(&root, &opts.eval)?.metrics()));
     }
     let mut means = BTreeMap::new();
     if let Some((_, first)) = runs.first() {

@@ -211,6 +211,7 @@ fn every_builtin_plugin_is_registered_and_listed() {
             "denoising",
             "dirichlet_process",
             "gaussian_vib",
+            "identity",
             "mlp_decoder",
             "mlp_encoder",
             "none",

@@ -266,6 +266,23 @@ pub trait Decoder<D: Backend>: Send + Sync {
     fn reads_labels(&self) -> bool {
         false
     }
+
+    /// Greedy decoding, for sequence decoders: from `bos`, `steps` argmax tokens per row, reading `latent`
+    /// (evaluation mode: no dropout). Returns Batch rows of exactly `steps` ids (the caller cuts at [SEP]).
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)` → Batch × steps ids
+    fn greedy(
+        &self,
+        _ctx: &mut Ctx<D>,
+        _latent: &Mixture<D>,
+        _bos: usize,
+        _steps: usize,
+    ) -> Result<Vec<Vec<usize>>> {
+        Err(crate::Error::Unsupported(
+            "this decoder does not generate token sequences".into(),
+        ))
+    }
 }
 
 /// Queries read a latent mixture (scaled dot-product attention, or NVIB's denoising attention,

@@ -7,20 +7,29 @@
 //! Every sample comes from `--seed`: first the ELBO's (one per image, batch after batch), then
 //! the importance samples, so the ELBO does not depend on K and the numbers are reproducible.
 //! A conditional model gets the labels everywhere, so its numbers are conditional.
+//!
+//! Text runs get their own metrics ([`text`]): PPL, BLEU, vectors kept, forward and reverse
+//! PPL of prior samples, and interpolation statistics.
 
 pub mod active;
 pub mod is_nll;
 pub mod report;
+pub mod reverse_ppl;
+pub mod text;
+pub mod text_interpolation;
+pub mod text_report;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use vaezoo_core::axes::{Batch, Feature};
 use vaezoo_core::plugin::{Ctx, Mode, Observation};
 use vaezoo_core::rng::{seeded, HostRng};
+use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 
 pub use report::EvalReport;
+pub use text_report::TextEvalReport;
 
 use crate::data::ImageSet;
 use crate::device::{on_device, DeviceChoice};
@@ -38,10 +47,15 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Importance samples per image for the IS-NLL; 0 skips it.
     pub iw_samples: usize,
-    /// Draw a progress bar of the IS-NLL on stderr.
+    /// Draw progress bars on stderr.
     pub progress: bool,
     /// Where to compute.
     pub device: DeviceChoice,
+    /// Text: prior samples for the forward and reverse PPL (0 skips them).
+    pub samples: usize,
+    /// Text: the language model run (a trained Transformer autoencoder) of the forward and
+    /// reverse PPL.
+    pub lm: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
@@ -52,13 +66,79 @@ impl Default for EvalOptions {
             iw_samples: 500,
             progress: false,
             device: DeviceChoice::Cpu,
+            samples: 200,
+            lm: None,
+        }
+    }
+}
+
+/// The report of `vaezoo eval`: image and vector metrics, or text metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Evaluation {
+    /// Of a model of images.
+    Vector(EvalReport),
+    /// Of a text model.
+    Text(TextEvalReport),
+}
+
+impl Evaluation {
+    /// The checkpoint's step.
+    pub fn step(&self) -> u64 {
+        match self {
+            Self::Vector(r) => r.step,
+            Self::Text(r) => r.step,
+        }
+    }
+
+    /// Test examples.
+    pub fn examples(&self) -> usize {
+        match self {
+            Self::Vector(r) => r.examples,
+            Self::Text(r) => r.examples,
+        }
+    }
+
+    /// The printed table.
+    pub fn table(&self) -> String {
+        match self {
+            Self::Vector(r) => r.table(),
+            Self::Text(r) => r.table(),
+        }
+    }
+
+    /// Every number by name.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        match self {
+            Self::Vector(r) => r.metrics(),
+            Self::Text(r) => r.metrics(),
+        }
+    }
+
+    /// The vector report, for callers that only handle images.
+    pub fn vector(self) -> Option<EvalReport> {
+        match self {
+            Self::Vector(r) => Some(r),
+            Self::Text(_) => None,
         }
     }
 }
 
 /// Evaluates the latest checkpoint of the run at `root`; writes `eval.json` when it succeeds.
-pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<EvalReport> {
-    on_device!(opts.device, |dev| evaluate_on(dev, root, opts))
+pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
+    on_device!(opts.device, |dev| {
+        let r = restore(dev, root)?;
+        let (report, json) = if matches!(r.spec.data, DataSpec::Text { .. }) {
+            let report = text::evaluate_text(&r, opts)?;
+            let json = serde_json::to_value(&report).expect("reports serialise");
+            (Evaluation::Text(report), json)
+        } else {
+            let report = evaluate_on(&r, opts)?;
+            let json = serde_json::to_value(&report).expect("reports serialise");
+            (Evaluation::Vector(report), json)
+        };
+        write_json(&r.run.eval_path(), &json)?;
+        Ok(report)
+    })
 }
 
 /// Test examples `rows` as a batch on the device, with their labels.
@@ -76,8 +156,8 @@ pub fn observation<D: Backend>(
     }
 }
 
-fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<EvalReport> {
-    let r = restore(dev, root)?;
+fn evaluate_on<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<EvalReport> {
+    let dev = r.params.device();
     let test = r.test_split()?;
     let batch = opts.batch_size.max(1);
     let mut rng = seeded(opts.seed);
@@ -125,11 +205,7 @@ fn evaluate_on<D: Backend>(dev: &D, root: &Path, opts: &EvalOptions) -> Result<E
             report.not_applicable.insert(metric.into(), why.into());
         }
     }
-    posterior_metrics(&r, &test, opts, &mut rng, &mut report)?;
-    write_json(
-        &r.run.eval_path(),
-        &serde_json::to_value(&report).expect("reports serialise"),
-    )?;
+    posterior_metrics(r, &test, opts, &mut rng, &mut report)?;
     Ok(report)
 }
 

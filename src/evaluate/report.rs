@@ -41,48 +41,97 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
+    /// The numeric metrics, by name.
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut m = BTreeMap::from([("rec".to_string(), self.rec)]);
+        let optional = [
+            ("neg_elbo", self.neg_elbo),
+            ("kl", self.kl),
+            ("is_nll", self.is_nll),
+        ];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                m.insert(name.to_string(), v);
+            }
+        }
+        if let Some(au) = self.active_units {
+            m.insert("active_units".to_string(), au as f64);
+        }
+        m.extend(self.stats.iter().map(|(k, v)| (k.clone(), *v)));
+        m
+    }
+
     /// One aligned row per metric (`metric`, `value`), n/a rows saying why.
     pub fn table(&self) -> String {
-        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut t = MetricTable::new(&self.not_applicable);
         let nats = |v: f64| format!("{v:.3}");
-        // `key` names the metric in `not_applicable`.
-        let mut row = |label: &str, key: &str, value: Option<String>| {
-            let value = value.unwrap_or_else(|| match self.not_applicable.get(key) {
-                Some(why) => format!("n/a ({why})"),
-                None => "n/a".into(),
-            });
-            rows.push((label.to_string(), value));
-        };
-        row("-elbo", "neg_elbo", self.neg_elbo.map(nats));
-        row("rec", "rec", Some(nats(self.rec)));
-        row("kl", "kl", self.kl.map(nats));
+        t.row("-elbo", "neg_elbo", self.neg_elbo.map(nats));
+        t.row("rec", "rec", Some(nats(self.rec)));
+        t.row("kl", "kl", self.kl.map(nats));
         if self.kl_terms.len() > 1 {
             for (name, value) in &self.kl_terms {
-                row(name, name, Some(nats(*value)));
+                t.row(name, name, Some(nats(*value)));
             }
         }
         let is_label = match self.iw_samples {
             0 => "is_nll".to_string(),
             k => format!("is_nll (K={k})"),
         };
-        row(&is_label, "is_nll", self.is_nll.map(nats));
+        t.row(&is_label, "is_nll", self.is_nll.map(nats));
         let active = (self.active_units).map(|a| format!("{a}/{}", self.latent_dim));
-        row("active_units", "active_units", active);
+        t.row("active_units", "active_units", active);
         for (name, value) in &self.stats {
-            row(name, name, Some(nats(*value)));
+            t.row(name, name, Some(nats(*value)));
         }
-        let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(6);
+        let mut out = t.finish();
+        if self.conditional {
+            out.push_str("(conditional model: every number is given the class label)\n");
+        }
+        out
+    }
+}
+
+/// A two-column table of metrics: labels, then numbers right-aligned in 10 columns, or
+/// `n/a (why)` for a metric without a value.
+pub struct MetricTable<'a> {
+    rows: Vec<(String, String)>,
+    not_applicable: &'a BTreeMap<String, String>,
+}
+
+impl<'a> MetricTable<'a> {
+    /// An empty table; `not_applicable` gives the reasons by metric key.
+    pub fn new(not_applicable: &'a BTreeMap<String, String>) -> Self {
+        Self {
+            rows: Vec::new(),
+            not_applicable,
+        }
+    }
+
+    /// A row labelled `label`; `key` names the metric in `not_applicable`.
+    pub fn row(&mut self, label: &str, key: &str, value: Option<String>) {
+        let value = value.unwrap_or_else(|| match self.not_applicable.get(key) {
+            Some(why) => format!("n/a ({why})"),
+            None => "n/a".into(),
+        });
+        self.rows.push((label.to_string(), value));
+    }
+
+    /// The aligned text.
+    pub fn finish(self) -> String {
+        let width = self
+            .rows
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(6);
         let mut out = format!("{:<width$}  {:>10}\n", "metric", "value");
-        for (name, value) in rows {
-            // Numbers right-aligned in 10 columns, explanations after them.
-            let _ = if value.starts_with("n/a") {
+        for (name, value) in self.rows {
+            let _ = if value.starts_with("n/a") || value.len() > 10 {
                 writeln!(out, "{name:<width$}  {value}")
             } else {
                 writeln!(out, "{name:<width$}  {value:>10}")
             };
-        }
-        if self.conditional {
-            out.push_str("(conditional model: every number is given the class label)\n");
         }
         out
     }

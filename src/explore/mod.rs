@@ -1,8 +1,10 @@
 //! Looking into a trained latent space: `vaezoo interpolate` (decoded steps between the
 //! latents of two test images) and `vaezoo traverse` (one latent dimension varied at a time).
-//! Both encode with posterior means (`Mode::Eval`) and decode the likelihood's mean.
+//! Both encode with posterior means (`Mode::Eval`) and decode the likelihood's mean. For text
+//! models, [`text`]: `vaezoo reconstruct` and `vaezoo interpolate` between two sentences.
 
 pub mod interpolate;
+pub mod text;
 pub mod traverse;
 
 use vaezoo_core::latent::Mixture;

@@ -90,4 +90,35 @@ impl Model {
         let traced = z.put_tape(OwnedTape::default());
         Mixture::gaussian(traced.retaped(), traced, None, None)
     }
+
+    /// Greedy token decoding of `latent` from `bos` for `steps` tokens per row (sequence
+    /// decoders only).
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)` → Batch × steps ids
+    pub fn greedy<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        bos: usize,
+        steps: usize,
+    ) -> Result<Vec<Vec<usize>>> {
+        Ok(D::decoder(&*self.decoder).greedy(ctx, latent, bos, steps)?)
+    }
+
+    /// `n` latents drawn from the prior with `comps` components each (the prior may mask some),
+    /// given `labels` (one per row) for a conditional prior.
+    ///
+    /// # Shapes
+    /// → `(n, comps, Latent)`
+    pub fn prior_sample<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        n: usize,
+        comps: usize,
+        labels: Option<&[usize]>,
+    ) -> Result<Mixture<D>> {
+        let latent = Latent(self.latent_dim);
+        Ok(D::prior(&*self.prior).sample(ctx, Batch(n), Comp(comps), latent, labels)?)
+    }
 }

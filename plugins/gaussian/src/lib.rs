@@ -2,6 +2,7 @@
 //! - `gaussian_vib`: a diagonal Gaussian posterior per encoder state (reparameterisation);
 //! - `beta_vae`: the same with a KL weight β and optional capacity annealing;
 //! - `ae`: a deterministic code, the autoencoder baseline (no noise, no KL);
+//! - `identity`: the encoder states as they are (a plain Transformer autoencoder's memory);
 //! - `standard_normal`: p(z) = N(0, I) with its closed-form KL;
 //! - `conditional_normal`: a learned p(z | c) per class, for conditional VAEs;
 //! - `none`: no prior (no KL term, no samples).
@@ -9,6 +10,7 @@
 mod autoencoder;
 mod beta_vae;
 mod conditional_normal;
+mod identity;
 mod no_prior;
 mod standard_normal;
 mod vib;
@@ -16,6 +18,7 @@ mod vib;
 pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use beta_vae::{BetaVae, BetaVaeConfig, Capacity};
 pub use conditional_normal::{ConditionalNormal, ConditionalNormalConfig};
+pub use identity::{Identity, IdentityConfig};
 pub use no_prior::{NoPrior, NoPriorConfig};
 pub use standard_normal::{StandardNormal, StandardNormalConfig};
 pub use vib::{GaussianVib, GaussianVibConfig};
@@ -28,6 +31,7 @@ pub fn link() -> &'static [&'static str] {
         "beta_vae",
         "conditional_normal",
         "gaussian_vib",
+        "identity",
         "none",
         "standard_normal",
     ]

@@ -85,11 +85,19 @@ pub enum Command {
         /// Importance samples per example for the IS-NLL (0 skips it).
         #[arg(long, default_value_t = 500)]
         iw_samples: usize,
+        /// Text: prior samples for the forward and reverse perplexity (0 skips them).
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Text: the language model of the forward and reverse perplexity, a trained
+        /// Transformer autoencoder run (e.g. of zoo/t-wiki.json).
+        #[arg(long, value_name = "RUN")]
+        lm: Option<PathBuf>,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
     },
-    /// Decode samples from the prior into a PNG grid (default RUN/plots/samples.png).
+    /// Decode samples from the prior into a PNG grid (default RUN/plots/samples.png), or for
+    /// a text run into sentences (printed, and written to RUN/text/samples-seed<N>.txt).
     Sample {
         /// The run folder.
         run: PathBuf,
@@ -114,16 +122,19 @@ pub enum Command {
         device: DeviceChoice,
     },
     /// Decode the interpolation between two test images' latents into a PNG row (default
-    /// RUN/plots/interpolate-I-J.png).
+    /// RUN/plots/interpolate-I-J.png), or for a text run between two sentences (printed).
     Interpolate {
         /// The run folder.
         run: PathBuf,
-        /// The test example to start from.
+        /// Text runs: the two sentences.
+        #[arg(num_args = 0..=2)]
+        sentences: Vec<String>,
+        /// Images: the test example to start from.
         #[arg(long)]
-        from: usize,
-        /// The test example to end at.
+        from: Option<usize>,
+        /// Images: the test example to end at.
         #[arg(long)]
-        to: usize,
+        to: Option<usize>,
         /// Decoded points, both ends included.
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -133,6 +144,26 @@ pub enum Command {
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
+    },
+    /// Reconstruct sentences with a text run: encode each, decode greedily.
+    Reconstruct {
+        /// The run folder.
+        run: PathBuf,
+        /// The sentences.
+        #[arg(required = true)]
+        sentences: Vec<String>,
+        /// Where to compute.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+        device: DeviceChoice,
+    },
+    /// Plot text runs' vectors kept against BLEU (from each RUN/eval.json) into a PNG.
+    Plot {
+        /// The evaluated text runs.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Output PNG.
+        #[arg(long, default_value = "vectors-vs-bleu.png")]
+        out: PathBuf,
     },
     /// Vary the most active latent dimensions of a test image's encoding one at a time: a PNG
     /// grid with one row per dimension (default RUN/plots/traverse-I.png).
@@ -176,5 +207,11 @@ pub enum ZooCommand {
         /// Importance samples per test example for the IS-NLL (0 skips it).
         #[arg(long, default_value_t = 500)]
         iw_samples: usize,
+        /// Text: prior samples for the forward and reverse perplexity (0 skips them).
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Text: the language model run of the forward and reverse perplexity.
+        #[arg(long, value_name = "RUN")]
+        lm: Option<PathBuf>,
     },
 }

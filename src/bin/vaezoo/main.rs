@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use vaezoo::evaluate::{evaluate, EvalOptions};
+use vaezoo::evaluate::{evaluate, EvalOptions, Evaluation};
 use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
+use vaezoo::explore::text::{interpolate_text, is_text_run, reconstruct};
 use vaezoo::explore::traverse::{traverse, TraverseOptions};
+use vaezoo::plot_runs::plot_vectors_vs_bleu;
 use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
 use vaezoo::zoo::{reproduce, ReproduceOptions};
@@ -55,10 +57,14 @@ fn run(command: Command) -> Result<ExitCode> {
             seeds,
             out,
             iw_samples,
+            samples,
+            lm,
         }) => {
             let eval = EvalOptions {
                 iw_samples,
                 progress,
+                samples,
+                lm,
                 ..EvalOptions::default()
             };
             let opts = ReproduceOptions {
@@ -68,7 +74,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 eval,
             };
             let r = reproduce(&id, &opts)?;
-            println!("{id}: test metrics (nats per example; eval seed 0)");
+            println!("{id}: test metrics (eval seed 0)");
             print!("{}", r.table());
             println!("wrote {}", r.summary.display());
             Ok(ExitCode::SUCCESS)
@@ -147,6 +153,8 @@ fn run(command: Command) -> Result<ExitCode> {
             seed,
             batch_size,
             iw_samples,
+            samples,
+            lm,
             device,
         } => {
             if batch_size == 0 {
@@ -160,14 +168,19 @@ fn run(command: Command) -> Result<ExitCode> {
                     iw_samples,
                     progress,
                     device,
+                    samples,
+                    lm,
                 },
             )?;
+            let unit = match r {
+                Evaluation::Vector(_) => "nats per example",
+                Evaluation::Text(_) => "greedy decoding",
+            };
             println!(
-                "{} at step {} on {} test examples (seed {}; nats per example)",
+                "{} at step {} on {} test examples (seed {seed}; {unit})",
                 run.display(),
-                r.step,
-                r.examples,
-                r.seed
+                r.step(),
+                r.examples(),
             );
             print!("{}", r.table());
             println!("wrote {}", run.join("eval.json").display());
@@ -191,6 +204,9 @@ fn run(command: Command) -> Result<ExitCode> {
                 device,
             };
             let sampled = sample(&run, &opts)?;
+            for sentence in sampled.sentences.iter().flatten() {
+                println!("{sentence}");
+            }
             match class {
                 Some(c) if sampled.conditional => println!("class {c}"),
                 Some(c) => {
@@ -203,12 +219,29 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Interpolate {
             run,
+            sentences,
             from,
             to,
             steps,
             out,
             device,
         } => {
+            if is_text_run(&run)? {
+                let [from, to] = sentences.as_slice() else {
+                    return Err(Error::Usage(
+                        "a text run interpolates between two sentences: vaezoo interpolate RUN \"one\" \"two\"".into(),
+                    ));
+                };
+                for (tau, sentence) in interpolate_text(&run, from, to, steps, device)? {
+                    println!("{tau:.2}  {sentence}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (Some(from), Some(to)) = (from, to) else {
+                return Err(Error::Usage(
+                    "an image run interpolates between test examples: --from I --to J".into(),
+                ));
+            };
             let opts = InterpolateOptions {
                 from,
                 to,
@@ -217,6 +250,23 @@ fn run(command: Command) -> Result<ExitCode> {
                 device,
             };
             println!("wrote {}", interpolate(&run, &opts)?.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reconstruct {
+            run,
+            sentences,
+            device,
+        } => {
+            for (source, output) in sentences.iter().zip(reconstruct(&run, &sentences, device)?) {
+                println!("{source}\n  → {output}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plot { runs, out } => {
+            for (family, (kept, bleu)) in plot_vectors_vs_bleu(&runs, &out)? {
+                println!("{family:<10} kept {kept:.3}  BLEU {bleu:.2}");
+            }
+            println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Traverse {

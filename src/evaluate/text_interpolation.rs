@@ -1,0 +1,117 @@
+//! Interpolation statistics (§F, `interpolation_evaluation.py`): test sentence i (s₁) is paired
+//! with sentence N − 1 − i (s₂), for i < N/2; their latents are interpolated at τ ∈ {0, ¼, ½,
+//! ¾, 1} ([`TextModel::interpolate`]) and decoded greedily for as many steps as both sources
+//! together. Per τ: the share of outputs equal to neither s₁ nor s₂, and the mean sentence BLEU
+//! against each; and the forward PPL (under `--lm`) of the τ = ½ outputs that differ from both.
+//! Every pair's outputs go to `RUN/text/interpolations.tsv`.
+
+use std::path::Path;
+
+use serde::Serialize;
+use vaezoo_core::rng::HostRng;
+use vaezoo_core::Backend;
+
+use super::reverse_ppl::forward_ppl;
+use super::text::MAX_TEXT_BATCH;
+use super::EvalOptions;
+use crate::data::TextSet;
+use crate::run::write_atomic;
+use crate::text::{sentence_bleu, TextModel};
+use crate::Result;
+
+/// The interpolation points.
+pub const TAUS: [f32; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// The statistics at one τ.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TauStats {
+    /// The interpolation point.
+    pub tau: f32,
+    /// Share of outputs equal to neither end (after the tokenizer's round trip).
+    pub differ: f64,
+    /// Mean sentence BLEU of the outputs against s₁.
+    pub bleu_s1: f64,
+    /// Mean sentence BLEU of the outputs against s₂.
+    pub bleu_s2: f64,
+}
+
+/// What the interpolation evaluation reports.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct InterpolationStats {
+    /// Sentence pairs.
+    pub pairs: usize,
+    /// One entry per τ in [`TAUS`].
+    pub taus: Vec<TauStats>,
+    /// Forward PPL of the τ = ½ outputs that differ from both ends (needs `--lm`; `None` also
+    /// when no output differs).
+    pub f_ppl_mid: Option<f64>,
+}
+
+/// Interpolates the pairs of `test`; see the module docs.
+pub fn interpolation_stats<D: Backend>(
+    tm: &TextModel<D>,
+    test: &TextSet,
+    lm: Option<&Path>,
+    opts: &EvalOptions,
+    rng: &mut HostRng,
+    text_dir: &Path,
+) -> Result<InterpolationStats> {
+    let n = test.corpus.len();
+    let pairs = n / 2;
+    let ends = |i: usize| tm.tokenizer.decode(&test.encoded.ids[i]);
+    let mut sums = vec![[0.0f64; 3]; TAUS.len()];
+    let mut mid_differing = Vec::new();
+    let mut lines = String::new();
+    let batch = opts.batch_size.clamp(1, MAX_TEXT_BATCH);
+    for start in (0..pairs).step_by(batch) {
+        let first: Vec<usize> = (start..(start + batch).min(pairs)).collect();
+        let second: Vec<usize> = first.iter().map(|&i| n - 1 - i).collect();
+        let obs_a = test.observation(tm.params.device(), &first)?;
+        let obs_b = test.observation(tm.params.device(), &second)?;
+        let steps = [&obs_a, &obs_b]
+            .iter()
+            .map(|o| o.tokens.as_ref().map_or(0, |t| t.seq.0 - 1))
+            .sum();
+        let a = tm.encode(rng, &obs_a)?;
+        let b = tm.encode(rng, &obs_b)?;
+        let s1: Vec<String> = first.iter().map(|&i| ends(i)).collect::<Result<_>>()?;
+        let s2: Vec<String> = second.iter().map(|&i| ends(i)).collect::<Result<_>>()?;
+        for (k, &tau) in TAUS.iter().enumerate() {
+            let latent = tm.interpolate(&a, &b, tau)?;
+            let outputs = tm.decode(rng, &latent, steps)?;
+            for ((out, x), y) in outputs.into_iter().zip(&s1).zip(&s2) {
+                let differs = out != *x && out != *y;
+                sums[k][0] += f64::from(u8::from(differs));
+                sums[k][1] += sentence_bleu(&out, x).score;
+                sums[k][2] += sentence_bleu(&out, y).score;
+                lines += &format!("{tau}\t{x}\t{y}\t{out}\n");
+                if differs && tau == 0.5 {
+                    mid_differing.push(out);
+                }
+            }
+        }
+    }
+    write_atomic(&text_dir.join("interpolations.tsv"), lines.as_bytes())?;
+    let p = pairs.max(1) as f64;
+    let taus = TAUS
+        .iter()
+        .zip(&sums)
+        .map(|(&tau, s)| TauStats {
+            tau,
+            differ: s[0] / p,
+            bleu_s1: s[1] / p,
+            bleu_s2: s[2] / p,
+        })
+        .collect();
+    let f_ppl_mid = match lm {
+        Some(lm) if !mid_differing.is_empty() => {
+            Some(forward_ppl(tm.params.device(), lm, &mid_differing, opts)?)
+        }
+        _ => None,
+    };
+    Ok(InterpolationStats {
+        pairs,
+        taus,
+        f_ppl_mid,
+    })
+}
