@@ -220,6 +220,9 @@ fn every_builtin_plugin_is_registered_and_listed() {
             "standard_normal",
             "transformer_decoder",
             "transformer_encoder",
+            "vt_normal",
+            "vt_pooled",
+            "vt_variable",
         ])
     );
     let out = ok(vaezoo(&["plugins"]));

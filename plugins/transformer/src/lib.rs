@@ -20,7 +20,9 @@
 //! - [`vt`]: the Variational Transformer baselines' latents (per token, pooled, strided).
 //!
 //! Plugins: [`text_encoder`] (`transformer_encoder`) and [`text_decoder`]
-//! (`transformer_decoder`, its cross-attention an attention plugin), for text observations.
+//! (`transformer_decoder`, its cross-attention an attention plugin), for text observations; the
+//! Variational Transformer baselines [`vt_bottleneck`] (`vt_variable`: VTV, or VTS with a stride;
+//! `vt_pooled`: VTP) and their prior [`vt_prior`] (`vt_normal`).
 
 pub mod decoder_layer;
 pub mod dense;
@@ -36,6 +38,8 @@ pub mod stack;
 pub mod text_decoder;
 pub mod text_encoder;
 pub mod vt;
+pub mod vt_bottleneck;
+pub mod vt_prior;
 pub mod weights;
 
 #[cfg(test)]
@@ -44,5 +48,11 @@ mod testing;
 /// The names of the plugins this crate registers. The facade calls it so that the linker
 /// keeps this crate (and its `inventory` submissions) in every binary.
 pub fn link() -> &'static [&'static str] {
-    &["transformer_encoder", "transformer_decoder"]
+    &[
+        "transformer_encoder",
+        "transformer_decoder",
+        "vt_variable",
+        "vt_pooled",
+        "vt_normal",
+    ]
 }

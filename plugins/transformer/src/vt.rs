@@ -12,6 +12,8 @@
 //! (μ − μ_p)²/σ²_p − 1 − ln(σ²/σ²_p)], summed over the kept (unpadded) latents.
 
 use dfdx::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::Mode;
@@ -36,10 +38,12 @@ pub struct VtLatent<E: Real, D: Dev<E>> {
     pub keep: Vec<bool>,
 }
 
-/// How VTP pools the encoder states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How VTP pools the encoder states (the official `POOLING`; mean by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The mean over the real tokens.
+    #[default]
     Mean,
     /// The element-wise maximum over the real tokens.
     Max,
