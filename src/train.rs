@@ -28,6 +28,10 @@ use crate::session::{restore, run_tokenizer, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
 use crate::{plots, progress, registry, Result};
 
+/// With batches of varying shapes (text), the device's allocation cache is emptied every this
+/// many steps.
+const EMPTY_CACHE_EVERY: u64 = 4;
+
 /// Options of `vaezoo train` / `vaezoo resume`.
 #[derive(Clone, Debug, Default)]
 pub struct TrainOptions {
@@ -204,6 +208,11 @@ impl<D: Backend> Job<D> {
             if epoch != batches_epoch {
                 batches = self.data.epoch_batches(t.batch_size, t.seed, epoch);
                 batches_epoch = epoch;
+            }
+            if self.data.shapes_vary() && self.step % EMPTY_CACHE_EVERY == 0 {
+                // dfdx keeps freed buffers for reuse by size; batches of ever new shapes
+                // would pile them up without bound.
+                self.params.device().empty_cache();
             }
             let rows = &batches[(self.step % per_epoch) as usize];
             let obs = self.data.observation(self.params.device(), rows)?;

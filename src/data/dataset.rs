@@ -127,6 +127,11 @@ impl Dataset {
         self.len() == 0
     }
 
+    /// Whether batches differ in shape (text batches are as long as their longest sentence).
+    pub fn shapes_vary(&self) -> bool {
+        matches!(self, Self::Text(_))
+    }
+
     /// The sizes a model for this data is built for.
     pub fn dims(&self) -> DataDims {
         match self {

@@ -38,6 +38,7 @@ pub fn forward_ppl<D: Backend>(
     for chunk in sentences.chunks(opts.batch_size.clamp(1, MAX_TEXT_BATCH)) {
         let obs = tm.observation(chunk, None)?;
         ce.add(tm.token_ce(&mut rng, &obs)?);
+        dev.empty_cache();
     }
     Ok(ce.ppl())
 }

@@ -121,6 +121,7 @@ pub fn evaluate_text<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<
             hypotheses[i] = text;
         }
         bar.inc(rows.len() as u64);
+        r.params.device().empty_cache();
     }
     bar.finish_and_clear();
     let n = test.corpus.len().max(1) as f64;

@@ -89,6 +89,7 @@ pub fn interpolation_stats<D: Backend>(
                     mid_differing.push(out);
                 }
             }
+            tm.params.device().empty_cache();
         }
     }
     write_atomic(&text_dir.join("interpolations.tsv"), lines.as_bytes())?;
