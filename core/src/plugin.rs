@@ -261,14 +261,10 @@ pub trait Decoder<D: Backend>: Send + Sync {
         labels: Option<&[usize]>,
     ) -> Result<Tensor<(Batch, Feature), f32, D>>;
 
-    /// Whether it reads the class labels (a conditional model's part); the model's numbers
-    /// are then conditional on the class.
-    fn reads_labels(&self) -> bool {
-        false
-    }
-
-    /// Greedy decoding, for sequence decoders: from `bos`, `steps` argmax tokens per row, reading `latent`
-    /// (evaluation mode: no dropout). Returns Batch rows of exactly `steps` ids (the caller cuts at [SEP]).
+    /// Greedy decoding, for sequence decoders: from `bos`, `steps` argmax tokens per row,
+    /// reading `latent` (evaluation mode: no dropout). Returns Batch rows of exactly `steps` ids
+    /// (the caller cuts at [SEP]). Decoders of vector observations have no token sequence: the
+    /// default is [`Error::Unsupported`](crate::Error::Unsupported).
     ///
     /// # Shapes
     /// `latent.z: (Batch, Comp, Latent)` → Batch × steps ids
@@ -280,8 +276,14 @@ pub trait Decoder<D: Backend>: Send + Sync {
         _steps: usize,
     ) -> Result<Vec<Vec<usize>>> {
         Err(crate::Error::Unsupported(
-            "this decoder does not generate token sequences".into(),
+            "this decoder does not decode token sequences".into(),
         ))
+    }
+
+    /// Whether it reads the class labels (a conditional model's part); the model's numbers
+    /// are then conditional on the class.
+    fn reads_labels(&self) -> bool {
+        false
     }
 }
 

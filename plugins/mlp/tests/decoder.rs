@@ -1,7 +1,7 @@
 //! `mlp_decoder`: the Bernoulli and Gaussian (fixed and learned variance) negative
 //! log-likelihoods and `mean()` against f64 host formulas, gradients w.r.t. its parameters and
 //! the latent against finite differences, and errors (not panics) for latents with several
-//! components or data of the wrong width.
+//! components or data of the wrong width, and no greedy decoding (not a sequence decoder).
 
 mod common;
 
@@ -12,9 +12,9 @@ use vaezoo_core::gradcheck::GradCheck;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::layers::Activation;
 use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
-use vaezoo_core::plugin::{Ctx, Decoder, Mode, Observation};
+use vaezoo_core::plugin::{Ctx, Decoder, DynDecoder, Mode, Observation};
 use vaezoo_core::rng::{normal_vec, seeded};
-use vaezoo_core::Traced;
+use vaezoo_core::{Backend, Error, Traced};
 use vaezoo_mlp::{Likelihood, MlpDecoder, MlpDecoderConfig, Read};
 
 use common::*;
@@ -330,4 +330,19 @@ fn decoder_rejects_observations_of_the_wrong_width() {
         .decoder
         .nll(&mut ctx, &latent(&s.params, s.z, 1), &obs)
         .is_err());
+}
+
+#[test]
+fn decoder_does_not_decode_token_sequences() {
+    let s = decoder_setup(&[5], Activation::Tanh, Likelihood::Bernoulli, 61);
+    let mut rng = seeded(62);
+    let mut ctx = Ctx {
+        params: &s.params,
+        mode: Mode::Eval,
+        rng: &mut rng,
+    };
+    let q = latent(&s.params, s.z, 1);
+    let boxed: Box<dyn DynDecoder> = Box::new(s.decoder);
+    let out = Cpu::decoder(&*boxed).greedy(&mut ctx, &q, 1, 3);
+    assert!(matches!(out, Err(Error::Unsupported(_))), "the default");
 }

@@ -2,7 +2,8 @@
 //! x ← norm1(x + dropout(causal self_attn(x))); x ← norm2(x + dropout(cross(x)));
 //! x ← norm3(x + dropout(ffn(x))). The cross-attention is the caller's: in the NVAE it is
 //! NVIB's denoising attention over the latent mixture (an [`Attention`] plugin), in the
-//! baselines scaled dot-product attention.
+//! baselines scaled dot-product attention. [`DecoderLayer::step`] runs the same sublayers on one
+//! new position, its self-attention reading a key/value cache.
 //!
 //! [`Attention`]: vaezoo_core::plugin::Attention
 
@@ -17,7 +18,7 @@ use crate::dropout::Dropout;
 use crate::encoder_layer::LayerSizes;
 use crate::feed_forward::FeedForward;
 use crate::layer_norm::LayerNorm;
-use crate::self_attention::SelfAttention;
+use crate::self_attention::{KvCache, SelfAttention};
 use crate::weights::Source;
 
 /// The cross-attention of one decoder layer: queries `(Batch, Seq, Model)` read the memory and
@@ -76,8 +77,42 @@ impl DecoderLayer {
         mode: Mode,
         rng: &mut HostRng,
     ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
+        let attend = |x| self.self_attn.forward(w, x, keep, true);
+        self.sublayers(w, x, attend, cross, mode, rng)
+    }
+
+    /// One decoding step in evaluation (no dropout): the new position's self-attention reads
+    /// the layer's `cache` ([`SelfAttention::step`]), the rest is [`forward`](Self::forward)'s.
+    ///
+    /// # Shapes
+    /// `x: (Batch, Seq(1), Model)` → `(Batch, Seq(1), Model)`
+    pub fn step<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
+        cache: &mut KvCache<E, D>,
+        cross: &mut Cross<E, D>,
+        rng: &mut HostRng,
+    ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
+        let attend = |x| self.self_attn.step(w, x, cache);
+        self.sublayers(w, x, attend, cross, Mode::Eval, rng)
+    }
+
+    /// The three post-LN sublayers, the self-attention `attend`'s.
+    ///
+    /// # Shapes
+    /// `x: (Batch, Seq, Model)` → `(Batch, Seq, Model)`
+    fn sublayers<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
+        attend: impl FnOnce(Tr<(Batch, Seq, Model), E, D>) -> Tr<(Batch, Seq, Model), E, D>,
+        cross: &mut Cross<E, D>,
+        mode: Mode,
+        rng: &mut HostRng,
+    ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
         let [norm1, norm2, norm3] = &self.norms;
-        let a = self.self_attn.forward(w, x.retaped(), keep, true);
+        let a = attend(x.retaped());
         let x = norm1.forward(w, x + self.dropout.forward(a, mode, rng));
         let m = cross(x.retaped(), rng)?;
         let x = norm2.forward(w, x + self.dropout.forward(m, mode, rng));

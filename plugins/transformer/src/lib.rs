@@ -11,8 +11,8 @@
 //! - [`dropout`]: train-only dropout fed from the host generator;
 //! - [`positional`]: the official (non-standard) positional encoding, positions from 1;
 //! - [`embedding`]: token embeddings with padding index 0;
-//! - [`self_attention`], [`feed_forward`]: multi-head self-attention (key padding, causal) and
-//!   the ReLU feed-forward block;
+//! - [`self_attention`], [`feed_forward`]: multi-head self-attention (key padding, causal; a
+//!   key/value cache for decoding one token at a time) and the ReLU feed-forward block;
 //! - [`encoder_layer`], [`decoder_layer`]: PyTorch's post-LN Transformer layers, the decoder's
 //!   cross-attention supplied by the caller;
 //! - [`stack`]: the encoder and decoder stacks with their final LayerNorms;
@@ -20,9 +20,10 @@
 //! - [`vt`]: the Variational Transformer baselines' latents (per token, pooled, strided).
 //!
 //! Plugins: [`text_encoder`] (`transformer_encoder`) and [`text_decoder`]
-//! (`transformer_decoder`, its cross-attention an attention plugin), for text observations; the
-//! Variational Transformer baselines [`vt_bottleneck`] (`vt_variable`: VTV, or VTS with a stride;
-//! `vt_pooled`: VTP) and their prior [`vt_prior`] (`vt_normal`).
+//! (`transformer_decoder`, its cross-attention an attention plugin; greedy decoding with the
+//! key/value cache), for text observations; the Variational Transformer baselines
+//! [`vt_bottleneck`] (`vt_variable`: VTV, or VTS with a stride; `vt_pooled`: VTP) and their
+//! prior [`vt_prior`] (`vt_normal`).
 
 pub mod decoder_layer;
 pub mod dense;

@@ -23,10 +23,15 @@ impl PositionalEncoding {
 
     /// Rows `0..rows` of the table, row-major `rows × width` (row 0 is never added).
     pub fn table(&self, rows: usize) -> Vec<f64> {
+        self.rows(0, rows)
+    }
+
+    /// Rows `first..first + count` of the table, row-major `count × width`.
+    pub fn rows(&self, first: usize, count: usize) -> Vec<f64> {
         let d = self.width.0 as f64;
-        let mut pe = vec![0.0; rows * self.width.0];
+        let mut pe = vec![0.0; count * self.width.0];
         for (pos, row) in pe.chunks_mut(self.width.0).enumerate() {
-            let pos = pos as f64;
+            let pos = (first + pos) as f64;
             for (i, x) in row.iter_mut().enumerate() {
                 let angle = |i: usize| pos / 10000f64.powf(2.0 * i as f64 / d);
                 *x = if i % 2 == 0 {
@@ -47,12 +52,21 @@ impl PositionalEncoding {
         &self,
         x: Tr<(B, Seq, Model), E, D>,
     ) -> Tr<(B, Seq, Model), E, D> {
+        self.forward_from(x, 1)
+    }
+
+    /// `x·√d + pe[first..first + L]`: positions from `first` (a decoding step's new tokens).
+    ///
+    /// # Shapes
+    /// `x: (B, Seq, Model)` → `(B, Seq, Model)`
+    pub fn forward_from<B: Dim, E: Real, D: Dev<E>>(
+        &self,
+        x: Tr<(B, Seq, Model), E, D>,
+        first: usize,
+    ) -> Tr<(B, Seq, Model), E, D> {
         let shape = *x.shape();
         let len = shape.1;
-        let rows = self.table(len.0 + 1)[self.width.0..]
-            .iter()
-            .map(|&v| c::<E>(v))
-            .collect();
+        let rows = self.rows(first, len.0).iter().map(|&v| c::<E>(v)).collect();
         let pe = x
             .device()
             .tensor_from_vec(rows, (len, self.width))
@@ -93,6 +107,12 @@ mod tests {
         for (g, w) in y.iter().zip(want) {
             assert!((f64::from(*g) - w).abs() < 1e-6, "{g} vs {w}");
         }
+    }
+
+    #[test]
+    fn rows_from_any_position_are_the_tables() {
+        let enc = PositionalEncoding::new(Model(6));
+        assert_eq!(enc.rows(3, 2), enc.table(5)[18..]);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Multi-head self-attention as PyTorch's `nn.MultiheadAttention` in `nn.Transformer`: the
 //! packed in-projection `in_proj_weight` `[3P, P]` (rows q; k; v) and `in_proj_bias` `[3P]`,
 //! the output projection `out_proj`, a key-padding mask and, in the decoder, the causal mask.
-//! Masked keys get logit −∞ (the official masks merged into one float mask).
+//! Masked keys get logit −∞ (the official masks merged into one float mask). In decoding, a
+//! [`KvCache`] keeps the keys and values of the positions generated so far, so that each step
+//! projects only the new position ([`SelfAttention::step`]).
 
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Head, HeadDim, Model, Seq};
@@ -64,6 +66,53 @@ impl SelfAttention {
     ) -> Tr<(Batch, Seq, Model), E, D> {
         let (batch, seq, _) = *x.shape();
         assert_eq!(keep.len(), batch.0 * seq.0, "keep must be Batch × Seq");
+        let (q, k, v) = self.heads(w, x);
+        let mask = w
+            .device()
+            .tensor_from_vec(mask::<E>(keep, batch.0, seq.0, causal), (batch, seq, seq))
+            .broadcast_like::<_, Axis<1>>(&(batch, self.heads, seq, seq));
+        self.attend(w, q, k, v, Some(mask))
+    }
+
+    /// One decoding step: the new position attends to the cached keys and values and to its
+    /// own, which join the cache. Every key is visible: the cache holds earlier positions only,
+    /// and a decoder generating one token at a time has no padding. Over steps this equals
+    /// [`forward`](Self::forward) with the causal mask on the whole prefix, at O(t) per step
+    /// rather than the prefix's O(t²).
+    ///
+    /// # Shapes
+    /// `x: (Batch, Seq(1), Model)` → `(Batch, Seq(1), Model)`; the cache grows from
+    /// `(Batch, Head, t, HeadDim)` to `(Batch, Head, t + 1, HeadDim)`
+    ///
+    /// # Panics
+    /// If `x` has more than one position.
+    pub fn step<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
+        cache: &mut KvCache<E, D>,
+    ) -> Tr<(Batch, Seq, Model), E, D> {
+        assert_eq!(x.shape().1, Seq(1), "one new position per step");
+        let (q, k, v) = self.heads(w, x);
+        let join = |cached: &Option<Heads<E, D>>, new: Tr<_, E, D>| match cached {
+            Some(c) => (c.clone().put_tape(OwnedTape::default()), new).concat_along(Axis::<2>),
+            None => new,
+        };
+        let (k, v) = (join(&cache.keys, k), join(&cache.values, v));
+        // The cache keeps values only: each step's tape is dropped with the step.
+        cache.keys = Some(k.retaped());
+        cache.values = Some(v.retaped());
+        self.attend(w, q, k, v, None)
+    }
+
+    /// The per-head queries, keys and values of `x`, each `(Batch, Head, Seq, HeadDim)`; the
+    /// queries carry `x`'s tape.
+    fn heads<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
+    ) -> (TrHeads<E, D>, TrHeads<E, D>, TrHeads<E, D>) {
+        let (batch, seq, _) = *x.shape();
         let dev = w.device().clone();
         let p = self.width;
         let packed = (Const::<3>, p, p);
@@ -83,19 +132,60 @@ impl SelfAttention {
         };
         let (q, k, v) = (project(0), project(1), project(2));
         let (q, tape) = q.split_tape();
-        let q = q.put_tape(tape.merge(flat.split_tape().1));
-        let scale = c::<E>(1.0 / ((p.0 / self.heads.0) as f64).sqrt());
+        (q.put_tape(tape.merge(flat.split_tape().1)), k, v)
+    }
+
+    /// softmax(q kᵀ/√E + mask) v per head, then the output projection; no mask: every key
+    /// visible.
+    ///
+    /// # Shapes
+    /// `q: (Batch, Head, Query, HeadDim)`, `k`, `v: (Batch, Head, Key, HeadDim)`,
+    /// `mask: (Batch, Head, Query, Key)` → `(Batch, Query, Model)`
+    fn attend<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        q: TrHeads<E, D>,
+        k: TrHeads<E, D>,
+        v: TrHeads<E, D>,
+        mask: Option<Mask<E, D>>,
+    ) -> Tr<(Batch, Seq, Model), E, D> {
+        let (batch, _, seq, _) = *q.shape();
+        let scale = c::<E>(1.0 / ((self.width.0 / self.heads.0) as f64).sqrt());
         let logits = (q * scale).matmul(k.permute::<_, Axes4<0, 1, 3, 2>>());
-        let shape = *logits.shape();
-        let mask = dev
-            .tensor_from_vec(mask::<E>(keep, batch.0, seq.0, causal), (batch, seq, seq))
-            .broadcast_like::<_, Axis<1>>(&shape);
-        let attn = (logits + mask).softmax::<Axis<3>>();
-        let out = attn
+        let logits = match mask {
+            Some(mask) => logits + mask,
+            None => logits,
+        };
+        let out = logits
+            .softmax::<Axis<3>>()
             .matmul(v)
             .permute::<_, Axes4<0, 2, 1, 3>>()
-            .reshape_like(&(batch, seq, p));
+            .reshape_like(&(batch, seq, self.width));
         self.out.forward(w, out)
+    }
+}
+
+/// Per-head states, `(Batch, Head, Seq, HeadDim)`.
+type Heads<E, D> = Tensor<(Batch, Head, Seq, HeadDim), E, D>;
+/// Per-head states on a tape.
+type TrHeads<E, D> = Tr<(Batch, Head, Seq, HeadDim), E, D>;
+/// An additive attention mask, `(Batch, Head, Query, Key)`.
+type Mask<E, D> = Tensor<(Batch, Head, Seq, Seq), E, D>;
+
+/// The keys and values of the positions decoded so far, `(Batch, Head, t, HeadDim)` each, off
+/// any tape; empty before the first [`SelfAttention::step`].
+#[derive(Clone, Debug)]
+pub struct KvCache<E: Real, D: Dev<E>> {
+    keys: Option<Heads<E, D>>,
+    values: Option<Heads<E, D>>,
+}
+
+impl<E: Real, D: Dev<E>> Default for KvCache<E, D> {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            values: None,
+        }
     }
 }
 
@@ -156,6 +246,34 @@ mod tests {
         let c2 = sa.forward(&params, input(&params, values, shape), &[true; 3], true);
         assert_eq!(c1.as_vec()[..4], c2.as_vec()[..4], "causal: later keys");
         assert_ne!(c1.as_vec()[4..8], c2.as_vec()[4..8]);
+    }
+
+    #[test]
+    fn steps_through_the_cache_equal_the_causal_forward() {
+        let (params, sa) = setup();
+        let (batch, len, width) = (2, 4, 4);
+        let values = normal_vec(&mut seeded(3), batch * len * width);
+        let shape = (Batch(batch), Seq(len), Model(width));
+        let keep = vec![true; batch * len];
+        let full = sa
+            .forward(&params, input(&params, values.clone(), shape), &keep, true)
+            .as_vec();
+        let mut cache = KvCache::default();
+        for t in 0..len {
+            let new: Vec<f32> = values
+                .chunks(len * width)
+                .flat_map(|row| &row[t * width..(t + 1) * width])
+                .copied()
+                .collect();
+            let x = input(&params, new, (Batch(batch), Seq(1), Model(width)));
+            let got = sa.step(&params, x, &mut cache).as_vec();
+            let want = full
+                .chunks(len * width)
+                .flat_map(|row| &row[t * width..(t + 1) * width]);
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "position {t}: {g} vs {w}");
+            }
+        }
     }
 
     #[test]

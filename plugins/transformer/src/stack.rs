@@ -1,5 +1,7 @@
 //! The encoder and decoder stacks of PyTorch's `nn.Transformer`: N post-LN layers, then a
-//! **final LayerNorm** (`encoder.norm`, `decoder.norm`), as the NVAE builds them.
+//! **final LayerNorm** (`encoder.norm`, `decoder.norm`), as the NVAE builds them. The decoder
+//! stack also decodes one position at a time with a key/value cache per layer
+//! ([`DecoderStack::step`]).
 
 use vaezoo_core::axes::{Batch, Model, Seq};
 use vaezoo_core::params::ParamBuilder;
@@ -11,6 +13,7 @@ use vaezoo_nvib::num::{Dev, Real, Tr};
 use crate::decoder_layer::{Cross, DecoderLayer};
 use crate::encoder_layer::{EncoderLayer, LayerSizes};
 use crate::layer_norm::LayerNorm;
+use crate::self_attention::KvCache;
 use crate::weights::Source;
 
 /// `name.layers.{i}.*` and `name.norm.*`.
@@ -97,19 +100,65 @@ impl DecoderStack {
     pub fn forward<E: Real, D: Dev<E>>(
         &self,
         w: &impl Source<E, D>,
-        mut x: Tr<(Batch, Seq, Model), E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
         keep: &[bool],
         cross: &mut [&mut Cross<E, D>],
         mode: Mode,
         rng: &mut HostRng,
+    ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
+        self.through(w, x, cross, |_, l, x, c| {
+            l.forward(w, x, keep, c, mode, rng)
+        })
+    }
+
+    /// Empty key/value caches, one per layer, for [`step`](Self::step).
+    pub fn cache<E: Real, D: Dev<E>>(&self) -> Vec<KvCache<E, D>> {
+        self.layers.iter().map(|_| KvCache::default()).collect()
+    }
+
+    /// One decoding step in evaluation: each layer's [`DecoderLayer::step`] with its cache
+    /// (`cache[i]`, grown by the new position) and its cross-attention `cross[i]`, then the
+    /// final norm.
+    ///
+    /// # Shapes
+    /// `x: (Batch, Seq(1), Model)` → `(Batch, Seq(1), Model)`
+    ///
+    /// # Panics
+    /// If `cache` or `cross` does not have one entry per layer.
+    pub fn step<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(Batch, Seq, Model), E, D>,
+        cache: &mut [KvCache<E, D>],
+        cross: &mut [&mut Cross<E, D>],
+        rng: &mut HostRng,
+    ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
+        assert_eq!(cache.len(), self.layers.len(), "one cache per layer");
+        self.through(w, x, cross, |i, l, x, c| {
+            l.step(w, x, &mut cache[i], c, rng)
+        })
+    }
+
+    /// `layer(i, layers[i], x, cross[i])` through the stack, then the final norm.
+    fn through<E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        mut x: Tr<(Batch, Seq, Model), E, D>,
+        cross: &mut [&mut Cross<E, D>],
+        mut layer: impl FnMut(
+            usize,
+            &DecoderLayer,
+            Tr<(Batch, Seq, Model), E, D>,
+            &mut Cross<E, D>,
+        ) -> Result<Tr<(Batch, Seq, Model), E, D>>,
     ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
         assert_eq!(
             cross.len(),
             self.layers.len(),
             "one cross-attention per layer"
         );
-        for (l, c) in self.layers.iter().zip(cross.iter_mut()) {
-            x = l.forward(w, x, keep, *c, mode, rng)?;
+        for (i, (l, c)) in self.layers.iter().zip(cross.iter_mut()).enumerate() {
+            x = layer(i, l, x, *c)?;
         }
         Ok(self.norm.forward(w, x))
     }

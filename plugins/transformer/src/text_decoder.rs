@@ -7,14 +7,25 @@
 //! config names (`denoising` for the NVAE, `sdpa` for the baselines), one module per layer,
 //! its parameters under `decoder.stack.layers.{i}.multihead_attn.*` (PyTorch's names). The latent
 //! width must equal d_model, as in the official model.
+//!
+//! Generation ([`Decoder::greedy`], [`TransformerDecoder::greedy_with`]) is the official greedy
+//! decoding (§D): from `[CLS]`, the argmax token, for exactly the steps asked (no early stop),
+//! in evaluation. The official code re-decodes the whole prefix at every step; here each layer
+//! keeps the keys and values of the positions decoded so far (a KV cache), so step t embeds
+//! only the new token (at position t + 1) and its self-attention reads the t cached positions.
+//! The logits are the same, up to float rounding. Per row, with L layers, width d, C latent
+//! components and V tokens, step t costs O(L·(t·d + d² + C·d²) + d·V) (the attention plugin
+//! projects the latent again at every step: the C·d² term), so T steps cost
+//! O(L·(T²·d + T·d² + T·C·d²) + T·d·V), where re-decoding the prefix costs
+//! O(L·(T³·d + T²·d² + T²·C·d + T·C·d²)) in the layers alone.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Feature, Latent, Model, Seq, Vocab};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
-use vaezoo_core::params::ParamBuilder;
-use vaezoo_core::plugin::{Ctx, Decoder, DynAttention, DynDecoder, Observation};
+use vaezoo_core::params::{ParamBuilder, ParamStore};
+use vaezoo_core::plugin::{Ctx, Decoder, DynAttention, DynDecoder, Mode, Observation};
 use vaezoo_core::registry::{
     parse_config, schema_of, Build, DataDims, PluginKind, PluginRegistration, Registry,
 };
@@ -60,7 +71,8 @@ fn default_dropout() -> f64 {
     0.1
 }
 
-/// The built `transformer_decoder`.
+/// The built `transformer_decoder`; it decodes greedily with a KV cache, O(t) work at step t
+/// (see the module documentation).
 pub struct TransformerDecoder {
     input: TextInput,
     stack: DecoderStack,
@@ -117,6 +129,115 @@ impl TransformerDecoder {
             width: sizes.width,
         })
     }
+
+    /// Teacher forcing: the logits at every position of `ids` (causal, key-padded
+    /// self-attention), in `ctx.mode`.
+    ///
+    /// # Shapes
+    /// `ids`, `keep`: `Batch × Seq`, `latent.z: (Batch, Comp, Latent)` → `(Batch, Seq, Vocab)`
+    fn logits<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        ids: &[usize],
+        keep: &[bool],
+        (batch, seq): (Batch, Seq),
+    ) -> Result<Traced<(Batch, Seq, Vocab), D>> {
+        let x = self.input.forward(ctx, ids, batch, seq)?;
+        let (params, mode) = (ctx.params, ctx.mode);
+        let mut closures = self.crosses(params, mode, latent);
+        let mut cross: Vec<&mut Cross<f32, D>> = closures.iter_mut().map(|c| &mut **c).collect();
+        let y = self
+            .stack
+            .forward(params, x, keep, &mut cross, mode, ctx.rng)?;
+        Ok(self.output.forward(params, y))
+    }
+
+    /// Greedy decoding ([`Decoder::greedy`]) with a KV cache, in evaluation whatever
+    /// `ctx.mode`; `logits` sees each step's logits, row-major `Batch × Vocab`, before the
+    /// argmax (the first maximum). See the module documentation for the cost.
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)` → Batch × `steps` ids
+    pub fn greedy_with<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        bos: usize,
+        steps: usize,
+        mut logits: impl FnMut(&[f32]),
+    ) -> Result<Vec<Vec<usize>>> {
+        let (batch, _, width) = latent.dims();
+        if width.0 != self.width.0 {
+            return Err(Error::Shape(format!(
+                "{NAME} of d_model {} reads latents of width {}",
+                self.width.0, width.0
+            )));
+        }
+        let params = ctx.params;
+        let mut ctx = Ctx {
+            params,
+            mode: Mode::Eval,
+            rng: &mut *ctx.rng,
+        };
+        let mut closures = self.crosses(params, Mode::Eval, latent);
+        let mut cross: Vec<&mut Cross<f32, D>> = closures.iter_mut().map(|c| &mut **c).collect();
+        let mut cache = self.stack.cache();
+        let vocab = self.output.out_dim().0;
+        let mut last = vec![bos; batch.0];
+        let mut ids = vec![Vec::with_capacity(steps); batch.0];
+        for t in 0..steps {
+            let x = self
+                .input
+                .forward_from(&mut ctx, &last, batch, Seq(1), t + 1)?;
+            let y = self
+                .stack
+                .step(params, x, &mut cache, &mut cross, ctx.rng)?;
+            let scores = self.output.forward(params, y).as_vec();
+            logits(&scores);
+            for ((row, next), ids) in scores.chunks(vocab).zip(&mut last).zip(&mut ids) {
+                *next = argmax(row);
+                ids.push(*next);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Each layer's cross-attention over `latent`: its attention plugin, queries viewed as
+    /// `Latent` (d_model = latent width).
+    fn crosses<'a, D: Backend>(
+        &'a self,
+        params: &'a ParamStore<D>,
+        mode: Mode,
+        latent: &'a Mixture<D>,
+    ) -> Vec<Box<Cross<'a, f32, D>>> {
+        let width = self.width;
+        self.cross
+            .iter()
+            .map(|attention| {
+                Box::new(
+                    move |q: Traced<(Batch, Seq, Model), D>, rng: &mut HostRng| {
+                        let (b, s, _) = *q.shape();
+                        let mut ctx = Ctx { params, mode, rng };
+                        let q = q.reshape_like(&(b, s, Latent(width.0)));
+                        let out = D::attention(&**attention).attend(&mut ctx, q, latent)?;
+                        Ok(out.reshape_like(&(b, s, width)))
+                    },
+                ) as Box<Cross<'a, f32, D>>
+            })
+            .collect()
+    }
+}
+
+/// The index of the first maximum (0 for an empty or all-NaN row).
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] || (row[best].is_nan() && !v.is_nan()) {
+            best = i;
+        }
+    }
+    best
 }
 
 impl<D: Backend> Decoder<D> for TransformerDecoder {
@@ -133,30 +254,22 @@ impl<D: Backend> Decoder<D> for TransformerDecoder {
         let inputs = columns(&tokens.ids, seq, 0, len);
         let keep = columns(&tokens.keep, seq, 0, len);
         let targets = columns(&tokens.ids, seq, 1, len);
-        let x = self.input.forward(ctx, &inputs, batch, Seq(len))?;
-        let (params, mode) = (ctx.params, ctx.mode);
-        let width = self.width;
-        let mut closures: Vec<_> = self
-            .cross
-            .iter()
-            .map(|attention| {
-                move |q: Traced<(Batch, Seq, Model), D>, rng: &mut HostRng| {
-                    let (b, s, _) = *q.shape();
-                    let mut ctx = Ctx { params, mode, rng };
-                    let q = q.reshape_like(&(b, s, Latent(width.0)));
-                    let out = D::attention(&**attention).attend(&mut ctx, q, latent)?;
-                    Ok(out.reshape_like(&(b, s, width)))
-                }
-            })
-            .collect();
-        let mut cross: Vec<&mut Cross<f32, D>> = closures
-            .iter_mut()
-            .map(|c| c as &mut Cross<f32, D>)
-            .collect();
-        let y = self
-            .stack
-            .forward(params, x, &keep, &mut cross, mode, ctx.rng)?;
-        token_nll(self.output.forward(params, y), &targets)
+        let logits = self.logits(ctx, latent, &inputs, &keep, (batch, Seq(len)))?;
+        token_nll(logits, &targets)
+    }
+
+    /// [`TransformerDecoder::greedy_with`], the logits unread.
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)` → Batch × `steps` ids
+    fn greedy(
+        &self,
+        ctx: &mut Ctx<D>,
+        latent: &Mixture<D>,
+        bos: usize,
+        steps: usize,
+    ) -> Result<Vec<Vec<usize>>> {
+        self.greedy_with(ctx, latent, bos, steps, |_| {})
     }
 
     /// Text has no mean observation: reconstructions and samples are decoded token by token.
@@ -198,3 +311,6 @@ vaezoo_core::inventory::submit! {
         build: Build::Decoder(build),
     }
 }
+
+#[cfg(test)]
+mod tests;

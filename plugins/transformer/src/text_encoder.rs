@@ -121,7 +121,7 @@ impl TextInput {
         }
     }
 
-    /// `PE(Dropout(Emb(ids)))`.
+    /// `PE(Dropout(Emb(ids)))`, positions from 1.
     ///
     /// # Shapes
     /// `ids: Batch × Seq` → `(Batch, Seq, Model)`
@@ -132,10 +132,24 @@ impl TextInput {
         batch: Batch,
         seq: Seq,
     ) -> Result<Traced<(Batch, Seq, Model), D>> {
+        self.forward_from(ctx, ids, batch, seq, 1)
+    }
+
+    /// As [`forward`](Self::forward), positions from `first` (a decoding step's new tokens).
+    ///
+    /// # Shapes
+    /// `ids: Batch × Seq` → `(Batch, Seq, Model)`
+    pub fn forward_from<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        ids: &[usize],
+        batch: Batch,
+        seq: Seq,
+        first: usize,
+    ) -> Result<Traced<(Batch, Seq, Model), D>> {
         let x = self.embedding.forward(ctx.params, ids, batch, seq)?;
-        Ok(self
-            .positional
-            .forward(self.dropout.forward(x, ctx.mode, ctx.rng)))
+        let x = self.dropout.forward(x, ctx.mode, ctx.rng);
+        Ok(self.positional.forward_from(x, first))
     }
 }
 
