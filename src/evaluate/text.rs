@@ -131,6 +131,10 @@ pub fn evaluate_text<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<
     report.kl_terms = kl_sums.into_iter().map(|(k, v)| (k, v / n)).collect();
     report.stats = stat_sums.into_iter().map(|(k, v)| (k, v / n)).collect();
     report.bleu = corpus_bleu(&hypotheses, &references).score;
+    if !report.stats.contains_key("avg_alpha0") {
+        let why = "no Dirichlet pseudo-counts: not an NVIB latent".to_string();
+        report.not_applicable.insert("avg_alpha0".into(), why);
+    }
     let text_dir = r.run.root().join("text");
     std::fs::create_dir_all(&text_dir).map_err(|e| vaezoo_core::Error::io(&text_dir, e))?;
     let lines: String = references

@@ -1,7 +1,8 @@
 //! Interpolation between latents without mixture weights (a Transformer autoencoder's
 //! memory, the Variational Transformer's per-token Gaussians): as the official evaluation does
 //! for every model but NVIB (§F), both latents are padded to the longer one and averaged
-//! position by position, (1 − τ)·z₁ + τ·z₂; a position exists where either latent has it.
+//! position by position, (1 − τ)·z₁ + τ·z₂. A position exists where a latent of nonzero weight
+//! has it: at τ = 0 exactly the first latent's, at τ = 1 the second's, in between either's.
 
 use vaezoo_core::axes::Comp;
 use vaezoo_core::backend::lift;
@@ -50,7 +51,8 @@ impl<D: Backend> LatentSpace<D> for PositionwiseSpace {
         let keep: Vec<bool> = (0..ba.0 * comps)
             .map(|i| {
                 let (r, c) = (i / comps, i % comps);
-                (c < ca.0 && keep_a[r * ca.0 + c]) || (c < cb.0 && keep_b[r * cb.0 + c])
+                let in_a = tau < 1.0 && c < ca.0 && keep_a[r * ca.0 + c];
+                in_a || (tau > 0.0 && c < cb.0 && keep_b[r * cb.0 + c])
             })
             .collect();
         let log_var = match (&a.log_var, &b.log_var) {
@@ -79,7 +81,7 @@ mod tests {
     use super::*;
     use vaezoo_core::axes::{Batch, Latent};
     use vaezoo_core::backend::Reuse;
-    use vaezoo_core::dfdx::prelude::Cpu;
+    use vaezoo_core::dfdx::prelude::*;
 
     fn latent(values: Vec<f32>, comps: usize, keep: Vec<bool>) -> Mixture<Cpu> {
         let dev = Cpu::default();
@@ -94,7 +96,13 @@ mod tests {
         let m = PositionwiseSpace.interpolate(&a, &b, 0.25).unwrap();
         assert_eq!(m.z.as_vec(), vec![1.5, 2.75, 0.0]);
         assert_eq!(m.mask, Some(vec![true, true, false]));
+        let b = latent(vec![3.0, 5.0, 7.0], 3, vec![true, true, true]);
+        let m = PositionwiseSpace.interpolate(&a, &b, 0.5).unwrap();
+        assert_eq!(m.mask, Some(vec![true, true, true]));
+        let start = PositionwiseSpace.interpolate(&a, &b, 0.0).unwrap();
+        assert_eq!(start.mask, Some(vec![true, true, false]));
         let end = PositionwiseSpace.interpolate(&a, &b, 1.0).unwrap();
-        assert_eq!(end.mean.as_vec(), vec![3.0, 5.0, 0.0]);
+        assert_eq!(end.mean.as_vec(), vec![3.0, 5.0, 7.0]);
+        assert_eq!(end.mask, Some(vec![true, true, true]));
     }
 }
