@@ -94,7 +94,7 @@ mod tests {
         let a = latent(vec![1.0, 2.0], 2, vec![true, true]);
         let b = latent(vec![3.0, 5.0, 7.0], 3, vec![true, true, false]);
         let m = PositionwiseSpace.interpolate(&a, &b, 0.25).unwrap();
-        assert_eq!(m.z.as_vec(), vec![1.5, 2.75, 0.0]);
+        assert_eq!(m.z.as_vec(), vec![1.5, 2.75, 1.75]);
         assert_eq!(m.mask, Some(vec![true, true, false]));
         let b = latent(vec![3.0, 5.0, 7.0], 3, vec![true, true, true]);
         let m = PositionwiseSpace.interpolate(&a, &b, 0.5).unwrap();
