@@ -212,6 +212,7 @@ fn every_builtin_plugin_is_registered_and_listed() {
             "dirichlet_process",
             "gaussian_vib",
             "identity",
+            "learned_memory",
             "mlp_decoder",
             "mlp_encoder",
             "none",

@@ -1,5 +1,5 @@
-//! The text models end to end, as a user runs them: train the tiny T and NVAE zoo specs,
-//! `eval` the NVAE with T as the language model (every metric printed and in `eval.json`),
+//! The text models end to end, as a user runs them: train the tiny LM, T and NVAE zoo specs,
+//! `eval` the NVAE with the LM (every metric printed and in `eval.json`),
 //! then `sample`, `reconstruct`, `interpolate`, `plot`, and resume after a stop.
 
 mod common;
@@ -23,10 +23,15 @@ fn eval_json(run: &Path) -> Value {
 #[test]
 fn the_tiny_nvae_trains_and_eval_reports_every_text_metric() {
     let dir = tempfile::tempdir().unwrap();
-    let lm = trained(dir.path(), "zoo/t-wiki-tiny.json", "t");
+    let lm = trained(dir.path(), "zoo/lm-wiki-tiny.json", "lm");
+    let t = trained(dir.path(), "zoo/t-wiki-tiny.json", "t");
     let nvae = trained(dir.path(), "zoo/nvae-wiki-tiny.json", "nvae");
     assert!(nvae.join("tokenizer.json").is_file());
-    let (nvae_s, lm_s) = (nvae.to_str().unwrap(), lm.to_str().unwrap());
+    let (nvae_s, lm_s, t_s) = (
+        nvae.to_str().unwrap(),
+        lm.to_str().unwrap(),
+        t.to_str().unwrap(),
+    );
     let out = ok(vaezoo(&["eval", nvae_s, "--lm", lm_s, "--samples", "40"]));
     for row in [
         "ce (nats/token)",

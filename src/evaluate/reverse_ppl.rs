@@ -65,6 +65,9 @@ pub fn reverse_ppl(
     }
     let data = out.join("data");
     std::fs::create_dir_all(&data).map_err(|e| vaezoo_core::Error::io(&data, e))?;
+    // The spec written below is read relative to its own folder: give it absolute paths.
+    let absolute = |p: &Path| p.canonicalize().map_err(|e| vaezoo_core::Error::io(p, e));
+    let (data, lm_tokenizer) = (absolute(&data)?, absolute(&lm_run.tokenizer_path())?);
     let lines = |v: &[String]| v.iter().map(|s| format!("{s}\n")).collect::<String>();
     write_atomic(&data.join("train.txt"), lines(samples).as_bytes())?;
     write_atomic(&data.join("test.txt"), lines(test).as_bytes())?;
@@ -77,7 +80,7 @@ pub fn reverse_ppl(
     } = &mut spec.data
     {
         *dir = data.display().to_string();
-        *tokenizer = Some(lm_run.tokenizer_path().display().to_string());
+        *tokenizer = Some(lm_tokenizer.display().to_string());
         (*train_limit, *test_limit) = (None, None);
     }
     spec.name = format!("{}-rppl", spec.name);

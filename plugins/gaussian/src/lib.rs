@@ -3,6 +3,8 @@
 //! - `beta_vae`: the same with a KL weight β and optional capacity annealing;
 //! - `ae`: a deterministic code, the autoencoder baseline (no noise, no KL);
 //! - `identity`: the encoder states as they are (a plain Transformer autoencoder's memory);
+//! - `learned_memory`: learned vectors independent of the input (the decoder becomes a
+//!   language model);
 //! - `standard_normal`: p(z) = N(0, I) with its closed-form KL;
 //! - `conditional_normal`: a learned p(z | c) per class, for conditional VAEs;
 //! - `none`: no prior (no KL term, no samples).
@@ -11,6 +13,7 @@ mod autoencoder;
 mod beta_vae;
 mod conditional_normal;
 mod identity;
+mod learned_memory;
 mod no_prior;
 mod standard_normal;
 mod vib;
@@ -19,6 +22,7 @@ pub use autoencoder::{Autoencoder, AutoencoderConfig};
 pub use beta_vae::{BetaVae, BetaVaeConfig, Capacity};
 pub use conditional_normal::{ConditionalNormal, ConditionalNormalConfig};
 pub use identity::{Identity, IdentityConfig};
+pub use learned_memory::{LearnedMemory, LearnedMemoryConfig};
 pub use no_prior::{NoPrior, NoPriorConfig};
 pub use standard_normal::{StandardNormal, StandardNormalConfig};
 pub use vib::{GaussianVib, GaussianVibConfig};
@@ -32,6 +36,7 @@ pub fn link() -> &'static [&'static str] {
         "conditional_normal",
         "gaussian_vib",
         "identity",
+        "learned_memory",
         "none",
         "standard_normal",
     ]
