@@ -1,6 +1,6 @@
 //! `vaezoo plot RUN…`: the proportion of vectors kept against reconstruction BLEU, one point
 //! per evaluated text run (from its `eval.json`), one series per model family (the
-//! bottleneck: T, VTV/VTS, VTP, NVAE), each sorted by the proportion kept, so that a sweep of
+//! bottleneck: T, VTV/VTS, VTP, NVAE, LM), each sorted by the proportion kept, so that a sweep of
 //! NVIB's weights draws a curve.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ fn family(bottleneck: &str) -> String {
         "vt_variable" => "VTV / VTS".into(),
         "vt_pooled" => "VTP".into(),
         "nvib" => "NVAE".into(),
+        "learned_memory" => "LM".into(),
         other => other.into(),
     }
 }

@@ -87,7 +87,7 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
         .map_err(|e| vaezoo_core::Error::io(&summary, e))?;
     write_json(
         &summary,
-        &json!({"entry": id, "spec": spec, "eval_seed": opts.eval.seed, "iw_samples": opts.eval.iw_samples, "runs": seeds, "mean": means}),
+        &json!({"entry": id, "spec": spec, "eval_seed": opts.eval.seed, "iw_samples": opts.eval.iw_samples, "text_samples": opts.eval.samples, "lm": opts.eval.lm, "runs": seeds, "mean": means}),
     )?;
     Ok(Reproduction {
         runs,
@@ -99,13 +99,20 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
 impl Reproduction {
     /// One row per metric: each seed's value, then the mean.
     pub fn table(&self) -> String {
-        let mut out = format!("{:<16}", "metric");
+        let width = self
+            .means
+            .keys()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(16);
+        let mut out = format!("{:<width$}", "metric");
         for (seed, _) in &self.runs {
             out += &format!(" {:>11}", format!("seed {seed}"));
         }
         out += &format!(" {:>11}\n", "mean");
         for (name, mean) in &self.means {
-            out += &format!("{name:<16}");
+            out += &format!("{name:<width$}");
             for (_, m) in &self.runs {
                 let v = m.get(name).copied().unwrap_or(f64::NAN);
                 out += &format!(" {v:>11.3}");

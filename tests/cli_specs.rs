@@ -99,7 +99,7 @@ fn schedule_mistakes_are_reported_with_their_pointers() {
         ),
         (
             r#"{"kl": {"type": "cosine"}}"#,
-            "/training/kl_schedules/kl/type: \"cosine\" is not one of \"constant\", \"linear\" or \"cyclical\"",
+            "/training/kl_schedules/kl/type: \"cosine\" is not one of \"constant\", \"linear\", \"cyclical\" or \"per_epoch\"",
         ),
         (
             r#"{"*": {"type": "cyclical", "cycles": 4, "ramp_fraction": 1.5}}"#,

@@ -97,12 +97,12 @@ fn the_tiny_nvae_trains_and_eval_reports_every_text_metric() {
     assert_eq!(out.lines().count(), 5, "{out}");
     assert!(out.starts_with("0.00  "), "{out}");
 
-    ok(vaezoo(&["eval", lm_s, "--samples", "0"]));
+    ok(vaezoo(&["eval", t_s, "--samples", "0"]));
     let png = dir.path().join("kept.png");
     let out = ok(vaezoo(&[
         "plot",
         nvae_s,
-        lm_s,
+        t_s,
         "--out",
         png.to_str().unwrap(),
     ]));

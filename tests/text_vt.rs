@@ -95,6 +95,7 @@ fn train(bottleneck: Value, steps: usize) -> Run {
         let progress = Progress {
             step: step as u64,
             total_steps: steps as u64,
+            epochs: 1,
         };
         let o = model.objective(l, &spec.training, progress).unwrap();
         assert!(o.kl.is_finite() && o.kl >= 0.0, "kl {}", o.kl);

@@ -31,13 +31,6 @@ pub enum KlSchedule {
         #[schemars(range(min = 0.0))]
         end: f32,
     },
-    /// The official NVAE's per-epoch annealing (`nvib_transformers/train.py::kl_annealing`):
-    /// epoch e (from 1) multiplies the term by entry e − 1 of [`kl_annealing`].
-    PerEpoch {
-        /// `constant`, `monotonic` (one cosine ramp over the first quarter of the epochs) or
-        /// `cyclic` (four cycles, each ramping over its first half).
-        annealing: Annealing,
-    },
     /// Cyclical annealing (Fu et al. 2019): the run is cut into `cycles` equal cycles; within
     /// each, the factor rises linearly from 0 to `max` over the first `ramp_fraction` of the
     /// cycle, then stays at `max`.
@@ -53,6 +46,13 @@ pub enum KlSchedule {
         #[serde(default = "one")]
         #[schemars(range(min = 0.0))]
         max: f32,
+    },
+    /// The official NVAE's per-epoch annealing (`nvib_transformers/train.py::kl_annealing`):
+    /// epoch e (from 1) multiplies the term by entry e − 1 of [`kl_annealing`].
+    PerEpoch {
+        /// `constant`, `monotonic` (one cosine ramp over the first quarter of the epochs) or
+        /// `cyclic` (four cycles, each ramping over its first half).
+        annealing: Annealing,
     },
 }
 

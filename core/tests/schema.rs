@@ -194,7 +194,7 @@ fn every_problem_is_reported() {
             "/: Additional properties are not allowed ('extra' was unexpected)",
             "/bottleneck/config: Additional properties are not allowed ('foo' was unexpected)",
             "/bottleneck/config/latent_dim: 0 is less than the minimum of 1",
-            r#"/data/format: "idx" was expected"#,
+            r#"/data/format: "csv" is not one of "idx" or "text""#,
             r#"/encoder/config: [] is not of type "object""#,
         ]
     );
