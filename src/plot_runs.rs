@@ -1,7 +1,6 @@
 //! `vaezoo plot RUN…`: the proportion of vectors kept against reconstruction BLEU, one point
-//! per evaluated text run (from its `eval.json`), one series per model family (the
-//! bottleneck: T, VTV/VTS, VTP, NVAE, LM), each sorted by the proportion kept, so that a sweep of
-//! NVIB's weights draws a curve.
+//! per evaluated text run (from its `eval.json`), one colour per model family (the bottleneck:
+//! T, VTV/VTS, VTP, NVAE, LM); a sweep of NVIB's weights is the cloud of NVAE points.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,15 +58,13 @@ pub fn plot_vectors_vs_bleu(
     for (name, p) in &points {
         series.entry(name).or_default().push(*p);
     }
-    let mut series: Vec<(&str, Vec<(f64, f64)>)> = series.into_iter().collect();
-    for (_, s) in &mut series {
-        s.sort_by(|a, b| a.0.total_cmp(&b.0));
-    }
-    plots::line_chart(
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series.into_iter().collect();
+    plots::xy_chart(
         out,
         "Vectors kept vs reconstruction BLEU (test split)",
         &series,
         ("proportion of vectors kept (avg_prop_vec)", "BLEU"),
+        false,
     )?;
     Ok(points)
 }

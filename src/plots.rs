@@ -105,8 +105,8 @@ fn draw_loss_chart(
     title: &str,
     series: &[(&str, Vec<(f64, f64)>)],
     (x_label, y_label): (&str, &str),
-    x_range: Range<f64>,
-    y_range: Range<f64>,
+    (x_range, y_range): (Range<f64>, Range<f64>),
+    lines: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let x_decimals = tick_decimals(&x_range);
     let y_decimals = tick_decimals(&y_range);
@@ -136,10 +136,15 @@ fn draw_loss_chart(
             continue;
         }
         let style = COLORS[i % COLORS.len()].filled().stroke_width(2);
-        // Few points (a single one has no line) are shown as dots too.
-        let dot = if points.len() <= 30 { 4 } else { 0 };
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), style).point_size(dot))?
+        let drawn = if lines {
+            // A single point has no line: show it as a dot.
+            let dot = if points.len() == 1 { 4 } else { 0 };
+            chart.draw_series(LineSeries::new(points.iter().copied(), style).point_size(dot))?
+        } else {
+            let dots = points.iter().map(|&p| Circle::new(p, 5, style));
+            chart.draw_series(dots)?
+        };
+        drawn
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
@@ -167,16 +172,17 @@ pub fn loss_curves(
     series: &[(&str, Vec<(f64, f64)>)],
     x_label: &str,
 ) -> Result<(), PlotError> {
-    line_chart(path, title, series, (x_label, "nats per example"))
+    xy_chart(path, title, series, (x_label, "nats per example"), true)
 }
 
-/// [`loss_curves`] with any axis labels `(x, y)`; series of at most 30 points also show
-/// each point as a dot.
-pub fn line_chart(
+/// [`loss_curves`] with any axis labels `(x, y)`, each series drawn as a line (`lines`) or
+/// as dots.
+pub fn xy_chart(
     path: &Path,
     title: &str,
     series: &[(&str, Vec<(f64, f64)>)],
     labels: (&str, &str),
+    lines: bool,
 ) -> Result<(), PlotError> {
     let fail = |message: String| PlotError {
         path: path.to_path_buf(),
@@ -199,7 +205,7 @@ pub fn line_chart(
     let y_range = axis_range(bounds(all().map(|p| p.1)), 0.05).map_err(fail)?;
     let (width, height) = LOSS_SIZE;
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    draw_loss_chart(&mut rgb, title, &finite, labels, x_range, y_range)
+    draw_loss_chart(&mut rgb, title, &finite, labels, (x_range, y_range), lines)
         .map_err(|e| fail(format!("cannot draw the chart: {e}")))?;
     write_png(path, width, height, png::ColorType::Rgb, &rgb)
 }

@@ -159,6 +159,7 @@ fn text_tools_refuse_wrong_input_in_one_line() {
     assert!(stderr.contains("no_such_corpus"), "{stderr}");
 }
 
+/// A conditional text VAE: a learned prior p(z | party) and a decoder p(x | z, party).
 #[test]
 fn the_conditional_text_vae_samples_given_the_party() {
     let dir = tempfile::tempdir().unwrap();
@@ -175,4 +176,13 @@ fn the_conditional_text_vae_samples_given_the_party() {
         !out.status.success() && stderr.contains("2 classes"),
         "{stderr}"
     );
+    // The decoder reads the party too: reconstruction needs it, and eval samples both parties.
+    let sentence = "we must work together.";
+    let out = vaezoo(&["reconstruct", run, sentence]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("needs a class label"), "{stderr}");
+    ok(vaezoo(&["reconstruct", run, sentence, "--class", "0"]));
+    let out = ok(vaezoo(&["eval", run, "--samples", "4"]));
+    assert!(out.contains("bleu"), "{out}");
+    assert!(eval_json(Path::new(run))["samples"] == 4);
 }

@@ -262,7 +262,8 @@ pub trait Decoder<D: Backend>: Send + Sync {
     ) -> Result<Tensor<(Batch, Feature), f32, D>>;
 
     /// Greedy decoding, for sequence decoders: from `bos`, `steps` argmax tokens per row,
-    /// reading `latent` (evaluation mode: no dropout). Returns Batch rows of exactly `steps` ids
+    /// reading `latent` (and `labels`, one per row, for a conditional decoder) in evaluation
+    /// mode (no dropout). Returns Batch rows of exactly `steps` ids
     /// (the caller cuts at [SEP]). Decoders of vector observations have no token sequence: the
     /// default is [`Error::Unsupported`](crate::Error::Unsupported).
     ///
@@ -272,6 +273,7 @@ pub trait Decoder<D: Backend>: Send + Sync {
         &self,
         _ctx: &mut Ctx<D>,
         _latent: &Mixture<D>,
+        _labels: Option<&[usize]>,
         _bos: usize,
         _steps: usize,
     ) -> Result<Vec<Vec<usize>>> {

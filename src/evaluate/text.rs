@@ -115,7 +115,7 @@ pub fn evaluate_text<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<
         for (name, value) in stats {
             *stat_sums.entry(name.to_string()).or_default() += value * rows.len() as f64;
         }
-        let decoded = tm.decode(&mut rng, &latent, tokens.seq.0 - 1)?;
+        let decoded = tm.decode(&mut rng, &latent, obs.labels.as_deref(), tokens.seq.0 - 1)?;
         for (&i, text) in rows.iter().zip(decoded) {
             references[i] = tokenizer.decode(&test.encoded.ids[i])?;
             hypotheses[i] = text;
@@ -177,7 +177,13 @@ fn samples_and_lm<D: Backend>(
     let mut samples = Vec::with_capacity(opts.samples);
     while samples.len() < opts.samples {
         let n = (opts.samples - samples.len()).min(MAX_TEXT_BATCH);
-        match tm.sample(rng, n, None, 1.0) {
+        // A conditional model samples every class in turn.
+        let labels: Option<Vec<usize>> = (r.is_conditional() && r.state.classes > 0).then(|| {
+            (samples.len()..samples.len() + n)
+                .map(|i| i % r.state.classes)
+                .collect()
+        });
+        match tm.sample(rng, n, labels.as_deref(), 1.0) {
             Ok(batch) => samples.extend(batch),
             Err(Error::Core(vaezoo_core::Error::Unsupported(why))) => {
                 for metric in ["f_ppl", "r_ppl"] {

@@ -1,7 +1,7 @@
 //! Interpolation statistics (§F, `interpolation_evaluation.py`): test sentence i (s₁) is paired
 //! with sentence N − 1 − i (s₂), for i < N/2; their latents are interpolated at τ ∈ {0, ¼, ½,
 //! ¾, 1} ([`TextModel::interpolate`]) and decoded greedily for as many steps as both sources
-//! together. Per τ: the share of outputs equal to neither s₁ nor s₂, and the mean sentence BLEU
+//! together (a conditional model is given s₁'s class). Per τ: the share of outputs equal to neither s₁ nor s₂, and the mean sentence BLEU
 //! against each; and the forward PPL (under `--lm`) of the τ = ½ outputs that differ from both.
 //! Every pair's outputs go to `RUN/text/interpolations.tsv`.
 
@@ -78,7 +78,7 @@ pub fn interpolation_stats<D: Backend>(
         let s2: Vec<String> = second.iter().map(|&i| ends(i)).collect::<Result<_>>()?;
         for (k, &tau) in TAUS.iter().enumerate() {
             let latent = tm.interpolate(&a, &b, tau)?;
-            let outputs = tm.decode(rng, &latent, steps)?;
+            let outputs = tm.decode(rng, &latent, obs_a.labels.as_deref(), steps)?;
             for ((out, x), y) in outputs.into_iter().zip(&s1).zip(&s2) {
                 let differs = out != *x && out != *y;
                 sums[k][0] += f64::from(u8::from(differs));

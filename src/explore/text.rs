@@ -14,17 +14,28 @@ use crate::{Error, Result};
 
 use super::{check_steps, linspace};
 
-/// The greedy reconstruction of each sentence (each decoded for its own length).
-pub fn reconstruct(root: &Path, sentences: &[String], device: DeviceChoice) -> Result<Vec<String>> {
+/// The greedy reconstruction of each sentence (each decoded for its own length), given the
+/// class `class` for a conditional model.
+pub fn reconstruct(
+    root: &Path,
+    sentences: &[String],
+    class: Option<usize>,
+    device: DeviceChoice,
+) -> Result<Vec<String>> {
     if sentences.is_empty() {
         return Err(Error::Usage(
             "give at least one sentence to reconstruct".into(),
         ));
     }
-    on_device!(device, |dev| reconstruct_on(dev, root, sentences))
+    on_device!(device, |dev| reconstruct_on(dev, root, sentences, class))
 }
 
-fn reconstruct_on<D: Backend>(dev: &D, root: &Path, sentences: &[String]) -> Result<Vec<String>> {
+fn reconstruct_on<D: Backend>(
+    dev: &D,
+    root: &Path,
+    sentences: &[String],
+    class: Option<usize>,
+) -> Result<Vec<String>> {
     let r = restore(dev, root)?;
     let tokenizer = tokenizer_of(&r)?;
     let tm = text_model(&r, &tokenizer)?;
@@ -32,18 +43,19 @@ fn reconstruct_on<D: Backend>(dev: &D, root: &Path, sentences: &[String]) -> Res
     sentences
         .iter()
         .map(|s| {
-            let obs = tm.observation(std::slice::from_ref(s), None)?;
+            let obs = tm.observation(std::slice::from_ref(s), class.map(|c| vec![c]))?;
             Ok(tm.reconstruct(&mut rng, &obs)?.remove(0))
         })
         .collect()
 }
 
-/// `steps` decodings from `from` to `to` (both ends included), with their τ.
+/// `steps` decodings from `from` to `to` (both ends included), with their τ; `class` is the
+/// class of both for a conditional model.
 pub fn interpolate_text(
     root: &Path,
-    from: &str,
-    to: &str,
+    (from, to): (&str, &str),
     steps: usize,
+    class: Option<usize>,
     device: DeviceChoice,
 ) -> Result<Vec<(f32, String)>> {
     check_steps(steps)?;
@@ -52,7 +64,11 @@ pub fn interpolate_text(
         let tokenizer = tokenizer_of(&r)?;
         let tm = text_model(&r, &tokenizer)?;
         let mut rng = seeded(0);
-        let (obs_a, obs_b) = (tm.observation(&[from], None)?, tm.observation(&[to], None)?);
+        let labels = || class.map(|c| vec![c]);
+        let (obs_a, obs_b) = (
+            tm.observation(&[from], labels())?,
+            tm.observation(&[to], labels())?,
+        );
         let len =
             |o: &vaezoo_core::plugin::Observation<_>| o.tokens.as_ref().map_or(0, |t| t.seq.0 - 1);
         let decode_steps = len(&obs_a) + len(&obs_b);
@@ -60,7 +76,12 @@ pub fn interpolate_text(
         linspace(0.0, 1.0, steps)
             .map(|tau| {
                 let latent = tm.interpolate(&a, &b, tau)?;
-                Ok((tau, tm.decode(&mut rng, &latent, decode_steps)?.remove(0)))
+                let labels = obs_a.labels.as_deref();
+                Ok((
+                    tau,
+                    tm.decode(&mut rng, &latent, labels, decode_steps)?
+                        .remove(0),
+                ))
             })
             .collect()
     })

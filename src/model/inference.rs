@@ -91,8 +91,8 @@ impl Model {
         Mixture::gaussian(traced.retaped(), traced, None, None)
     }
 
-    /// Greedy token decoding of `latent` from `bos` for `steps` tokens per row (sequence
-    /// decoders only).
+    /// Greedy token decoding of `latent` from `bos` for `steps` tokens per row, given `labels`
+    /// for a conditional decoder (sequence decoders only).
     ///
     /// # Shapes
     /// `latent.z: (Batch, Comp, Latent)` → Batch × steps ids
@@ -100,10 +100,11 @@ impl Model {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
         bos: usize,
         steps: usize,
     ) -> Result<Vec<Vec<usize>>> {
-        Ok(D::decoder(&*self.decoder).greedy(ctx, latent, bos, steps)?)
+        Ok(D::decoder(&*self.decoder).greedy(ctx, latent, labels, bos, steps)?)
     }
 
     /// `n` latents drawn from the prior with `comps` components each (the prior may mask some),

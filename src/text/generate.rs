@@ -114,15 +114,17 @@ impl<'a, D: Backend> TextModel<'a, D> {
         Ok(TokenCe::of_rows(&per_row.as_vec(), tokens))
     }
 
-    /// Greedy decodings of `latent`, `steps` tokens each, as text (cut at `[SEP]`).
+    /// Greedy decodings of `latent` (given `labels` for a conditional decoder), `steps` tokens
+    /// each, as text (cut at `[SEP]`).
     pub fn decode(
         &self,
         rng: &mut HostRng,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
         steps: usize,
     ) -> Result<Vec<String>> {
         let bos = self.tokenizer.bos_id();
-        let ids = self.model.greedy(&mut self.ctx(rng), latent, bos, steps)?;
+        let ids = (self.model).greedy(&mut self.ctx(rng), latent, labels, bos, steps)?;
         ids.iter().map(|row| self.tokenizer.decode(row)).collect()
     }
 
@@ -131,7 +133,7 @@ impl<'a, D: Backend> TextModel<'a, D> {
     pub fn reconstruct(&self, rng: &mut HostRng, obs: &Observation<D>) -> Result<Vec<String>> {
         let seq = obs.tokens.as_ref().map_or(self.max_len, |t| t.seq.0);
         let latent = self.encode(rng, obs)?;
-        self.decode(rng, &latent, seq - 1)
+        self.decode(rng, &latent, obs.labels.as_deref(), seq - 1)
     }
 
     /// `n` sentences decoded greedily from prior latents (for `labels` when the prior is
@@ -154,7 +156,7 @@ impl<'a, D: Backend> TextModel<'a, D> {
             let mean = latent.mean.reuse();
             latent.z = mean.reuse() + (latent.z.reuse() - mean) * temperature;
         }
-        self.decode(rng, &latent, self.max_len - 1)
+        self.decode(rng, &latent, labels, self.max_len - 1)
     }
 
     /// How many components the bottleneck gives a sentence of `max_len` ids.

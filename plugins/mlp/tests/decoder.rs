@@ -343,6 +343,6 @@ fn decoder_does_not_decode_token_sequences() {
     };
     let q = latent(&s.params, s.z, 1);
     let boxed: Box<dyn DynDecoder> = Box::new(s.decoder);
-    let out = Cpu::decoder(&*boxed).greedy(&mut ctx, &q, 1, 3);
+    let out = Cpu::decoder(&*boxed).greedy(&mut ctx, &q, None, 1, 3);
     assert!(matches!(out, Err(Error::Unsupported(_))), "the default");
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Feature, Latent, Model, Seq, Vocab};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
+use vaezoo_core::layers::{Embedding, Init};
 use vaezoo_core::params::{ParamBuilder, ParamStore};
 use vaezoo_core::plugin::{Ctx, Decoder, DynAttention, DynDecoder, Mode, Observation};
 use vaezoo_core::registry::{
@@ -62,6 +63,11 @@ pub struct TransformerDecoderConfig {
     pub dropout: f64,
     /// The attention plugin through which each layer reads the latent.
     pub cross_attention: Component,
+    /// Add a learned vector of the row's class to every input embedding (zero at the start),
+    /// making the decoder p(x | z, c): the decoder of a conditional text VAE. The labels come
+    /// from the dataset.
+    #[serde(default)]
+    pub class_conditional: bool,
 }
 
 fn one() -> usize {
@@ -78,6 +84,7 @@ pub struct TransformerDecoder {
     stack: DecoderStack,
     cross: Vec<Box<dyn DynAttention>>,
     output: Dense<Model, Vocab>,
+    class: Option<Embedding<Model>>,
     width: Model,
 }
 
@@ -121,13 +128,54 @@ impl TransformerDecoder {
             .collect::<Result<_>>()?;
         params.set_prefix("decoder");
         let output = Dense::new(params, "output", sizes.width, vocab, true);
+        let class = match (cfg.class_conditional, data.classes) {
+            (false, _) => None,
+            (true, 0) => {
+                return Err(Error::Config {
+                    plugin: NAME.into(),
+                    message: "class_conditional needs a labelled dataset; this one has no classes"
+                        .into(),
+                })
+            }
+            (true, classes) => Some(Embedding::new(
+                params,
+                "class_embedding",
+                classes,
+                sizes.width,
+                Init::Constant(0.0),
+            )),
+        };
         Ok(Self {
             input,
             stack,
             cross,
             output,
+            class,
             width: sizes.width,
         })
+    }
+
+    /// `x` plus the class vector of each row, for a class-conditional decoder.
+    ///
+    /// # Shapes
+    /// `x: (Batch, Seq, Model)`, `labels: [Batch]` → `(Batch, Seq, Model)`
+    fn condition<D: Backend>(
+        &self,
+        params: &ParamStore<D>,
+        x: Traced<(Batch, Seq, Model), D>,
+        labels: Option<&[usize]>,
+    ) -> Result<Traced<(Batch, Seq, Model), D>> {
+        let Some(class) = &self.class else {
+            return Ok(x);
+        };
+        let labels = labels.ok_or_else(|| Error::Config {
+            plugin: NAME.into(),
+            message: "this class-conditional decoder needs a class label for every row".into(),
+        })?;
+        let shape = *x.shape();
+        let (x, tape) = x.split_tape();
+        let rows = class.forward(params, labels, NAME)?.broadcast_like(&shape);
+        Ok(rows + x.put_tape(tape))
     }
 
     /// Teacher forcing: the logits at every position of `ids` (causal, key-padded
@@ -139,11 +187,13 @@ impl TransformerDecoder {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
         ids: &[usize],
         keep: &[bool],
         (batch, seq): (Batch, Seq),
     ) -> Result<Traced<(Batch, Seq, Vocab), D>> {
         let x = self.input.forward(ctx, ids, batch, seq)?;
+        let x = self.condition(ctx.params, x, labels)?;
         let (params, mode) = (ctx.params, ctx.mode);
         let mut closures = self.crosses(params, mode, latent);
         let mut cross: Vec<&mut Cross<f32, D>> = closures.iter_mut().map(|c| &mut **c).collect();
@@ -163,6 +213,7 @@ impl TransformerDecoder {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
         bos: usize,
         steps: usize,
         mut logits: impl FnMut(&[f32]),
@@ -190,6 +241,7 @@ impl TransformerDecoder {
             let x = self
                 .input
                 .forward_from(&mut ctx, &last, batch, Seq(1), t + 1)?;
+            let x = self.condition(params, x, labels)?;
             let y = self
                 .stack
                 .step(params, x, &mut cache, &mut cross, ctx.rng)?;
@@ -254,7 +306,8 @@ impl<D: Backend> Decoder<D> for TransformerDecoder {
         let inputs = columns(&tokens.ids, seq, 0, len);
         let keep = columns(&tokens.keep, seq, 0, len);
         let targets = columns(&tokens.ids, seq, 1, len);
-        let logits = self.logits(ctx, latent, &inputs, &keep, (batch, Seq(len)))?;
+        let labels = obs.labels.as_deref();
+        let logits = self.logits(ctx, latent, labels, &inputs, &keep, (batch, Seq(len)))?;
         token_nll(logits, &targets)
     }
 
@@ -266,10 +319,15 @@ impl<D: Backend> Decoder<D> for TransformerDecoder {
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
+        labels: Option<&[usize]>,
         bos: usize,
         steps: usize,
     ) -> Result<Vec<Vec<usize>>> {
-        self.greedy_with(ctx, latent, bos, steps, |_| {})
+        self.greedy_with(ctx, latent, labels, bos, steps, |_| {})
+    }
+
+    fn reads_labels(&self) -> bool {
+        self.class.is_some()
     }
 
     /// Text has no mean observation: reconstructions and samples are decoded token by token.

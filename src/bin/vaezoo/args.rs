@@ -135,6 +135,9 @@ pub enum Command {
         /// Images: the test example to end at.
         #[arg(long)]
         to: Option<usize>,
+        /// Text: the class of both sentences, for a conditional model.
+        #[arg(long)]
+        class: Option<usize>,
         /// Decoded points, both ends included.
         #[arg(long, default_value_t = 10)]
         steps: usize,
@@ -152,6 +155,9 @@ pub enum Command {
         /// The sentences.
         #[arg(required = true)]
         sentences: Vec<String>,
+        /// The class of every sentence, for a conditional model.
+        #[arg(long)]
+        class: Option<usize>,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,

@@ -222,6 +222,7 @@ fn run(command: Command) -> Result<ExitCode> {
             sentences,
             from,
             to,
+            class,
             steps,
             out,
             device,
@@ -232,7 +233,7 @@ fn run(command: Command) -> Result<ExitCode> {
                         "a text run interpolates between two sentences: vaezoo interpolate RUN \"one\" \"two\"".into(),
                     ));
                 };
-                for (tau, sentence) in interpolate_text(&run, from, to, steps, device)? {
+                for (tau, sentence) in interpolate_text(&run, (from, to), steps, class, device)? {
                     println!("{tau:.2}  {sentence}");
                 }
                 return Ok(ExitCode::SUCCESS);
@@ -255,9 +256,11 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Reconstruct {
             run,
             sentences,
+            class,
             device,
         } => {
-            for (source, output) in sentences.iter().zip(reconstruct(&run, &sentences, device)?) {
+            let outputs = reconstruct(&run, &sentences, class, device)?;
+            for (source, output) in sentences.iter().zip(outputs) {
                 println!("{source}\n  → {output}");
             }
             Ok(ExitCode::SUCCESS)

@@ -25,6 +25,9 @@ fn config(attention: &Value) -> Value {
            "cross_attention": attention})
 }
 
+/// Classes of the class-conditional decoder's data.
+const CLASSES: usize = 3;
+
 /// Which latent the decoder reads.
 #[derive(Clone, Copy, Debug)]
 enum LatentKind {
@@ -40,6 +43,15 @@ fn setup(
     attention: &Value,
     kind: LatentKind,
 ) -> (TransformerDecoder, ParamStore<Cpu>, Mixture<Cpu>) {
+    setup_with(config(attention), DATA, kind)
+}
+
+/// [`setup`] for any decoder config and data sizes.
+fn setup_with(
+    config: Value,
+    data: DataDims,
+    kind: LatentKind,
+) -> (TransformerDecoder, ParamStore<Cpu>, Mixture<Cpu>) {
     vaezoo_nvib::link();
     let mut rng = seeded(3);
     let mut pb = ParamBuilder::new(&mut rng);
@@ -48,8 +60,8 @@ fn setup(
         .build_bottleneck("nvib", &json!({"version": "head"}), &mut pb, D_MODEL)
         .unwrap();
     pb.set_prefix("decoder");
-    let cfg: TransformerDecoderConfig = parse_config(NAME, &config(attention)).unwrap();
-    let decoder = TransformerDecoder::new(&cfg, &mut pb, D_MODEL, DATA).unwrap();
+    let cfg: TransformerDecoderConfig = parse_config(NAME, &config).unwrap();
+    let decoder = TransformerDecoder::new(&cfg, &mut pb, D_MODEL, data).unwrap();
     let dev = Cpu::default();
     let mut params = ParamStore::new(&dev, pb.finish());
     // Token embeddings of deviation 0.5 (√d·0.5 once scaled, as large as the positional
@@ -58,7 +70,7 @@ fn setup(
     // the argmax repeats one token whatever the prefix.
     let scales: Vec<f32> = (0..params.len())
         .map(|i| match params.name(i) {
-            "decoder.embedding.weight" => 0.5,
+            "decoder.embedding.weight" | "decoder.class_embedding" => 0.5,
             n if n.contains("multihead_attn") => 0.0,
             n if n.starts_with("decoder.") => 0.1,
             _ => 0.0,
@@ -112,6 +124,7 @@ fn redecode(
     decoder: &TransformerDecoder,
     params: &ParamStore<Cpu>,
     latent: &Mixture<Cpu>,
+    labels: Option<&[usize]>,
 ) -> (Vec<Vec<usize>>, Vec<Vec<f32>>) {
     let mut rng = seeded(6);
     let mut ctx = Ctx {
@@ -125,7 +138,7 @@ fn redecode(
         let ids = prefix.concat();
         let keep = vec![true; ids.len()];
         let logits = decoder
-            .logits(&mut ctx, latent, &ids, &keep, (BATCH, Seq(len)))
+            .logits(&mut ctx, latent, labels, &ids, &keep, (BATCH, Seq(len)))
             .unwrap()
             .as_vec();
         let last: Vec<f32> = logits
@@ -153,7 +166,7 @@ fn the_kv_cache_decodes_as_the_official_re_decoding() {
     for attention in attentions() {
         for kind in [LatentKind::Gaussian, LatentKind::Nvib] {
             let (decoder, params, latent) = setup(&attention, kind);
-            let (want_ids, want_logits) = redecode(&decoder, &params, &latent);
+            let (want_ids, want_logits) = redecode(&decoder, &params, &latent, None);
             let mut rng = seeded(7);
             let mut ctx = Ctx {
                 params: &params,
@@ -162,7 +175,9 @@ fn the_kv_cache_decodes_as_the_official_re_decoding() {
             };
             let mut logits = Vec::new();
             let ids = decoder
-                .greedy_with(&mut ctx, &latent, CLS, STEPS, |l| logits.push(l.to_vec()))
+                .greedy_with(&mut ctx, &latent, None, CLS, STEPS, |l| {
+                    logits.push(l.to_vec())
+                })
                 .unwrap();
             let case = format!("{} on {kind:?}", attention["kind"]);
             assert_eq!(ids, want_ids, "{case}");
@@ -205,7 +220,7 @@ fn greedy_dispatches_through_the_registry_and_decodes_in_evaluation() {
             mode,
             rng: &mut rng,
         };
-        Cpu::decoder(&*boxed).greedy(&mut ctx, &latent, CLS, steps)
+        Cpu::decoder(&*boxed).greedy(&mut ctx, &latent, None, CLS, steps)
     };
     let train = greedy(Mode::Train, STEPS).unwrap();
     assert_eq!(train, greedy(Mode::Eval, STEPS).unwrap(), "no dropout");
@@ -217,10 +232,10 @@ fn greedy_dispatches_through_the_registry_and_decodes_in_evaluation() {
         mode: Mode::Eval,
         rng: &mut seeded(9),
     };
-    let direct = decoder.greedy_with(&mut ctx, &latent, CLS, STEPS, |_| {});
+    let direct = decoder.greedy_with(&mut ctx, &latent, None, CLS, STEPS, |_| {});
     assert_eq!(direct.unwrap(), train);
     assert!(decoder
-        .greedy_with(&mut ctx, &latent, VOCAB, 1, |_| {})
+        .greedy_with(&mut ctx, &latent, None, VOCAB, 1, |_| {})
         .is_err());
 }
 
@@ -229,4 +244,58 @@ fn argmax_takes_the_first_maximum_and_skips_nan() {
     assert_eq!(argmax(&[1.0, 3.0, 3.0, -1.0]), 1);
     assert_eq!(argmax(&[f32::NAN, 0.5, 2.0]), 2);
     assert_eq!(argmax(&[]), 0);
+}
+
+#[test]
+fn a_class_conditional_decoder_reads_the_label_when_teacher_forced_and_decoding() {
+    let mut cfg = config(&attentions()[0]);
+    cfg["class_conditional"] = json!(true);
+    let data = DataDims {
+        classes: CLASSES,
+        ..DATA
+    };
+    let (decoder, mut params, latent) = setup_with(cfg, data, LatentKind::Gaussian);
+    let mut rng = seeded(7);
+    let mut ctx = Ctx {
+        params: &params,
+        mode: Mode::Eval,
+        rng: &mut rng,
+    };
+    let labels = [0, 1, 2];
+    let ids = (decoder.greedy_with(&mut ctx, &latent, Some(&labels), CLS, STEPS, |_| {})).unwrap();
+    assert_eq!(ids, redecode(&decoder, &params, &latent, Some(&labels)).0);
+    let other = redecode(&decoder, &params, &latent, Some(&[2, 0, 1])).1;
+    assert_ne!(other, redecode(&decoder, &params, &latent, Some(&labels)).1);
+    let missing = decoder.greedy_with(&mut ctx, &latent, None, CLS, 1, |_| {});
+    assert!(format!("{}", missing.unwrap_err()).contains("needs a class label"));
+
+    // Teacher forcing: the gradients, the class embedding's included, match finite
+    // differences (a step of 1e-3: 1e-2 crosses the feed-forward ReLUs' kinks).
+    let ids = vec![CLS, 4, 5, 3, CLS, 7, 3, 0, CLS, 3, 0, 0];
+    let keep: Vec<bool> = ids.iter().map(|&i| i != 0).collect();
+    let tokens = vaezoo_core::plugin::TokenBatch::new(ids, keep, Seq(4)).unwrap();
+    let obs = Observation::text(&Cpu::default(), tokens, Some(labels.to_vec()));
+    let check = vaezoo_core::gradcheck::GradCheck {
+        eps: 1e-3,
+        atol: 5e-3,
+        ..Default::default()
+    };
+    let report = check
+        .run(&mut params, |p| {
+            let mut rng = seeded(8);
+            let mut ctx = Ctx {
+                params: p,
+                mode: Mode::Eval,
+                rng: &mut rng,
+            };
+            decoder.nll(&mut ctx, &latent, &obs).unwrap().sum()
+        })
+        .unwrap();
+    assert!(
+        !report
+            .zero_gradient
+            .iter()
+            .any(|n| n == "decoder.class_embedding"),
+        "{report:?}"
+    );
 }
