@@ -108,6 +108,19 @@ impl<D: Backend> Mixture<D> {
         self.dims().1 .0 == 1 && self.weights.is_none() && self.mask.is_none()
     }
 
+    /// Checks that `other` has as many rows and the same width, so that the two can be
+    /// interpolated (their numbers of components may differ).
+    pub fn check_interpolable(&self, other: &Self) -> crate::Result<()> {
+        let ((ba, _, la), (bb, _, lb)) = (self.dims(), other.dims());
+        if ba != bb || la != lb {
+            return Err(crate::Error::Shape(format!(
+                "cannot interpolate latents of batch {} × width {} and batch {} × width {}",
+                ba.0, la.0, bb.0, lb.0
+            )));
+        }
+        Ok(())
+    }
+
     /// The `(Batch, Comp, Latent)` sizes.
     pub fn dims(&self) -> (Batch, Comp, Latent) {
         *self.z.shape()

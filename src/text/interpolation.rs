@@ -8,7 +8,7 @@ use vaezoo_core::axes::Comp;
 use vaezoo_core::backend::lift;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::plugin::LatentSpace;
-use vaezoo_core::{Backend, Error, Result};
+use vaezoo_core::{Backend, Result};
 
 /// Position-wise averaging of padded latents.
 pub struct PositionwiseSpace;
@@ -27,13 +27,8 @@ impl<D: Backend> LatentSpace<D> for PositionwiseSpace {
     /// # Shapes
     /// `a: (Batch, C₁, Latent)`, `b: (Batch, C₂, Latent)` → `(Batch, max(C₁, C₂), Latent)`
     fn interpolate(&self, a: &Mixture<D>, b: &Mixture<D>, tau: f32) -> Result<Mixture<D>> {
-        let ((ba, ca, la), (bb, cb, lb)) = (a.dims(), b.dims());
-        if ba != bb || la != lb {
-            return Err(Error::Shape(format!(
-                "cannot interpolate latents of batch {} × width {} and batch {} × width {}",
-                ba.0, la.0, bb.0, lb.0
-            )));
-        }
+        a.check_interpolable(b)?;
+        let ((ba, ca, la), (_, cb, _)) = (a.dims(), b.dims());
         let comps = ca.0.max(cb.0);
         let shape = (ba, Comp(comps), la);
         let dev = a.z.device().clone();

@@ -6,7 +6,7 @@ use vaezoo_core::backend::{lift, Reuse};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::plugin::LatentSpace;
-use vaezoo_core::{Backend, Error, Result};
+use vaezoo_core::{Backend, Result};
 
 /// Mixture latents: interpolation is the weighted union of components.
 pub struct MixtureSpace;
@@ -15,13 +15,8 @@ impl<D: Backend> LatentSpace<D> for MixtureSpace {
     /// # Shapes
     /// `a: (Batch, C₁, Latent)`, `b: (Batch, C₂, Latent)` → `(Batch, C₁ + C₂, Latent)`
     fn interpolate(&self, a: &Mixture<D>, b: &Mixture<D>, tau: f32) -> Result<Mixture<D>> {
-        let ((ba, ca, la), (bb, cb, lb)) = (a.dims(), b.dims());
-        if ba != bb || la != lb {
-            return Err(Error::Shape(format!(
-                "cannot interpolate latents of batch {} × width {} and batch {} × width {}",
-                ba.0, la.0, bb.0, lb.0
-            )));
-        }
+        a.check_interpolable(b)?;
+        let ((ba, ca, _), (_, cb, _)) = (a.dims(), b.dims());
         let log_var = |m: &Mixture<D>| match &m.log_var {
             Some(v) => v.reuse(),
             None => lift(m.z.device().zeros_like(&m.dims())) - 200.0,
