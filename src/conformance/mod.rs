@@ -440,7 +440,15 @@ impl Kit<'_> {
             .filter(|n| n.starts_with(&prefix))
             .collect();
         let mut failure = None;
-        let result = GradCheck::default().run(&mut params, |p| {
+        // A step of 1e-3: with 1e-2, perturbing one weight moves other units across their ReLU
+        // kinks (Transformer feed-forwards, with dropout's rescaling), and the difference
+        // quotient then disagrees with a correct gradient.
+        let check = GradCheck {
+            eps: 1e-3,
+            atol: 5e-3,
+            ..GradCheck::default()
+        };
+        let result = check.run(&mut params, |p| {
             let loss = losses(&model, p, Mode::Train, NOISE_SEED);
             match loss.and_then(|l| {
                 model

@@ -362,7 +362,7 @@ vaezoo_core::inventory::submit! {
         description: "The NVAE's post-LN Transformer decoder; cross-attention through an attention plugin",
         schema: schema_of::<TransformerDecoderConfig>,
         example: || vaezoo_core::serde_json::json!({
-            "d_model": 3, "heads": 1, "layers": 2, "dropout": 0.0,
+            "d_model": 3, "heads": 1, "layers": 2, "dropout": 0.1,
             "cross_attention": { "kind": "denoising", "config": { "version": "head", "heads": 1 } }
         }),
         partners: &["transformer_encoder", "nvib", "dirichlet_process"],

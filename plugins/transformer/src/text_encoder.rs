@@ -206,7 +206,7 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "The NVAE's post-LN Transformer encoder over token ids (text data)",
         schema: schema_of::<TransformerConfig>,
-        example: || vaezoo_core::serde_json::json!({ "d_model": 8, "heads": 2, "layers": 1, "dropout": 0.0 }),
+        example: || vaezoo_core::serde_json::json!({ "d_model": 8, "heads": 2, "layers": 1, "dropout": 0.1 }),
         partners: &[],
         build: Build::Encoder(build),
     }
