@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
 use vaezoo_core::backend::Reuse;
 use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::{HostParam, ParamBuilder};
 use vaezoo_core::plugin::{
     Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlShaping, KlTerm, Observation, Progress,
@@ -118,7 +119,21 @@ impl Model {
     /// # Shapes
     /// `obs.x: (Batch, Feature)` → each term `(Batch,)`
     pub fn losses<D: Backend>(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<Losses<D>> {
-        let mut latent = self.posterior(ctx, obs)?;
+        let latent = self.posterior(ctx, obs)?;
+        self.losses_of(ctx, latent, obs)
+    }
+
+    /// [`losses`](Self::losses) of a batch whose posterior latent is `latent` (from
+    /// [`posterior`](Self::posterior) on `obs`), for callers that read the latent too.
+    ///
+    /// # Shapes
+    /// `latent.z: (Batch, Comp, Latent)` → each term `(Batch,)`
+    pub fn losses_of<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        mut latent: Mixture<D>,
+        obs: &Observation<D>,
+    ) -> Result<Losses<D>> {
         let mut kl = std::mem::take(&mut latent.kl);
         kl.extend(D::prior(&*self.prior).kl(ctx, &latent, obs.labels.as_deref())?);
         let rec = D::decoder(&*self.decoder).nll(ctx, &latent, obs)?;

@@ -96,6 +96,11 @@ impl RunDir {
         self.root.join("tokenizer.json")
     }
 
+    /// `text/<name>`: reconstructions, samples and interpolations of a text run.
+    pub fn text_path(&self, name: &str) -> PathBuf {
+        self.root.join("text").join(name)
+    }
+
     /// `eval.json`.
     pub fn eval_path(&self) -> PathBuf {
         self.root.join("eval.json")
@@ -186,6 +191,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// Writes one line per item of `lines` to `path` atomically, creating its folder.
+pub fn write_lines<S: std::fmt::Display>(
+    path: &Path,
+    lines: impl IntoIterator<Item = S>,
+) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| vaezoo_core::Error::io(dir, e))?;
+    }
+    let text: String = lines.into_iter().map(|l| format!("{l}\n")).collect();
+    write_atomic(path, text.as_bytes())
 }
 
 /// Writes pretty JSON (with a final newline) atomically.

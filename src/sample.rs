@@ -10,9 +10,9 @@ use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 
 use crate::device::{on_device, DeviceChoice};
-use crate::evaluate::text::{text_model, tokenizer_of};
-use crate::run::write_atomic;
+use crate::run::write_lines;
 use crate::session::restore;
+use crate::text::TextModel;
 use crate::{plots, Error, Result};
 
 /// Options of `vaezoo sample`.
@@ -75,20 +75,14 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<S
     let labels = opts.class.map(|c| vec![c; opts.n]);
     let mut rng = seeded(opts.seed);
     if matches!(r.spec.data, DataSpec::Text { .. }) {
-        let tokenizer = tokenizer_of(&r)?;
-        let tm = text_model(&r, &tokenizer)?;
+        let tokenizer = r.tokenizer()?;
+        let tm = TextModel::of_run(&r, &tokenizer)?;
         let sentences = tm.sample(&mut rng, opts.n, labels.as_deref(), opts.temperature)?;
-        let path = opts.out.clone().unwrap_or_else(|| {
-            r.run
-                .root()
-                .join("text")
-                .join(format!("samples-seed{}.txt", opts.seed))
-        });
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| vaezoo_core::Error::io(dir, e))?;
-        }
-        let lines: String = sentences.iter().map(|s| format!("{s}\n")).collect();
-        write_atomic(&path, lines.as_bytes())?;
+        let path = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| r.run.text_path(&format!("samples-seed{}.txt", opts.seed)));
+        write_lines(&path, &sentences)?;
         return Ok(Sampled {
             path,
             sentences: Some(sentences),

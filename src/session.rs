@@ -138,10 +138,15 @@ impl<D: Backend> Restored<D> {
         Ok(load_spec_split(&self.spec.data, Split::Test)?)
     }
 
-    /// The test split of the run's data, text encoded with the run's tokenizer.
-    pub fn test_data(&self) -> Result<Dataset> {
-        let tokenizer = run_tokenizer(&self.run, &self.spec)?;
-        Dataset::load(&self.spec.data, Split::Test, tokenizer.as_ref())
+    /// The tokenizer of a text run ([`run_tokenizer`]); an error for a run of images.
+    pub fn tokenizer(&self) -> Result<TextTokenizer> {
+        run_tokenizer(&self.run, &self.spec)?
+            .ok_or_else(|| Error::Usage(format!("{} is not a text run", self.run.root().display())))
+    }
+
+    /// The test split of the run's data, text encoded with `tokenizer` (the run's).
+    pub fn test_data(&self, tokenizer: Option<&TextTokenizer>) -> Result<Dataset> {
+        Dataset::load(&self.spec.data, Split::Test, tokenizer)
     }
 
     /// Whether the model reads class labels (see [`Model::is_conditional`]).

@@ -20,7 +20,7 @@ use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_core::spec::Spec;
 use vaezoo_core::Backend;
 
-use crate::data::{spec_tokenizer, Dataset, Split};
+use crate::data::{Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::model::Model;
 use crate::run::{utc_stamp, write_json, RunDir};
@@ -69,8 +69,7 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     if let Some(seed) = opts.seed {
         spec.training.seed = seed;
     }
-    let tokenizer = spec_tokenizer(&spec.data)?;
-    let data = Dataset::load(&spec.data, Split::Train, tokenizer.as_ref())?;
+    let (data, tokenizer) = Dataset::load_for_new_run(&spec.data)?;
     let root = opts.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "{}-seed{}-{}",

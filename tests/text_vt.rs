@@ -4,17 +4,11 @@
 //! d_model. Each trains with Adam on a few batches (the token CE must fall), and reports its
 //! `kl_g` and the proportion of vectors kept.
 
-use std::path::Path;
+mod common;
 
+use common::tiny_text::train_tiny;
 use serde_json::{json, Value};
-use vaezoo::model::Model;
-use vaezoo::text::{load_split, pad_batch, EncodedCorpus, TextSplit, TextTokenizer};
-use vaezoo_core::axes::Seq;
-use vaezoo_core::dfdx::prelude::*;
-use vaezoo_core::optim::{clip_global_norm, Adam, AdamConfig};
-use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress, TokenBatch};
-use vaezoo_core::registry::DataDims;
+use vaezoo_core::plugin::{Ctx, Mode};
 use vaezoo_core::rng::seeded;
 use vaezoo_core::spec::Spec;
 
@@ -48,76 +42,31 @@ struct Run {
 }
 
 fn train(bottleneck: Value, steps: usize) -> Run {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("zoo/data/wiki_sentences");
-    let split = load_split(&dir, TextSplit::Train).unwrap();
-    let tokenizer = TextTokenizer::train(&split.sentences[..2000], 400).unwrap();
-    let corpus = EncodedCorpus::encode(&split, &tokenizer, 12).unwrap();
-    let dims = DataDims {
-        features: 0,
-        classes: 0,
-        vocab: tokenizer.vocab_size(),
-    };
-    let spec = spec(bottleneck);
-    let (model, init) = Model::build(vaezoo::registry().unwrap(), &spec, dims, &mut seeded(1))
-        .expect("the latent width defaults to d_model");
-    assert_eq!(model.latent_dim(), D_MODEL);
-    let mut params = ParamStore::new(&Cpu::default(), init);
-    let mut adam = Adam::new(
-        AdamConfig {
-            lr: 3e-3,
-            ..AdamConfig::default()
-        },
-        &params,
+    let run = train_tiny(&spec(bottleneck), steps);
+    assert_eq!(
+        run.model.latent_dim(),
+        D_MODEL,
+        "the latent width defaults to d_model"
     );
-    let batches: Vec<(Observation<Cpu>, Vec<usize>)> = (0..4)
-        .map(|k| {
-            let rows: Vec<usize> = (16 * k..16 * k + 16).collect();
-            let b = pad_batch(&corpus, &rows, 0);
-            // The encoder reads ids[:, 1:]: every token but [CLS].
-            let tokens = b.lengths.iter().map(|n| n - 1).collect();
-            let t = TokenBatch::new(b.ids, b.mask, Seq(b.seq)).unwrap();
-            (Observation::text(&Cpu::default(), t, b.labels), tokens)
-        })
-        .collect();
-    let mut rng = seeded(2);
-    let mut grads = vec![Vec::new(); params.len()];
-    let (mut losses, mut kl_names) = (Vec::new(), Vec::new());
-    for step in 0..steps {
-        let mut ctx = Ctx {
-            params: &params,
-            mode: Mode::Train,
-            rng: &mut rng,
-        };
-        let l = model
-            .losses(&mut ctx, &batches[step % batches.len()].0)
-            .unwrap();
-        kl_names = l.kl.iter().map(|t| t.name.clone()).collect();
-        let progress = Progress {
-            step: step as u64,
-            total_steps: steps as u64,
-            epochs: 1,
-        };
-        let o = model.objective(l, &spec.training, progress).unwrap();
-        assert!(o.kl.is_finite() && o.kl >= 0.0, "kl {}", o.kl);
-        losses.push(o.rec);
-        let mut g = o.loss.backward();
-        params.gradients_into(&mut g, &mut grads);
-        clip_global_norm(&mut grads, 1.0);
-        adam.step(&mut params, &grads);
+    for kl in &run.kl {
+        assert!(kl.is_finite() && *kl >= 0.0, "kl {kl}");
     }
+    let mut rng = seeded(2);
     let mut ctx = Ctx {
-        params: &params,
+        params: &run.params,
         mode: Mode::Eval,
         rng: &mut rng,
     };
-    let stats = model.losses(&mut ctx, &batches[0].0).unwrap().stats;
-    let n = batches.len();
+    let stats = (run.model)
+        .losses(&mut ctx, &run.batches[0].obs)
+        .unwrap()
+        .stats;
     Run {
-        first: losses[..n].iter().sum::<f32>() / n as f32,
-        last: losses[steps - n..].iter().sum::<f32>() / n as f32,
-        kl_names,
+        first: run.first,
+        last: run.last,
+        kl_names: run.kl_names,
         stats,
-        tokens: batches[0].1.clone(),
+        tokens: run.batches[0].tokens.clone(),
     }
 }
 

@@ -108,6 +108,14 @@ impl<D: Backend> Mixture<D> {
         self.dims().1 .0 == 1 && self.weights.is_none() && self.mask.is_none()
     }
 
+    /// The log-variances a prior's KL needs; a deterministic latent is an error naming `prior`.
+    pub fn log_var_for_kl(&self, prior: &str) -> crate::Result<&Traced<(Batch, Comp, Latent), D>> {
+        self.log_var.as_ref().ok_or_else(|| crate::Error::Config {
+            plugin: prior.into(),
+            message: "the KL needs a posterior variance; this bottleneck is deterministic".into(),
+        })
+    }
+
     /// Checks that `other` has as many rows and the same width, so that the two can be
     /// interpolated (their numbers of components may differ).
     pub fn check_interpolable(&self, other: &Self) -> crate::Result<()> {

@@ -57,18 +57,28 @@ impl TextSet {
 pub fn spec_tokenizer(data: &DataSpec) -> Result<Option<TextTokenizer>> {
     match data {
         DataSpec::Idx { .. } => Ok(None),
-        DataSpec::Text {
-            tokenizer: Some(path),
-            ..
-        } => Ok(Some(TextTokenizer::load(Path::new(path))?)),
-        DataSpec::Text {
-            vocab_size,
-            tokenizer: None,
-            ..
-        } => {
-            let train = load_corpus(data, Split::Train)?;
-            Ok(Some(TextTokenizer::train(&train.sentences, *vocab_size)?))
+        DataSpec::Text { .. } => Ok(Some(new_tokenizer(data, None)?)),
+    }
+}
+
+/// [`spec_tokenizer`] of a text spec, trained on `train` (the train split, read here when
+/// `None`) unless the spec gives a tokenizer file.
+fn new_tokenizer(data: &DataSpec, train: Option<&Corpus>) -> Result<TextTokenizer> {
+    match (data, train) {
+        (
+            DataSpec::Text {
+                tokenizer: Some(path),
+                ..
+            },
+            _,
+        ) => TextTokenizer::load(Path::new(path)),
+        (DataSpec::Text { vocab_size, .. }, Some(train)) => {
+            TextTokenizer::train(&train.sentences, *vocab_size)
         }
+        (DataSpec::Text { .. }, None) => {
+            new_tokenizer(data, Some(&load_corpus(data, Split::Train)?))
+        }
+        (DataSpec::Idx { .. }, _) => unreachable!("called for text specs only"),
     }
 }
 
@@ -112,6 +122,18 @@ impl Dataset {
                 Ok(Self::Text(TextSet::new(corpus, tokenizer, *max_len)?))
             }
         }
+    }
+
+    /// The train split of a new run of `data`, with its tokenizer for text
+    /// ([`spec_tokenizer`], trained on the same sentences, read once).
+    pub fn load_for_new_run(data: &DataSpec) -> Result<(Self, Option<TextTokenizer>)> {
+        let DataSpec::Text { max_len, .. } = data else {
+            return Ok((Self::load(data, Split::Train, None)?, None));
+        };
+        let corpus = load_corpus(data, Split::Train)?;
+        let tokenizer = new_tokenizer(data, Some(&corpus))?;
+        let set = TextSet::new(corpus, &tokenizer, *max_len)?;
+        Ok((Self::Text(set), Some(tokenizer)))
     }
 
     /// The number of examples.

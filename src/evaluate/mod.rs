@@ -53,8 +53,8 @@ pub struct EvalOptions {
     pub device: DeviceChoice,
     /// Text: prior samples for the forward and reverse PPL (0 skips them).
     pub samples: usize,
-    /// Text: the language model run (a trained Transformer autoencoder) of the forward and
-    /// reverse PPL.
+    /// Text: the language model run (e.g. of `zoo/lm-wiki.json`) of the forward and reverse
+    /// PPL.
     pub lm: Option<PathBuf>,
 }
 

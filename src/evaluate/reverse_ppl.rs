@@ -1,6 +1,6 @@
 //! Forward and reverse perplexity of generated sentences (§F of `docs/nvib-math.md`), both
-//! through a language model run `--lm RUN`, as the official code uses its Transformer
-//! autoencoder T:
+//! through a language model run `--lm RUN` (the official code uses its autoencoder T, which
+//! copies its input; `zoo/lm-wiki.json` is a language model):
 //!
 //! - **F-PPL**: the LM's perplexity on the generated sentences (fluency);
 //! - **R-PPL**: a fresh copy of the LM's spec (same config, tokenizer, epochs and seed)
@@ -14,94 +14,87 @@ use vaezoo_core::rng::seeded;
 use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 
-use super::text::{text_model, tokenizer_of, MAX_TEXT_BATCH};
+use super::text::MAX_TEXT_BATCH;
 use super::EvalOptions;
-use crate::run::{write_atomic, write_json};
-use crate::session::restore;
-use crate::spec_file::read_spec;
-use crate::text::TokenCe;
+use crate::run::{write_json, write_lines};
+use crate::session::{restore, Restored};
+use crate::text::{TextModel, TextTokenizer, TokenCe};
 use crate::train::{train, TrainOptions};
-use crate::{Error, Result};
+use crate::Result;
 
-/// The official PPL of `sentences` under the text run at `lm`.
-pub fn forward_ppl<D: Backend>(
-    dev: &D,
-    lm: &Path,
-    sentences: &[String],
-    opts: &EvalOptions,
-) -> Result<f64> {
-    let r = restore(dev, lm)?;
-    let tokenizer = tokenizer_of(&r)?;
-    let tm = text_model(&r, &tokenizer)?;
-    let mut rng = seeded(opts.seed);
-    let mut ce = TokenCe::default();
-    for chunk in sentences.chunks(opts.batch_size.clamp(1, MAX_TEXT_BATCH)) {
-        let obs = tm.observation(chunk, None)?;
-        ce.add(tm.token_ce(&mut rng, &obs)?);
-        dev.empty_cache();
-    }
-    Ok(ce.ppl())
+/// A language model run, restored once, with its tokenizer.
+pub struct LanguageModel<D: Backend> {
+    run: Restored<D>,
+    tokenizer: TextTokenizer,
 }
 
-/// Trains the LM's spec on `samples` in `out` (replacing an earlier one) and returns its PPL
-/// on `test`.
-pub fn reverse_ppl(
-    lm: &Path,
-    samples: &[String],
-    test: &[String],
-    out: &Path,
-    opts: &EvalOptions,
-) -> Result<f64> {
-    let lm_run = crate::run::RunDir::open(lm)?;
-    let mut spec = read_spec(&lm_run.spec_path())?;
-    let DataSpec::Text { .. } = spec.data else {
-        return Err(Error::Usage(format!(
-            "--lm {}: not a text run",
-            lm.display()
-        )));
-    };
-    if out.exists() {
-        std::fs::remove_dir_all(out).map_err(|e| vaezoo_core::Error::io(out, e))?;
+impl<D: Backend> LanguageModel<D> {
+    /// Restores the text run at `root`.
+    pub fn open(dev: &D, root: &Path) -> Result<Self> {
+        let run = restore(dev, root)?;
+        let tokenizer = run.tokenizer()?;
+        Ok(Self { run, tokenizer })
     }
-    let data = out.join("data");
-    std::fs::create_dir_all(&data).map_err(|e| vaezoo_core::Error::io(&data, e))?;
-    // The spec written below is read relative to its own folder: give it absolute paths.
-    let absolute = |p: &Path| p.canonicalize().map_err(|e| vaezoo_core::Error::io(p, e));
-    let (data, lm_tokenizer) = (absolute(&data)?, absolute(&lm_run.tokenizer_path())?);
-    let lines = |v: &[String]| v.iter().map(|s| format!("{s}\n")).collect::<String>();
-    write_atomic(&data.join("train.txt"), lines(samples).as_bytes())?;
-    write_atomic(&data.join("test.txt"), lines(test).as_bytes())?;
-    if let DataSpec::Text {
-        dir,
-        tokenizer,
-        train_limit,
-        test_limit,
-        ..
-    } = &mut spec.data
-    {
-        *dir = data.display().to_string();
-        *tokenizer = Some(lm_tokenizer.display().to_string());
-        (*train_limit, *test_limit) = (None, None);
-    }
-    spec.name = format!("{}-rppl", spec.name);
-    let spec_path = out.join("spec.json");
-    write_json(
-        &spec_path,
-        &serde_json::to_value(&spec).expect("specs serialise"),
-    )?;
-    let run = out.join("run");
-    let trained = train(
-        &spec_path,
-        &TrainOptions {
-            out: Some(run.clone()),
-            progress: opts.progress,
-            device: opts.device,
-            ..TrainOptions::default()
-        },
-    )?;
-    on_cpu_ppl(&trained.run, test, opts)
-}
 
-fn on_cpu_ppl(run: &Path, sentences: &[String], opts: &EvalOptions) -> Result<f64> {
-    crate::device::on_device!(opts.device, |dev| forward_ppl(dev, run, sentences, opts))
+    /// The official PPL of `sentences` under this model.
+    pub fn ppl(&self, sentences: &[String], opts: &EvalOptions) -> Result<f64> {
+        let tm = TextModel::of_run(&self.run, &self.tokenizer)?;
+        let mut rng = seeded(opts.seed);
+        let mut ce = TokenCe::default();
+        for chunk in sentences.chunks(opts.batch_size.clamp(1, MAX_TEXT_BATCH)) {
+            let obs = tm.observation(chunk, None)?;
+            ce.add(tm.token_ce(&mut rng, &obs)?);
+            self.run.params.device().empty_cache();
+        }
+        Ok(ce.ppl())
+    }
+
+    /// R-PPL: trains this model's spec on `samples` in `out` (replacing an earlier one) and
+    /// returns the PPL of `test` under the trained copy.
+    pub fn reverse_ppl(
+        &self,
+        samples: &[String],
+        test: &[String],
+        out: &Path,
+        opts: &EvalOptions,
+    ) -> Result<f64> {
+        if out.exists() {
+            std::fs::remove_dir_all(out).map_err(|e| vaezoo_core::Error::io(out, e))?;
+        }
+        let data = out.join("data");
+        write_lines(&data.join("train.txt"), samples)?;
+        write_lines(&data.join("test.txt"), test)?;
+        // The spec written below is read relative to its own folder: give it absolute paths.
+        let absolute = |p: &Path| p.canonicalize().map_err(|e| vaezoo_core::Error::io(p, e));
+        let lm_tokenizer = absolute(&self.run.run.tokenizer_path())?;
+        let mut spec = self.run.spec.clone();
+        if let DataSpec::Text {
+            dir,
+            tokenizer,
+            train_limit,
+            test_limit,
+            ..
+        } = &mut spec.data
+        {
+            *dir = absolute(&data)?.display().to_string();
+            *tokenizer = Some(lm_tokenizer.display().to_string());
+            (*train_limit, *test_limit) = (None, None);
+        }
+        spec.name = format!("{}-rppl", spec.name);
+        let spec_path = out.join("spec.json");
+        write_json(
+            &spec_path,
+            &serde_json::to_value(&spec).expect("specs serialise"),
+        )?;
+        let trained = train(
+            &spec_path,
+            &TrainOptions {
+                out: Some(out.join("run")),
+                progress: opts.progress,
+                device: opts.device,
+                ..TrainOptions::default()
+            },
+        )?;
+        Self::open(self.run.params.device(), &trained.run)?.ppl(test, opts)
+    }
 }

@@ -1,8 +1,9 @@
 //! Interpolation statistics (§F, `interpolation_evaluation.py`): test sentence i (s₁) is paired
 //! with sentence N − 1 − i (s₂), for i < N/2; their latents are interpolated at τ ∈ {0, ¼, ½,
 //! ¾, 1} ([`TextModel::interpolate`]) and decoded greedily for as many steps as both sources
-//! together (a conditional model is given s₁'s class). Per τ: the share of outputs equal to neither s₁ nor s₂, and the mean sentence BLEU
-//! against each; and the forward PPL (under `--lm`) of the τ = ½ outputs that differ from both.
+//! together (a conditional model is given s₁'s class). Per τ: the share of outputs equal to
+//! neither s₁ nor s₂, and the mean sentence BLEU against each; and the forward PPL (under
+//! `--lm`) of the τ = ½ outputs that differ from both.
 //! Every pair's outputs go to `RUN/text/interpolations.tsv`.
 
 use std::path::Path;
@@ -11,11 +12,11 @@ use serde::Serialize;
 use vaezoo_core::rng::HostRng;
 use vaezoo_core::Backend;
 
-use super::reverse_ppl::forward_ppl;
+use super::reverse_ppl::LanguageModel;
 use super::text::MAX_TEXT_BATCH;
 use super::EvalOptions;
 use crate::data::TextSet;
-use crate::run::write_atomic;
+use crate::run::write_lines;
 use crate::text::{sentence_bleu, TextModel};
 use crate::Result;
 
@@ -47,21 +48,21 @@ pub struct InterpolationStats {
     pub f_ppl_mid: Option<f64>,
 }
 
-/// Interpolates the pairs of `test`; see the module docs.
+/// Interpolates the pairs of `test`, whose sentences after the tokenizer's round trip are
+/// `references`; writes every output to `out`. See the module docs.
 pub fn interpolation_stats<D: Backend>(
     tm: &TextModel<D>,
-    test: &TextSet,
-    lm: Option<&Path>,
+    (test, references): (&TextSet, &[String]),
+    lm: Option<&LanguageModel<D>>,
     opts: &EvalOptions,
     rng: &mut HostRng,
-    text_dir: &Path,
+    out: &Path,
 ) -> Result<InterpolationStats> {
     let n = test.corpus.len();
     let pairs = n / 2;
-    let ends = |i: usize| tm.tokenizer.decode(&test.encoded.ids[i]);
     let mut sums = vec![[0.0f64; 3]; TAUS.len()];
     let mut mid_differing = Vec::new();
-    let mut lines = String::new();
+    let mut lines = Vec::new();
     let batch = opts.batch_size.clamp(1, MAX_TEXT_BATCH);
     for start in (0..pairs).step_by(batch) {
         let first: Vec<usize> = (start..(start + batch).min(pairs)).collect();
@@ -74,25 +75,25 @@ pub fn interpolation_stats<D: Backend>(
             .sum();
         let a = tm.encode(rng, &obs_a)?;
         let b = tm.encode(rng, &obs_b)?;
-        let s1: Vec<String> = first.iter().map(|&i| ends(i)).collect::<Result<_>>()?;
-        let s2: Vec<String> = second.iter().map(|&i| ends(i)).collect::<Result<_>>()?;
+        let s1: Vec<&str> = first.iter().map(|&i| references[i].as_str()).collect();
+        let s2: Vec<&str> = second.iter().map(|&i| references[i].as_str()).collect();
         for (k, &tau) in TAUS.iter().enumerate() {
             let latent = tm.interpolate(&a, &b, tau)?;
             let outputs = tm.decode(rng, &latent, obs_a.labels.as_deref(), steps)?;
-            for ((out, x), y) in outputs.into_iter().zip(&s1).zip(&s2) {
-                let differs = out != *x && out != *y;
+            for ((output, &x), &y) in outputs.into_iter().zip(&s1).zip(&s2) {
+                let differs = output != x && output != y;
                 sums[k][0] += f64::from(u8::from(differs));
-                sums[k][1] += sentence_bleu(&out, x).score;
-                sums[k][2] += sentence_bleu(&out, y).score;
-                lines += &format!("{tau}\t{x}\t{y}\t{out}\n");
+                sums[k][1] += sentence_bleu(&output, x).score;
+                sums[k][2] += sentence_bleu(&output, y).score;
+                lines.push(format!("{tau}\t{x}\t{y}\t{output}"));
                 if differs && tau == 0.5 {
-                    mid_differing.push(out);
+                    mid_differing.push(output);
                 }
             }
             tm.params.device().empty_cache();
         }
     }
-    write_atomic(&text_dir.join("interpolations.tsv"), lines.as_bytes())?;
+    write_lines(out, lines)?;
     let p = pairs.max(1) as f64;
     let taus = TAUS
         .iter()
@@ -105,9 +106,7 @@ pub fn interpolation_stats<D: Backend>(
         })
         .collect();
     let f_ppl_mid = match lm {
-        Some(lm) if !mid_differing.is_empty() => {
-            Some(forward_ppl(tm.params.device(), lm, &mid_differing, opts)?)
-        }
+        Some(lm) if !mid_differing.is_empty() => Some(lm.ppl(&mid_differing, opts)?),
         _ => None,
     };
     Ok(InterpolationStats {

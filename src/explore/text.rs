@@ -8,8 +8,8 @@ use vaezoo_core::rng::seeded;
 use vaezoo_core::Backend;
 
 use crate::device::{on_device, DeviceChoice};
-use crate::evaluate::text::{text_model, tokenizer_of};
 use crate::session::restore;
+use crate::text::TextModel;
 use crate::{Error, Result};
 
 use super::{check_steps, linspace};
@@ -37,8 +37,8 @@ fn reconstruct_on<D: Backend>(
     class: Option<usize>,
 ) -> Result<Vec<String>> {
     let r = restore(dev, root)?;
-    let tokenizer = tokenizer_of(&r)?;
-    let tm = text_model(&r, &tokenizer)?;
+    let tokenizer = r.tokenizer()?;
+    let tm = TextModel::of_run(&r, &tokenizer)?;
     let mut rng = seeded(0);
     sentences
         .iter()
@@ -61,8 +61,8 @@ pub fn interpolate_text(
     check_steps(steps)?;
     on_device!(device, |dev| {
         let r = restore(dev, root)?;
-        let tokenizer = tokenizer_of(&r)?;
-        let tm = text_model(&r, &tokenizer)?;
+        let tokenizer = r.tokenizer()?;
+        let tm = TextModel::of_run(&r, &tokenizer)?;
         let mut rng = seeded(0);
         let labels = || class.map(|c| vec![c]);
         let (obs_a, obs_b) = (

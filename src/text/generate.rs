@@ -3,19 +3,23 @@
 //! evaluation mode. The evaluation and the `sample`, `reconstruct` and `interpolate` commands
 //! all go through [`TextModel`].
 
+use std::cell::OnceCell;
+
 use vaezoo_core::axes::Seq;
 use vaezoo_core::backend::Reuse;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::ParamStore;
 use vaezoo_core::plugin::{Ctx, LatentSpace, Mode, Observation, TokenBatch};
 use vaezoo_core::rng::HostRng;
+use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 use vaezoo_nvib::space::MixtureSpace;
 
 use super::interpolation::PositionwiseSpace;
 use super::{pad_batch, EncodedCorpus, TextTokenizer};
 use crate::model::Model;
-use crate::Result;
+use crate::session::Restored;
+use crate::{Error, Result};
 
 /// A text model with its weights and tokenizer.
 pub struct TextModel<'a, D: Backend> {
@@ -27,6 +31,8 @@ pub struct TextModel<'a, D: Backend> {
     pub tokenizer: &'a TextTokenizer,
     /// The most ids per sentence (the spec's `max_len`).
     pub max_len: usize,
+    /// How many components the bottleneck gives a full-length sentence, once probed.
+    sample_components: OnceCell<usize>,
 }
 
 /// Token cross-entropy of some sentences, teacher-forced.
@@ -74,6 +80,23 @@ impl TokenCe {
 }
 
 impl<'a, D: Backend> TextModel<'a, D> {
+    /// The text model of a restored run, with its tokenizer ([`Restored::tokenizer`]).
+    pub fn of_run(r: &'a Restored<D>, tokenizer: &'a TextTokenizer) -> Result<Self> {
+        let DataSpec::Text { max_len, .. } = r.spec.data else {
+            return Err(Error::Usage(format!(
+                "{} is not a text run",
+                r.run.root().display()
+            )));
+        };
+        Ok(Self {
+            model: &r.model,
+            params: &r.params,
+            tokenizer,
+            max_len,
+            sample_components: OnceCell::new(),
+        })
+    }
+
     fn ctx<'c>(&'c self, rng: &'c mut HostRng) -> Ctx<'c, D> {
         Ctx {
             params: self.params,
@@ -148,7 +171,13 @@ impl<'a, D: Backend> TextModel<'a, D> {
         labels: Option<&[usize]>,
         temperature: f32,
     ) -> Result<Vec<String>> {
-        let comps = self.components_of_full_sentence(rng)?;
+        let comps = match self.sample_components.get() {
+            Some(&comps) => comps,
+            None => {
+                let comps = self.components_of_full_sentence(rng)?;
+                *self.sample_components.get_or_init(|| comps)
+            }
+        };
         let mut latent = self
             .model
             .prior_sample(&mut self.ctx(rng), n, comps, labels)?;

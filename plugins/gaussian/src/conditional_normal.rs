@@ -90,10 +90,7 @@ impl<D: Backend> Prior<D> for ConditionalNormal {
         posterior: &Mixture<D>,
         labels: Option<&[usize]>,
     ) -> Result<Vec<KlTerm<D>>> {
-        let log_var = posterior.log_var.as_ref().ok_or_else(|| Error::Config {
-            plugin: NAME.into(),
-            message: "the KL needs a posterior variance; this bottleneck is deterministic".into(),
-        })?;
+        let log_var = posterior.log_var_for_kl(NAME)?;
         let (batch, comps, _) = posterior.dims();
         let (mean_p, log_var_p) = self.rows(ctx.params, labels, comps)?;
         if mean_p.shape().0 != batch {

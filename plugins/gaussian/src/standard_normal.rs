@@ -11,7 +11,7 @@ use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::{Ctx, KlTerm, Prior};
 use vaezoo_core::registry::{parse_config, schema_of, Build, PluginRegistration};
-use vaezoo_core::{Backend, Error, Result, Traced};
+use vaezoo_core::{Backend, Result, Traced};
 
 /// Config of `standard_normal` (it has no settings).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -30,10 +30,7 @@ impl<D: Backend> Prior<D> for StandardNormal {
         posterior: &Mixture<D>,
         _labels: Option<&[usize]>,
     ) -> Result<Vec<KlTerm<D>>> {
-        let log_var = posterior.log_var.as_ref().ok_or_else(|| Error::Config {
-            plugin: "standard_normal".into(),
-            message: "the KL needs a posterior variance; this bottleneck is deterministic".into(),
-        })?;
+        let log_var = posterior.log_var_for_kl("standard_normal")?;
         let mean = posterior.mean.reuse();
         let per_dim = mean.square() + log_var.reuse().exp() - log_var.reuse() - 1.0;
         let per_comp = per_dim.sum::<(Batch, Comp), Axis<2>>() * 0.5;

@@ -113,11 +113,11 @@ impl DecoderLayer {
     ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
         let [norm1, norm2, norm3] = &self.norms;
         let a = attend(x.retaped());
-        let x = norm1.forward(w, x + self.dropout.forward(a, mode, rng));
+        let x = norm1.residual(w, x, a, (&self.dropout, mode, rng));
         let m = cross(x.retaped(), rng)?;
-        let x = norm2.forward(w, x + self.dropout.forward(m, mode, rng));
+        let x = norm2.residual(w, x, m, (&self.dropout, mode, rng));
         let f = self.ffn.forward(w, x.retaped(), mode, rng);
-        Ok(norm3.forward(w, x + self.dropout.forward(f, mode, rng)))
+        Ok(norm3.residual(w, x, f, (&self.dropout, mode, rng)))
     }
 }
 

@@ -74,12 +74,9 @@ impl EncoderLayer {
         rng: &mut HostRng,
     ) -> Tr<(Batch, Seq, Model), E, D> {
         let a = self.self_attn.forward(w, x.retaped(), keep, false);
-        let x = self
-            .norm1
-            .forward(w, x + self.dropout.forward(a, mode, rng));
+        let x = self.norm1.residual(w, x, a, (&self.dropout, mode, rng));
         let f = self.ffn.forward(w, x.retaped(), mode, rng);
-        self.norm2
-            .forward(w, x + self.dropout.forward(f, mode, rng))
+        self.norm2.residual(w, x, f, (&self.dropout, mode, rng))
     }
 }
 

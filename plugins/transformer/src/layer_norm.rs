@@ -5,8 +5,11 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use vaezoo_core::axes::Model;
 use vaezoo_core::params::{ParamBuilder, ParamId};
+use vaezoo_core::plugin::Mode;
+use vaezoo_core::rng::HostRng;
 use vaezoo_nvib::num::{Dev, Real, Tr};
 
+use crate::dropout::Dropout;
 use crate::weights::Source;
 
 /// PyTorch's default ε.
@@ -44,6 +47,20 @@ impl LayerNorm {
         let y = y * w.get(self.weight, (self.width,)).broadcast_like(&flat)
             + w.get(self.bias, (self.width,)).broadcast_like(&flat);
         y.reshape_like(&shape)
+    }
+
+    /// A post-LN residual sublayer's end: `norm(x + dropout(sub))`.
+    ///
+    /// # Shapes
+    /// `x`, `sub`: `(B, N, Model)` → `(B, N, Model)`
+    pub fn residual<B: Dim, N: Dim, E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(B, N, Model), E, D>,
+        sub: Tr<(B, N, Model), E, D>,
+        (dropout, mode, rng): (&Dropout, Mode, &mut HostRng),
+    ) -> Tr<(B, N, Model), E, D> {
+        self.forward(w, x + dropout.forward(sub, mode, rng))
     }
 }
 

@@ -87,10 +87,7 @@ impl<D: Backend> Prior<D> for VtNormal {
         posterior: &Mixture<D>,
         _labels: Option<&[usize]>,
     ) -> Result<Vec<KlTerm<D>>> {
-        let log_var = posterior.log_var.as_ref().ok_or_else(|| Error::Config {
-            plugin: NAME.into(),
-            message: "the KL needs a posterior variance; this bottleneck is deterministic".into(),
-        })?;
+        let log_var = posterior.log_var_for_kl(NAME)?;
         let value = kl(
             posterior.mean.reuse(),
             log_var.reuse(),

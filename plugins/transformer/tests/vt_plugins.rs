@@ -7,8 +7,9 @@
 //! - the sparsity statistics `avg_num_vec` / `avg_prop_vec` on a padded batch;
 //! - gradients of every plugin (heads and input states) against finite differences, in training
 //!   and in evaluation;
-//! - prior samples (one vector per row, or masked rows with NVIB's lengths), the density, and
-//!   the configs.
+//! - the configs.
+//!
+//! `vt_normal`'s samples and density are in `vt_prior_samples.rs`.
 
 use serde_json::json;
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
@@ -20,7 +21,6 @@ use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
 use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates, Mode, Prior};
 use vaezoo_core::rng::{normal_vec, seeded};
 use vaezoo_core::Traced;
-use vaezoo_nvib::kl::sample_prior_lengths;
 use vaezoo_transformer::vt::{self, GaussianHeads, Pooling};
 use vaezoo_transformer::vt_bottleneck::{
     vector_stats, VtPooled, VtPooledConfig, VtVariable, VtVariableConfig,
@@ -380,119 +380,6 @@ fn gradients_match_finite_differences() {
             let what = format!("vt_pooled {pooling:?}, {mode:?}");
             check_gradients(pooled_plugin(pooling), mode, &what);
         }
-    }
-}
-
-fn sample(prior: &VtNormal, batch: usize, comps: usize, seed: u64) -> Mixture<Cpu> {
-    let p = ParamStore::new(&Cpu::default(), Vec::new());
-    let mut rng = seeded(seed);
-    let mut ctx = Ctx {
-        params: &p,
-        mode: Mode::Eval,
-        rng: &mut rng,
-    };
-    Prior::<Cpu>::sample(prior, &mut ctx, Batch(batch), Comp(comps), Latent(2), None).unwrap()
-}
-
-#[test]
-fn one_component_samples_are_one_prior_vector_per_row() {
-    let (mu, var) = (0.5, 2.0);
-    let prior = VtNormal::new(&VtNormalConfig {
-        prior_mu: mu,
-        prior_var: var,
-        lambda_g: 1.0,
-    });
-    let n = 20_000;
-    let s = sample(&prior, n, 1, 3);
-    assert!(s.is_vector());
-    assert_eq!(s.dims(), (Batch(n), Comp(1), Latent(2)));
-    assert!(s.mean.as_vec().iter().all(|&m| m == mu as f32));
-    let log_var = s.log_var.as_ref().unwrap().as_vec();
-    assert!(log_var
-        .iter()
-        .all(|&v| (v - (var.ln() as f32)).abs() < 1e-6));
-    // z = μ_p + σ_p ε with ε the host generator's first draws.
-    let eps = normal_vec(&mut seeded(3), 2 * n);
-    let z = s.z.as_vec();
-    for (z, e) in z.iter().zip(&eps) {
-        let want = e * (var.sqrt() as f32) + mu as f32;
-        assert!((z - want).abs() < 1e-5, "{z} vs {want}");
-    }
-    let m = z.iter().map(|&v| f64::from(v)).sum::<f64>() / z.len() as f64;
-    let v = z.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / z.len() as f64;
-    assert!(
-        (m - mu).abs() < 0.05 && (v - var).abs() < 0.1,
-        "mean {m}, var {v}"
-    );
-}
-
-#[test]
-fn many_component_samples_keep_nvib_prior_lengths() {
-    let prior = VtNormal::new(&VtNormalConfig::default());
-    let (batch, comps) = (40, 6);
-    let s = sample(&prior, batch, comps, 11);
-    let mut rng = seeded(11);
-    let lengths = sample_prior_lengths(&mut rng, batch, 1, comps);
-    let keep: Vec<bool> = (lengths.iter())
-        .flat_map(|&n| (0..comps).map(move |i| i < n))
-        .collect();
-    assert!(keep.iter().any(|&k| !k), "some rows are masked");
-    assert_eq!(s.mask.as_deref(), Some(&keep[..]));
-    let eps = normal_vec(&mut rng, batch * comps * 2);
-    let z = s.z.as_vec();
-    for (i, &kept) in keep.iter().enumerate() {
-        for l in 0..2 {
-            let j = i * 2 + l;
-            let want = if kept { eps[j] } else { 0.0 };
-            assert!((z[j] - want).abs() < 1e-6, "{i}: {} vs {want}", z[j]);
-        }
-    }
-    assert!(Prior::<Cpu>::sample(
-        &prior,
-        &mut Ctx {
-            params: &ParamStore::new(&Cpu::default(), Vec::new()),
-            mode: Mode::Eval,
-            rng: &mut seeded(0),
-        },
-        Batch(1),
-        Comp(0),
-        Latent(2),
-        None,
-    )
-    .is_err());
-}
-
-#[test]
-fn log_density_is_the_scalar_gaussian_summed_over_everything() {
-    let (mu, var) = (-0.4, 0.6);
-    let prior = VtNormal::new(&VtNormalConfig {
-        prior_mu: mu,
-        prior_var: var,
-        lambda_g: 1.0,
-    });
-    let dev = Cpu::default();
-    let p = ParamStore::new(&dev, Vec::new());
-    let mut rng = seeded(0);
-    let mut ctx = Ctx {
-        params: &p,
-        mode: Mode::Eval,
-        rng: &mut rng,
-    };
-    let values = normal_vec(&mut seeded(5), 2 * 3 * 2);
-    let z = dev.tensor_from_vec(values.clone(), (Batch(2), Comp(3), Latent(2)));
-    let got = Prior::<Cpu>::log_density(&prior, &mut ctx, &z, None)
-        .expect("a density")
-        .unwrap()
-        .as_vec();
-    for (row, got) in values.chunks(6).zip(got) {
-        let want: f64 = row
-            .iter()
-            .map(|&v| {
-                let d = f64::from(v) - mu;
-                -0.5 * (d * d / var + (2.0 * std::f64::consts::PI * var).ln())
-            })
-            .sum();
-        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
     }
 }
 

@@ -88,8 +88,8 @@ pub enum Command {
         /// Text: prior samples for the forward and reverse perplexity (0 skips them).
         #[arg(long, default_value_t = 200)]
         samples: usize,
-        /// Text: the language model of the forward and reverse perplexity, a trained
-        /// Transformer autoencoder run (e.g. of zoo/t-wiki.json).
+        /// Text: the language model of the forward and reverse perplexity, a trained run
+        /// (e.g. of zoo/lm-wiki.json).
         #[arg(long, value_name = "RUN")]
         lm: Option<PathBuf>,
         /// Where to compute.
