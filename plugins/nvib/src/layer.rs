@@ -101,8 +101,9 @@ pub enum DirichletNoise<E> {
         eps_sub: Vec<E>,
         u_sub: Vec<E>,
     },
-    /// head: raw standard-Gamma samples for the Nl components (κ = 1).
-    Head { gamma: Vec<E> },
+    /// head: raw standard-Gamma(α) samples for the Nl components (ρ), and with κ > 1 the
+    /// raw Gamma(α/κ) samples of the κ copies `(Batch, κ·Nl)`.
+    Head { gamma: Vec<E>, gamma_sub: Vec<E> },
 }
 
 /// The sparsity statistics the official code logs (§A.8).
@@ -239,9 +240,14 @@ pub fn forward<E: Real, D: Dev<E>>(
                             eps_sub,
                             u_sub,
                         ),
-                        (Version::Head, DirichletNoise::Head { gamma }) => {
-                            let g = gamma_from_samples(alpha.retaped(), gamma);
-                            pi_head_train(alpha.retaped(), &keep_nl, g)
+                        (Version::Head, DirichletNoise::Head { gamma, gamma_sub }) => {
+                            let rho = gamma_from_samples(alpha.retaped(), gamma);
+                            if kappa == 1 {
+                                pi_head_train(alpha.retaped(), &keep_nl, rho)
+                            } else {
+                                let sub = gamma_from_samples(per_copy(&alpha, kappa), gamma_sub);
+                                pi_head_train_kappa(alpha.retaped(), &keep_nl, kappa, rho, sub)
+                            }
                         }
                         _ => panic!("the Dirichlet noise does not match the NVIB version"),
                     };
@@ -251,7 +257,8 @@ pub fn forward<E: Real, D: Dev<E>>(
             let z = sample_z(&dev, &mu, &log_var, eps_z);
             let alpha = match kappa {
                 1 => alpha,
-                // v1's multi-sample path: each copy holds α/κ.
+                // The multi-sample path of both versions: each copy holds α/κ (α's history
+                // moves along with it).
                 _ => repeat_components(alpha, kappa) / c::<E>(kappa as f64),
             };
             (z, pi, mu, log_var, alpha)
@@ -384,6 +391,17 @@ fn sample_z<E: Real, D: Dev<E>>(
         + (log_var.retaped::<OwnedTape<E, D>>() * c::<E>(0.5)).exp() * eps
 }
 
+/// The pseudo-counts of the κ copies, α/κ each (row k·Nl + i = copy k of component i).
+///
+/// # Shapes
+/// `(Batch, Nl)` → `(Batch, κ·Nl)`
+fn per_copy<E: Real, D: Dev<E>>(
+    alpha: &Tr<(Batch, Comp), E, D>,
+    kappa: usize,
+) -> Tr<(Batch, Comp), E, D> {
+    repeat_components(alpha.retaped(), kappa) / c::<E>(kappa as f64)
+}
+
 /// π drawn with the host generator.
 fn sample_pi<E: Real, D: Dev<E>>(
     alpha: Tr<(Batch, Comp), E, D>,
@@ -412,8 +430,7 @@ fn sample_pi<E: Real, D: Dev<E>>(
         }
         Version::Head => {
             let rho = gamma_rsample(alpha.retaped(), rng);
-            let per_copy = repeat_components(alpha.retaped(), kappa) / c::<E>(kappa as f64);
-            let sub = gamma_rsample(per_copy, rng);
+            let sub = gamma_rsample(per_copy(&alpha, kappa), rng);
             pi_head_train_kappa(alpha, keep_nl, kappa, rho, sub)
         }
     }

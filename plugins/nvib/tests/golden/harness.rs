@@ -83,6 +83,8 @@ impl Tol {
 #[derive(Clone, Debug)]
 pub struct Golden {
     pub case: String,
+    /// The file's prose description (empty when it has none).
+    pub description: String,
     pub inputs: BTreeMap<String, Array>,
     pub outputs: BTreeMap<String, Array>,
     pub tolerance: Tol,
@@ -120,6 +122,7 @@ impl Golden {
         };
         Ok(Self {
             case: v["case"].as_str().ok_or("no case")?.to_string(),
+            description: v["description"].as_str().unwrap_or_default().to_string(),
             inputs: arrays("inputs")?,
             outputs: arrays("outputs")?,
             tolerance: Tol::from_json(&v["tolerance"])?,

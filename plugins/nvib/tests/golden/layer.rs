@@ -133,6 +133,10 @@ fn layer_case(g: &Golden, version: Version, train: bool) -> Result<Produced, Str
             },
             Version::Head => DirichletNoise::Head {
                 gamma: col("gamma_samples", nl)?,
+                gamma_sub: match kappa {
+                    1 => Vec::new(),
+                    _ => col("gamma_samples_sub", kappa * nl)?,
+                },
             },
         };
         Some(Noise::Given { eps_z, dirichlet })

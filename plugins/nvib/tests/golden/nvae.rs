@@ -4,13 +4,14 @@
 
 use vaezoo_core::axes::{Batch, Head, Hidden, Latent, Model, Seq, Vocab};
 use vaezoo_core::dfdx::prelude::*;
-use vaezoo_core::params::ParamBuilder;
+use vaezoo_core::params::{ParamBuilder, ParamId};
 use vaezoo_core::plugin::Mode;
 use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_nvib::attention::{denoising_mha_eval, DaVersion, MhaWeights};
 use vaezoo_nvib::kl::{kl_dirichlet, kl_gaussian, DpPrior};
 use vaezoo_nvib::layer::{forward, AlphaWeights, PriorComponent, Version, Weights};
 use vaezoo_nvib::num::Tr;
+use vaezoo_transformer::decoder_layer::Cross;
 use vaezoo_transformer::dense::Dense;
 use vaezoo_transformer::embedding::TokenEmbedding;
 use vaezoo_transformer::encoder_layer::LayerSizes;
@@ -37,6 +38,36 @@ fn ids(g: &Golden, name: &str) -> Result<(Vec<usize>, usize, usize), String> {
     Ok((ids.into_iter().map(|x| x as usize).collect(), b, n))
 }
 
+/// The number of layers `stack.layers.N.*` among the file's parameters.
+fn layer_count(g: &Golden, stack: &str) -> Result<usize, String> {
+    let prefix = format!("param.{stack}.layers.");
+    let count = g
+        .inputs
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix(&prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .map(|i| i + 1)
+        .max()
+        .ok_or(format!("no `{prefix}N.*` parameters"))?;
+    Ok(count)
+}
+
+/// The attention heads, which a state_dict does not carry: the description names them
+/// (`…, 1 head, …`; the official v1 denoising cross-attention only works with one).
+fn heads(g: &Golden) -> Result<usize, String> {
+    let words: Vec<&str> = g.description.split([' ', ',']).collect();
+    words
+        .windows(2)
+        .find(|w| w[1].starts_with("head"))
+        .and_then(|w| w[0].parse().ok())
+        .ok_or_else(|| format!("the description names no head count: {}", g.description))
+}
+
 fn nvae(g: &Golden) -> Result<Produced, String> {
     let dev = Cpu::default();
     let p = g.input("param.embedding.weight")?.shape[1];
@@ -44,7 +75,7 @@ fn nvae(g: &Golden) -> Result<Produced, String> {
     let hidden = g.input("param.encoder.layers.0.linear1.weight")?.shape[0];
     let sizes = LayerSizes {
         width: Model(p),
-        heads: Head(1),
+        heads: Head(heads(g)?),
         hidden: Hidden(hidden),
         dropout: 0.0,
     };
@@ -52,19 +83,26 @@ fn nvae(g: &Golden) -> Result<Produced, String> {
     let mut rng = seeded(0);
     let mut pb = ParamBuilder::new(&mut rng);
     let embedding = TokenEmbedding::new(&mut pb, "embedding", Vocab(vocab), Model(p));
-    let encoder = EncoderStack::new(&mut pb, "encoder", 1, sizes).map_err(err)?;
-    let decoder = DecoderStack::new(&mut pb, "decoder", 1, sizes).map_err(err)?;
-    let cross = "decoder.layers.0.multihead_attn";
-    let cross_in = pb.declare(
-        &format!("{cross}.in_proj_weight"),
-        &[3 * p, p],
-        vec![0.0; 3 * p * p],
-    );
-    let cross_out = pb.declare(
-        &format!("{cross}.out_proj.weight"),
-        &[p, p],
-        vec![0.0; p * p],
-    );
+    let encoder =
+        EncoderStack::new(&mut pb, "encoder", layer_count(g, "encoder")?, sizes).map_err(err)?;
+    let decoder =
+        DecoderStack::new(&mut pb, "decoder", layer_count(g, "decoder")?, sizes).map_err(err)?;
+    let cross: Vec<_> = (0..decoder.len())
+        .map(|i| {
+            let name = format!("decoder.layers.{i}.multihead_attn");
+            let in_proj = pb.declare(
+                &format!("{name}.in_proj_weight"),
+                &[3 * p, p],
+                vec![0.0; 3 * p * p],
+            );
+            let out_proj = pb.declare(
+                &format!("{name}.out_proj.weight"),
+                &[p, p],
+                vec![0.0; p * p],
+            );
+            (in_proj, out_proj)
+        })
+        .collect();
     let output = Dense::new(&mut pb, "output_proj", Model(p), Vocab(vocab), true);
     let w = Table::new(&dev, &pb.finish(), |d| {
         Ok(g.input(&format!("param.{}", d.name))?.f64s())
@@ -130,41 +168,44 @@ fn nvae(g: &Golden) -> Result<Produced, String> {
             .forward(&w, &tgt, Batch(b), Seq(nt))
             .map_err(err)?,
     );
-    let mut attend = |q: T<(Batch, Seq, Model)>, _: &mut HostRng| {
-        let packed = w.get(cross_in, (Const::<3>, m, m));
-        let part = |i: usize| {
-            packed
-                .retaped::<OwnedTape<f64, Cpu>>()
-                .select(dev.tensor(i))
-        };
-        let mha = MhaWeights {
-            heads: Head(1),
-            q: part(0),
-            k: part(1).reshape_like(&(m, l)),
-            v: part(2).reshape_like(&(m, l)),
-            out: w.get(cross_out, (m, m)),
-            bias: None,
-        };
-        let (out, _) = denoising_mha_eval(
-            q,
-            mha,
-            latent.mu.retaped(),
-            latent.log_var.retaped(),
-            latent.pi.retaped(),
-            &latent.keep,
-            DaVersion::V1,
-        );
-        Ok(out)
+    let heads = sizes.heads;
+    let (w_ref, dev_ref, latent_ref) = (&w, &dev, &latent);
+    // Layer i's cross-attention: v1 denoising attention (eval) with its own projections.
+    let attend = |(cross_in, cross_out): (ParamId, ParamId)| {
+        move |q: T<(Batch, Seq, Model)>, _: &mut HostRng| {
+            let packed = w_ref.get(cross_in, (Const::<3>, m, m));
+            let part = |i: usize| {
+                packed
+                    .retaped::<OwnedTape<f64, Cpu>>()
+                    .select(dev_ref.tensor(i))
+            };
+            let mha = MhaWeights {
+                heads,
+                q: part(0),
+                k: part(1).reshape_like(&(m, l)),
+                v: part(2).reshape_like(&(m, l)),
+                out: w_ref.get(cross_out, (m, m)),
+                bias: None,
+            };
+            let (out, _) = denoising_mha_eval(
+                q,
+                mha,
+                latent_ref.mu.retaped(),
+                latent_ref.log_var.retaped(),
+                latent_ref.pi.retaped(),
+                &latent_ref.keep,
+                DaVersion::V1,
+            );
+            Ok(out)
+        }
     };
+    let mut attends: Vec<_> = cross.iter().map(|&ids| attend(ids)).collect();
+    let mut per_layer: Vec<&mut Cross<f64, Cpu>> = attends
+        .iter_mut()
+        .map(|a| a as &mut Cross<f64, Cpu>)
+        .collect();
     let y = decoder
-        .forward(
-            &w,
-            y,
-            &keep_tgt,
-            &mut [&mut attend],
-            Mode::Eval,
-            &mut host_rng,
-        )
+        .forward(&w, y, &keep_tgt, &mut per_layer, Mode::Eval, &mut host_rng)
         .map_err(err)?;
     let logits = output.forward(&w, y);
     let logits_seq = batch_to_seq(&logits.as_vec(), b, nt, vocab);
