@@ -24,6 +24,7 @@ pub mod explore;
 pub mod model;
 pub mod plot_runs;
 pub mod plots;
+pub mod preflight;
 pub mod progress;
 pub mod run;
 pub mod sample;

@@ -10,7 +10,7 @@ use vaezoo_core::params::{HostParam, ParamBuilder};
 use vaezoo_core::plugin::{
     Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlShaping, KlTerm, Observation, Progress,
 };
-use vaezoo_core::registry::{DataDims, Registry};
+use vaezoo_core::registry::{DataDims, LatentInfo, Registry};
 use vaezoo_core::rng::HostRng;
 use vaezoo_core::schedule::KlSchedule;
 use vaezoo_core::spec::{Spec, TrainingSpec};
@@ -97,7 +97,11 @@ impl Model {
         let bottleneck =
             registry.build_bottleneck(&b.kind, &b.config, &mut params, encoder.output_dim)?;
         let latent = bottleneck.latent_dim;
-        let prior = registry.build_prior(&p.kind, &p.config, &mut params, latent, data)?;
+        let info = LatentInfo {
+            dim: latent,
+            shared: &bottleneck.shared,
+        };
+        let prior = registry.build_prior(&p.kind, &p.config, &mut params, info, data)?;
         let decoder = registry.build_decoder(&d.kind, &d.config, &mut params, latent, data)?;
         let model = Self {
             encoder: encoder.module,

@@ -106,6 +106,11 @@ impl RunDir {
         self.root.join("eval.json")
     }
 
+    /// `eval.jsonl`: the evaluation's numbers per test example.
+    pub fn eval_examples_path(&self) -> PathBuf {
+        self.root.join("eval.jsonl")
+    }
+
     /// `plots/<name>`.
     pub fn plot_path(&self, name: &str) -> PathBuf {
         self.root.join("plots").join(name)

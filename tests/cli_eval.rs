@@ -90,6 +90,78 @@ fn eval_reports_an_is_nll_below_the_elbo_and_the_active_units() {
     assert_eq!(eval_json(&run)["is_nll"], Value::Null);
 }
 
+/// `--elbo-samples S` averages S posterior samples per image (S = 1 unchanged), the value at
+/// the posterior mean sits beside it, `eval.json` says which is which, and `eval.jsonl` holds
+/// every test image's numbers, which average to the report's.
+#[test]
+fn eval_averages_elbo_samples_reports_the_posterior_mean_and_writes_every_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = trained(dir.path(), "zoo/vae-optdigits-tiny.json");
+    let r = run.to_str().unwrap();
+    ok(vaezoo(&["eval", r, "--iw-samples", "20"]));
+    let one = eval_json(&run);
+    ok(vaezoo(&[
+        "eval",
+        r,
+        "--iw-samples",
+        "20",
+        "--elbo-samples",
+        "1",
+    ]));
+    assert_eq!(
+        eval_json(&run)["neg_elbo"],
+        one["neg_elbo"],
+        "S = 1 is the default"
+    );
+    assert_eq!(one["elbo_samples"], 1);
+    let out = ok(vaezoo(&[
+        "eval",
+        r,
+        "--iw-samples",
+        "20",
+        "--elbo-samples",
+        "16",
+    ]));
+    assert!(out.contains("-elbo (mean of 16 samples)"), "{out}");
+    assert!(out.contains("-elbo at posterior mean"), "{out}");
+    let many = eval_json(&run);
+    assert_eq!(many["elbo_samples"], 16);
+    for key in ["neg_elbo", "neg_elbo_at_mean", "rec_at_mean", "is_nll"] {
+        assert!(
+            many["definitions"][key].is_string(),
+            "{key} undefined: {many}"
+        );
+    }
+    let f = |v: &Value, key: &str| v[key].as_f64().unwrap();
+    // The posterior-mean numbers draw no samples; the KL of a Gaussian VIB is closed-form.
+    assert_eq!(many["neg_elbo_at_mean"], one["neg_elbo_at_mean"]);
+    assert_eq!(many["kl"], one["kl"]);
+    assert!(f(&many, "neg_elbo") != f(&one, "neg_elbo"));
+    assert!((f(&many, "neg_elbo") - f(&one, "neg_elbo")).abs() < 0.05 * f(&one, "neg_elbo"));
+    assert!(
+        f(&many, "rec_at_mean") <= f(&many, "rec"),
+        "the mean decodes best on average"
+    );
+
+    let lines = std::fs::read_to_string(run.join("eval.jsonl")).unwrap();
+    let rows: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), many["examples"].as_u64().unwrap() as usize);
+    let mean = |key: &str| rows.iter().map(|r| f(r, key)).sum::<f64>() / rows.len() as f64;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+    assert!(close(mean("rec"), f(&many, "rec")));
+    assert!(close(mean("kl"), f(&many, "kl")));
+    assert!(close(
+        mean("rec_at_mean") + mean("kl_at_mean"),
+        f(&many, "neg_elbo_at_mean")
+    ));
+    assert!(close(mean("is_nll"), f(&many, "is_nll")));
+    assert_eq!(rows[3]["index"], 3);
+    assert!(rows.iter().all(|r| r["label"].as_u64().unwrap() < 10));
+}
+
 #[test]
 fn a_model_without_a_prior_density_reports_why_it_has_no_is_nll() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,10 +17,16 @@ const VALID: &str = r#"{
   "decoder": { "kind": "mlp_decoder", "config": { "likelihood": { "type": "bernoulli" } } }
 }"#;
 
-/// Runs `vaezoo validate` on `spec` text; returns (success, output).
+/// Runs `vaezoo validate` on `spec` text (its data folder made absolute: validate reads the
+/// data as `train` would); returns (success, output).
 fn validate(spec: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spec.json");
+    let data = repo().join("zoo/data/optdigits");
+    let spec = spec.replace(
+        "\"data/optdigits\"",
+        &format!("{:?}", data.display().to_string()),
+    );
     std::fs::write(&path, spec).unwrap();
     let out = vaezoo(&["validate", path.to_str().unwrap()]);
     let all = text(&out);

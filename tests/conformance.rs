@@ -148,6 +148,7 @@ fn build_faulty(
     };
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim,
+        shared: Default::default(),
         module: Box::new(Faulty {
             mean,
             log_var,

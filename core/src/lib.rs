@@ -7,6 +7,7 @@
 //! - [`plugin`]: the plugin traits (`Encoder`, `Bottleneck`, `Prior`, `Decoder`, …);
 //! - [`registry`]: name-keyed plugin entries collected from `inventory`;
 //! - [`spec`] and [`schema`]: model specs, their run-time composed JSON Schema and validation;
+//!   [`component_schema`]: the schema of a config field naming a plugin of another kind;
 //! - [`schedule`]: KL schedules (constant, linear warm-up, cyclical) set per KL term;
 //! - [`params`], [`optim`], [`checkpoint`]: parameters, Adam and safetensors checkpoints;
 //! - [`layers`]: our own layers over typed axes;
@@ -17,6 +18,7 @@ pub mod abi;
 pub mod axes;
 pub mod backend;
 pub mod checkpoint;
+pub mod component_schema;
 pub mod custom_op;
 pub mod error;
 pub mod gradcheck;

@@ -17,12 +17,13 @@ pub struct AdamConfig {
     #[serde(default = "default_lr")]
     #[schemars(range(min = 0.0))]
     pub lr: f64,
-    /// Exponential decay rates of the first and second moments.
+    /// Exponential decay rates of the first and second moments, each in [0, 1).
     #[serde(default = "default_betas")]
+    #[schemars(extend("items" = {"type": "number", "minimum": 0.0, "exclusiveMaximum": 1.0}))]
     pub betas: [f64; 2],
-    /// Added to the denominator for numerical stability.
+    /// Added to the denominator for numerical stability (> 0).
     #[serde(default = "default_eps")]
-    #[schemars(range(min = 0.0))]
+    #[schemars(extend("exclusiveMinimum" = 0.0))]
     pub eps: f64,
     /// Weight decay; 0 disables it.
     #[serde(default)]

@@ -98,6 +98,26 @@ impl<'a> ParamBuilder<'a> {
         self.uniform_range(name, shape, -bound, bound)
     }
 
+    /// Declares `name` at the top level of the model (outside the prefix), drawn uniformly
+    /// from `[-bound, bound)`, or returns it when another component declared it already: one
+    /// tensor that several components read (a token embedding shared by a text encoder and
+    /// decoder). A second declaration with another shape is an error naming the parameter.
+    pub fn shared_uniform(&mut self, name: &str, shape: &[usize], bound: f32) -> Result<ParamId> {
+        if let Some(i) = self.params.iter().position(|p| p.name == name) {
+            if self.params[i].shape != shape {
+                return Err(Error::Shape(format!(
+                    "shared parameter `{name}` declared with shape {:?} and {shape:?}",
+                    self.params[i].shape
+                )));
+            }
+            return Ok(ParamId(i));
+        }
+        let prefix = std::mem::take(&mut self.prefix);
+        let id = self.uniform(name, shape, bound);
+        self.prefix = prefix;
+        Ok(id)
+    }
+
     /// Declares a parameter of independent N(0, std²) entries.
     pub fn normal(&mut self, name: &str, shape: &[usize], std: f32) -> ParamId {
         self.normal_with_mean(name, shape, 0.0, std)

@@ -85,14 +85,48 @@ pub struct BuiltBottleneck {
     pub module: Box<dyn DynBottleneck>,
     /// The `Latent` size of its output.
     pub latent_dim: usize,
+    /// Settings of the bottleneck's config that its prior reads instead of repeating them
+    /// (NVIB's prior component and κ, the VTS stride), under their config names.
+    pub shared: Shared,
+}
+
+/// Settings a bottleneck shares with its prior: a JSON object keyed by config names.
+pub type Shared = serde_json::Map<String, Value>;
+
+/// What a prior is built for: the bottleneck's latent width and the settings it shares.
+#[derive(Clone, Copy, Debug)]
+pub struct LatentInfo<'a> {
+    /// The `Latent` size.
+    pub dim: usize,
+    /// The bottleneck's [`BuiltBottleneck::shared`] settings.
+    pub shared: &'a Shared,
+}
+
+impl LatentInfo<'_> {
+    /// Shared setting `key` as `T`, or a config error of `plugin` saying which bottleneck
+    /// setting it needs.
+    pub fn setting<T: DeserializeOwned>(&self, plugin: &str, key: &str) -> Result<T> {
+        let value = self.shared.get(key).ok_or_else(|| Error::Config {
+            plugin: plugin.to_string(),
+            message: format!(
+                "needs the bottleneck's `{key}`, which this bottleneck does not share \
+                 (use the bottleneck the prior is made for)"
+            ),
+        })?;
+        serde_json::from_value(value.clone()).map_err(|e| Error::Config {
+            plugin: plugin.to_string(),
+            message: format!("the bottleneck's `{key}`: {e}"),
+        })
+    }
 }
 
 /// `(config, params, data) → encoder`
 pub type EncoderBuilder = fn(&Value, &mut ParamBuilder, DataDims) -> Result<BuiltEncoder>;
 /// `(config, params, encoder output size) → bottleneck`
 pub type BottleneckBuilder = fn(&Value, &mut ParamBuilder, usize) -> Result<BuiltBottleneck>;
-/// `(config, params, latent size, data) → prior`
-pub type PriorBuilder = fn(&Value, &mut ParamBuilder, usize, DataDims) -> Result<Box<dyn DynPrior>>;
+/// `(config, params, the bottleneck's latent, data) → prior`
+pub type PriorBuilder =
+    fn(&Value, &mut ParamBuilder, LatentInfo, DataDims) -> Result<Box<dyn DynPrior>>;
 /// `(config, params, latent size, data) → decoder`
 pub type DecoderBuilder =
     fn(&Value, &mut ParamBuilder, usize, DataDims) -> Result<Box<dyn DynDecoder>>;
@@ -217,8 +251,19 @@ impl Registry {
     /// The entries of every plugin submitted through `inventory` (not yet checked for
     /// duplicates), to combine with plugins from elsewhere in [`Registry::from_entries`].
     pub fn builtin_entries() -> Vec<PluginEntry> {
+        Self::builtin_entries_where(|_| true)
+    }
+
+    /// The built-in entries of one kind only (a plugin schema that names plugins of another
+    /// kind builds these without calling its own schema function again).
+    pub fn builtin_entries_of(kind: PluginKind) -> Vec<PluginEntry> {
+        Self::builtin_entries_where(|r| r.build.kind() == kind)
+    }
+
+    fn builtin_entries_where(keep: impl Fn(&PluginRegistration) -> bool) -> Vec<PluginEntry> {
         inventory::iter::<PluginRegistration>
             .into_iter()
+            .filter(|r| keep(r))
             .map(|r| PluginEntry {
                 kind: r.build.kind(),
                 name: r.name.to_string(),
@@ -336,7 +381,7 @@ typed_build! {
     /// Builds encoder `name` (parameters prefixed `encoder.`).
     build_encoder: Encoder(data: DataDims) -> BuiltEncoder;
     /// Builds prior `name` (parameters prefixed `prior.`).
-    build_prior: Prior(latent_dim: usize, data: DataDims) -> Box<dyn DynPrior>;
+    build_prior: Prior(latent: LatentInfo, data: DataDims) -> Box<dyn DynPrior>;
     /// Builds decoder `name` (parameters prefixed `decoder.`).
     build_decoder: Decoder(latent_dim: usize, data: DataDims) -> Box<dyn DynDecoder>;
     /// Builds attention `name` (parameters prefixed `attention.`).
@@ -395,7 +440,7 @@ mod tests {
     fn no_prior(
         _: &Value,
         _: &mut ParamBuilder,
-        _: usize,
+        _: LatentInfo,
         _: DataDims,
     ) -> Result<Box<dyn DynPrior>> {
         Err(Error::Config {

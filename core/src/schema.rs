@@ -120,7 +120,7 @@ fn slot_schema(registry: &Registry, kind: PluginKind, description: Option<Value>
 }
 
 /// Whether a config schema lists required properties at its top level.
-fn requires_fields(schema: &Value) -> bool {
+pub(crate) fn requires_fields(schema: &Value) -> bool {
     schema
         .get("required")
         .and_then(Value::as_array)

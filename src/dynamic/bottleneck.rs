@@ -47,6 +47,7 @@ pub fn build(
         .collect();
     Ok(BuiltBottleneck {
         latent_dim: instance.latent_dim,
+        shared: Default::default(),
         module: Box::new(LoadedBottleneck {
             instance: Arc::new(instance),
             params: ids,

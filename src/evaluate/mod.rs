@@ -1,12 +1,15 @@
 //! `vaezoo eval RUN`: test-split metrics, printed as a table and written to `eval.json`.
 //!
-//! - the ELBO's parts with one posterior sample per image, as the PyTorch reference does;
+//! - the ELBO's parts, a mean over S posterior samples per image (`--elbo-samples`, default 1
+//!   as the PyTorch reference), and the same at the posterior mean (z = μ, no noise);
 //! - the importance-sampled NLL with K samples ([`is_nll`]);
-//! - active units ([`active`]), from the posterior means.
+//! - active units ([`active`]), from the posterior means;
+//! - every number per test image in `eval.jsonl` ([`report::ExampleRow`]).
 //!
-//! Every sample comes from `--seed`: first the ELBO's (one per image, batch after batch), then
-//! the importance samples, so the ELBO does not depend on K and the numbers are reproducible.
-//! A conditional model gets the labels everywhere, so its numbers are conditional.
+//! Every sample comes from `--seed`: first the ELBO's (S per image, batch after batch), then
+//! the importance samples, so the ELBO does not depend on K and the numbers are reproducible;
+//! the posterior-mean pass draws from a stream of its own. A conditional model gets the labels
+//! everywhere, so its numbers are conditional.
 //!
 //! Text runs get their own metrics ([`text`]): PPL, BLEU, vectors kept, forward and reverse
 //! PPL of prior samples, and interpolation statistics.
@@ -28,12 +31,12 @@ use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 
-pub use report::EvalReport;
+pub use report::{EvalReport, ExampleRow};
 pub use text_report::TextEvalReport;
 
 use crate::data::ImageSet;
 use crate::device::{on_device, DeviceChoice};
-use crate::run::write_json;
+use crate::run::{write_json, write_lines};
 use crate::session::{restore, Restored};
 use crate::{progress, Result};
 use is_nll::{log_weights, neg_log_mean_exp, PosteriorBatch, CHUNK_ROWS};
@@ -47,6 +50,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Importance samples per image for the IS-NLL; 0 skips it.
     pub iw_samples: usize,
+    /// Posterior samples per image behind the −ELBO (at least 1).
+    pub elbo_samples: usize,
     /// Draw progress bars on stderr.
     pub progress: bool,
     /// Where to compute.
@@ -64,6 +69,7 @@ impl Default for EvalOptions {
             seed: 0,
             batch_size: 500,
             iw_samples: 500,
+            elbo_samples: 1,
             progress: false,
             device: DeviceChoice::Cpu,
             samples: 200,
@@ -132,7 +138,9 @@ pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
             let json = serde_json::to_value(&report).expect("reports serialise");
             (Evaluation::Text(report), json)
         } else {
-            let report = evaluate_on(&r, opts)?;
+            let (report, rows) = evaluate_on(&r, opts)?;
+            let lines = rows.iter().map(|row| serde_json::json!(row));
+            write_lines(&r.run.eval_examples_path(), lines)?;
             let json = serde_json::to_value(&report).expect("reports serialise");
             (Evaluation::Vector(report), json)
         };
@@ -156,28 +164,71 @@ pub fn observation<D: Backend>(
     }
 }
 
-fn evaluate_on<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<EvalReport> {
+/// Seed offset of the posterior-mean pass's stream (it draws nothing for the built-in
+/// plugins; a stream of its own keeps the sampled numbers independent of it).
+const MEAN_STREAM: u64 = 0x6d65_616e;
+
+fn evaluate_on<D: Backend>(
+    r: &Restored<D>,
+    opts: &EvalOptions,
+) -> Result<(EvalReport, Vec<ExampleRow>)> {
     let dev = r.params.device();
     let test = r.test_split()?;
     let batch = opts.batch_size.max(1);
+    let samples = opts.elbo_samples.max(1);
+    let share = 1.0 / samples as f64;
     let mut rng = seeded(opts.seed);
+    let mut mean_rng = seeded(opts.seed.wrapping_add(MEAN_STREAM));
     let (mut rec_sum, mut kl_sums) = (0.0f64, BTreeMap::<String, f64>::new());
+    let (mut rec_at_mean, mut kl_at_mean) = (0.0f64, 0.0f64);
     let mut stats = BTreeMap::new();
+    let mut rows_out: Vec<ExampleRow> = (0..test.n)
+        .map(|i| ExampleRow::new(i, usize::from(test.labels[i])))
+        .collect();
     for start in (0..test.n).step_by(batch) {
         let rows = start..(start + batch).min(test.n);
         let obs = observation(dev, &test, rows.clone());
+        let out = &mut rows_out[rows.clone()];
+        for _ in 0..samples {
+            let mut ctx = Ctx {
+                params: &r.params,
+                mode: Mode::Train,
+                rng: &mut rng,
+            };
+            let losses = r.model.losses(&mut ctx, &obs)?;
+            let rec = losses.rec.as_vec();
+            rec_sum += sum(rec.clone()) * share;
+            for (row, v) in out.iter_mut().zip(rec) {
+                row.rec += f64::from(v) * share;
+            }
+            for (name, value) in &losses.stats {
+                *stats.entry(name.to_string()).or_insert(0.0) += value * rows.len() as f64 * share;
+            }
+            for term in losses.kl {
+                let kl = term.value.as_vec();
+                *kl_sums.entry(term.name).or_insert(0.0) += sum(kl.clone()) * share;
+                for (row, v) in out.iter_mut().zip(kl) {
+                    *row.kl.get_or_insert(0.0) += f64::from(v) * share;
+                }
+            }
+        }
         let mut ctx = Ctx {
             params: &r.params,
-            mode: Mode::Train,
-            rng: &mut rng,
+            mode: Mode::Eval,
+            rng: &mut mean_rng,
         };
-        let losses = r.model.losses(&mut ctx, &obs)?;
-        rec_sum += sum(losses.rec.as_vec());
-        for (name, value) in &losses.stats {
-            *stats.entry(name.to_string()).or_insert(0.0) += value * rows.len() as f64;
+        let at_mean = r.model.losses(&mut ctx, &obs)?;
+        let rec = at_mean.rec.as_vec();
+        rec_at_mean += sum(rec.clone());
+        for (row, v) in out.iter_mut().zip(rec) {
+            row.rec_at_mean = f64::from(v);
         }
-        for term in losses.kl {
-            *kl_sums.entry(term.name).or_insert(0.0) += sum(term.value.as_vec());
+        for term in at_mean.kl {
+            let kl = term.value.as_vec();
+            kl_at_mean += sum(kl.clone());
+            for (row, v) in out.iter_mut().zip(kl) {
+                *row.kl_at_mean.get_or_insert(0.0) += f64::from(v);
+            }
         }
     }
     let n = test.n.max(1) as f64;
@@ -190,6 +241,9 @@ fn evaluate_on<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<EvalRe
         neg_elbo: kl.map(|kl| rec_sum / n + kl),
         rec: rec_sum / n,
         kl,
+        elbo_samples: samples,
+        neg_elbo_at_mean: kl.map(|_| (rec_at_mean + kl_at_mean) / n),
+        rec_at_mean: rec_at_mean / n,
         kl_terms,
         is_nll: None,
         iw_samples: opts.iw_samples,
@@ -198,15 +252,16 @@ fn evaluate_on<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<EvalRe
         seed: opts.seed,
         stats: stats.into_iter().map(|(k, v)| (k, v / n)).collect(),
         not_applicable: BTreeMap::new(),
+        definitions: report::definitions(),
     };
     if kl.is_none() {
         let why = "no KL term: an autoencoder";
-        for metric in ["neg_elbo", "kl"] {
+        for metric in ["neg_elbo", "kl", "neg_elbo_at_mean"] {
             report.not_applicable.insert(metric.into(), why.into());
         }
     }
-    posterior_metrics(r, &test, opts, &mut rng, &mut report)?;
-    Ok(report)
+    posterior_metrics(r, &test, opts, &mut rng, &mut report, &mut rows_out)?;
+    Ok((report, rows_out))
 }
 
 /// Active units and the IS-NLL, from the posterior (`Mode::Eval`) of every test example.
@@ -216,6 +271,7 @@ fn posterior_metrics<D: Backend>(
     opts: &EvalOptions,
     rng: &mut HostRng,
     report: &mut EvalReport,
+    rows_out: &mut [ExampleRow],
 ) -> Result<()> {
     let (batch, k, latent) = (opts.batch_size.max(1), opts.iw_samples, report.latent_dim);
     let bar = progress::bar(
@@ -273,7 +329,13 @@ fn posterior_metrics<D: Backend>(
                 latent,
             };
             match log_weights(&r.model, &mut ctx, &posterior, k, CHUNK_ROWS, &bar)? {
-                Some(lw) => *total += lw.chunks_exact(k).map(neg_log_mean_exp).sum::<f64>(),
+                Some(lw) => {
+                    let nll: Vec<f64> = lw.chunks_exact(k).map(neg_log_mean_exp).collect();
+                    *total += nll.iter().sum::<f64>();
+                    for (row, v) in rows_out[rows.clone()].iter_mut().zip(nll) {
+                        row.is_nll = Some(v);
+                    }
+                }
                 None => {
                     is_sum = None;
                     let prior = &r.spec.prior.kind;
@@ -285,6 +347,9 @@ fn posterior_metrics<D: Backend>(
     }
     bar.finish_and_clear();
     report.is_nll = is_sum.map(|s| s / test.n.max(1) as f64);
+    if report.is_nll.is_none() {
+        rows_out.iter_mut().for_each(|row| row.is_nll = None);
+    }
     report.active_units = Some(active::active_units(&active::mean_variances(
         &means, latent,
     )));

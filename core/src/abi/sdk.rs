@@ -89,6 +89,7 @@ pub fn build_static<T: ExportBottleneck + DynBottleneck>(
     let module = T::build(&config, params, model_dim)?;
     Ok(BuiltBottleneck {
         latent_dim: module.latent_dim(),
+        shared: Default::default(),
         module: Box::new(module),
     })
 }

@@ -60,6 +60,7 @@ fn build(
     let cfg: AutoencoderConfig = parse_config("ae", config)?;
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim,
+        shared: Default::default(),
         module: Box::new(Autoencoder::new(&cfg, params, model_dim)),
     })
 }

@@ -92,6 +92,7 @@ fn build(
     let cfg: BetaVaeConfig = parse_config("beta_vae", config)?;
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim,
+        shared: Default::default(),
         module: Box::new(BetaVae::new(&cfg, params, model_dim)),
     })
 }

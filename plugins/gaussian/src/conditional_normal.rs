@@ -12,7 +12,9 @@ use vaezoo_core::latent::Mixture;
 use vaezoo_core::layers::{Embedding, Init};
 use vaezoo_core::params::{ParamBuilder, ParamStore};
 use vaezoo_core::plugin::{Ctx, DynPrior, KlTerm, Prior};
-use vaezoo_core::registry::{parse_config, schema_of, Build, DataDims, PluginRegistration};
+use vaezoo_core::registry::{
+    parse_config, schema_of, Build, DataDims, LatentInfo, PluginRegistration,
+};
 use vaezoo_core::{Backend, Error, Result, Traced};
 
 use crate::standard_normal::kl_term;
@@ -156,13 +158,13 @@ impl<D: Backend> Prior<D> for ConditionalNormal {
 fn build(
     config: &serde_json::Value,
     params: &mut ParamBuilder,
-    latent: usize,
+    latent: LatentInfo,
     data: DataDims,
 ) -> Result<Box<dyn DynPrior>> {
     let _: ConditionalNormalConfig = parse_config(NAME, config)?;
     Ok(Box::new(ConditionalNormal::new(
         params,
-        latent,
+        latent.dim,
         data.classes,
     )?))
 }

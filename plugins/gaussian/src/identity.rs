@@ -43,6 +43,7 @@ fn build(
     let _: IdentityConfig = parse_config("identity", config)?;
     Ok(BuiltBottleneck {
         latent_dim: model_dim,
+        shared: Default::default(),
         module: Box::new(Identity),
     })
 }

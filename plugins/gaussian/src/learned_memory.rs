@@ -54,9 +54,12 @@ fn build(
     model_dim: usize,
 ) -> Result<BuiltBottleneck> {
     let cfg: LearnedMemoryConfig = parse_config("learned_memory", config)?;
-    let memory = params.normal("memory", &[cfg.vectors, model_dim], 0.02);
+    // Not an official model: initialised as the NVAE's `train.py` initialises every matrix.
+    let xavier = (6.0 / (cfg.vectors + model_dim) as f32).sqrt();
+    let memory = params.uniform("memory", &[cfg.vectors, model_dim], xavier);
     Ok(BuiltBottleneck {
         latent_dim: model_dim,
+        shared: Default::default(),
         module: Box::new(LearnedMemory {
             memory,
             vectors: Comp(cfg.vectors),

@@ -49,7 +49,7 @@ impl<D: Backend> Prior<D> for NoPrior {
 fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
-    _latent_dim: usize,
+    _latent: vaezoo_core::registry::LatentInfo,
     _data: vaezoo_core::registry::DataDims,
 ) -> Result<Box<dyn vaezoo_core::plugin::DynPrior>> {
     let _: NoPriorConfig = parse_config("none", config)?;

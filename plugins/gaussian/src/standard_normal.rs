@@ -103,7 +103,7 @@ pub(crate) fn kl_term<D: Backend>(
 fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
-    _latent_dim: usize,
+    _latent: vaezoo_core::registry::LatentInfo,
     _data: vaezoo_core::registry::DataDims,
 ) -> Result<Box<dyn vaezoo_core::plugin::DynPrior>> {
     let _: StandardNormalConfig = parse_config("standard_normal", config)?;

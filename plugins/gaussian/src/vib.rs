@@ -70,6 +70,7 @@ fn build(
     let cfg: GaussianVibConfig = parse_config("gaussian_vib", config)?;
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim,
+        shared: Default::default(),
         module: Box::new(GaussianVib::new(&cfg, params, model_dim)),
     })
 }

@@ -1,6 +1,7 @@
 //! `denoising` and `sdpa`: attention plugins through which a decoder's queries read a latent
-//! mixture, each a multi-head module owning its projections (PyTorch `MultiheadAttention`
-//! initialisation: Xavier-uniform in-projections, zero biases).
+//! mixture, each a multi-head module owning its projections (initialised as the NVAE's
+//! `train.py` leaves PyTorch's `MultiheadAttention`: Xavier-uniform in- and output projections,
+//! zero biases).
 //!
 //! `denoising` is NVIB's denoising attention: in training it attends to the sampled components
 //! z weighted by π; in evaluation to the Gaussians N(μ, σ²). `sdpa` is scaled dot-product
@@ -81,14 +82,17 @@ impl Projections {
                 message: format!("{heads} heads do not divide the latent width {width}"),
             });
         }
-        let xavier = (6.0 / (4.0 * width as f32)).sqrt();
-        let out_bound = 1.0 / (width as f32).sqrt();
+        // As the NVAE's `train.py` leaves `nn.MultiheadAttention`: Xavier-uniform over the
+        // packed `[3·width, width]` in-projection and over the `[width, width]` output
+        // projection, zero biases.
+        let in_proj = (6.0 / (4.0 * width as f32)).sqrt();
+        let out_proj = (6.0 / (2.0 * width as f32)).sqrt();
         let shape = [width, width];
         let weights = [
-            params.uniform("q.weight", &shape, xavier),
-            params.uniform("k.weight", &shape, xavier),
-            params.uniform("v.weight", &shape, xavier),
-            params.uniform("out.weight", &shape, out_bound),
+            params.uniform("q.weight", &shape, in_proj),
+            params.uniform("k.weight", &shape, in_proj),
+            params.uniform("v.weight", &shape, in_proj),
+            params.uniform("out.weight", &shape, out_proj),
         ];
         let biases = bias.then(|| {
             ["q", "k", "v", "out"].map(|n| params.constant(&format!("{n}.bias"), &[width], 0.0))

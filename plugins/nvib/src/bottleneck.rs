@@ -9,7 +9,9 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
 use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates, Mode};
-use vaezoo_core::registry::{parse_config, schema_of, Build, BuiltBottleneck, PluginRegistration};
+use vaezoo_core::registry::{
+    parse_config, schema_of, Build, BuiltBottleneck, PluginRegistration, Shared,
+};
 use vaezoo_core::{Backend, Result};
 
 use crate::init::{head_init, Taus};
@@ -49,9 +51,23 @@ pub struct NvibConfig {
     #[serde(default = "one_usize")]
     #[schemars(range(min = 1))]
     pub heads: usize,
-    /// `head` initialisation (tau scheme; ignored by `v1`, which uses PyTorch's Linear init).
+    /// `head` initialisation (tau scheme; ignored by `v1`, which initialises as the NVAE's
+    /// `train.py`: Xavier-uniform weights, PyTorch's Linear default biases).
     #[serde(default)]
     pub init: Taus,
+}
+
+impl NvibConfig {
+    /// The settings `dirichlet_process` reads instead of repeating them: the prior component
+    /// (`prior_mu`, `prior_var`, `prior_alpha`) and `kappa`.
+    pub fn shared(&self) -> Shared {
+        let mut shared = Shared::new();
+        shared.insert("prior_mu".into(), self.prior_mu.into());
+        shared.insert("prior_var".into(), self.prior_var.into());
+        shared.insert("prior_alpha".into(), self.prior_alpha.into());
+        shared.insert("kappa".into(), self.kappa.into());
+        shared
+    }
 }
 
 fn one() -> f64 {
@@ -97,18 +113,22 @@ impl Nvib {
         };
         let (mu, log_var, alpha) = match cfg.version {
             Version::V1 => {
-                let bound = 1.0 / (m as f32).sqrt();
+                // The NVAE's `train.py`: Xavier-uniform for every matrix (torch stores these
+                // `[out, in]`; the bound is symmetric in the fans), PyTorch's Linear default
+                // U(±1/√in) for the biases.
+                let xavier = |fan_out: usize| (6.0 / (m + fan_out) as f32).sqrt();
+                let bias = 1.0 / (m as f32).sqrt();
                 let linear = |params: &mut ParamBuilder, name: &str| {
                     (
-                        params.uniform(&format!("{name}.weight"), &[m, p], bound),
-                        params.uniform(&format!("{name}.bias"), &[p], bound),
+                        params.uniform(&format!("{name}.weight"), &[m, p], xavier(p)),
+                        params.uniform(&format!("{name}.bias"), &[p], bias),
                     )
                 };
                 let mu = linear(params, "mu");
                 let log_var = linear(params, "log_var");
                 let alpha = AlphaIds::V1 {
-                    w: params.uniform("alpha.weight", &[m], bound),
-                    b: params.uniform("alpha.bias", &[], bound),
+                    w: params.uniform("alpha.weight", &[m], xavier(1)),
+                    b: params.uniform("alpha.bias", &[], bias),
                 };
                 (mu, log_var, alpha)
             }
@@ -222,6 +242,7 @@ fn build(
     let cfg: NvibConfig = parse_config("nvib", config)?;
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim.unwrap_or(model_dim),
+        shared: cfg.shared(),
         module: Box::new(Nvib::new(&cfg, params, model_dim)),
     })
 }

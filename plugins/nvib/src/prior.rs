@@ -2,8 +2,6 @@
 //! posterior has two terms, KL_G (Gaussian, weighted by the expected π) and KL_D (Dirichlet),
 //! each with its weight in the loss (λ_G, λ_D); its samples are mixtures for generation.
 
-use std::sync::OnceLock;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent};
@@ -12,35 +10,21 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::{Ctx, DynPrior, KlTerm, Prior};
-use vaezoo_core::registry::{parse_config, schema_of, Build, PluginRegistration};
+use vaezoo_core::registry::{parse_config, schema_of, Build, LatentInfo, PluginRegistration};
 use vaezoo_core::{Backend, Error, Result};
 
 use crate::kl::{kl_dirichlet, kl_gaussian, prior_latent, sample_prior_lengths, DpPrior};
 
-/// Config of `dirichlet_process`. The prior component's settings must equal the `nvib`
-/// bottleneck's (checked at the first KL).
+/// Config of `dirichlet_process`: δ and the two weights. The prior component (μ_p, σ²_p, α)
+/// and κ are the `nvib` bottleneck's (`prior_mu`, `prior_var`, `prior_alpha`, `kappa`), read
+/// from it so that each setting is stated once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DirichletProcessConfig {
-    /// Prior mean μ_p (every dimension).
-    #[serde(default)]
-    pub prior_mu: f64,
-    /// Prior variance σ²_p.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1e-12))]
-    pub prior_var: f64,
-    /// The prior component's pseudo-count α.
-    #[serde(default = "one")]
-    #[schemars(range(min = 1e-12))]
-    pub prior_alpha: f64,
     /// δ of the conditional prior α₀p = α + δ(n − 1); 0 is the plain DP prior.
     #[serde(default = "one")]
     #[schemars(range(min = 0.0))]
     pub delta: f64,
-    /// Samples per component κ (must equal the bottleneck's).
-    #[serde(default = "one_usize")]
-    #[schemars(range(min = 1))]
-    pub kappa: usize,
     /// λ_G, the weight of KL_G in the loss.
     #[serde(default = "one")]
     #[schemars(range(min = 0.0))]
@@ -54,64 +38,31 @@ pub struct DirichletProcessConfig {
 fn one() -> f64 {
     1.0
 }
-fn one_usize() -> usize {
-    1
-}
 
 /// The built prior.
 pub struct DirichletProcess {
     prior: DpPrior,
     lambda: (f32, f32),
-    /// The outcome of the check of the posterior's prior component (done at the first KL).
-    checked: OnceLock<std::result::Result<(), String>>,
 }
 
 impl DirichletProcess {
-    /// From its config.
-    pub fn new(cfg: &DirichletProcessConfig) -> Self {
-        Self {
+    /// From its config and the bottleneck's shared settings.
+    pub fn new(cfg: &DirichletProcessConfig, latent: LatentInfo) -> Result<Self> {
+        let setting = |key: &str| latent.setting::<f64>(NAME, key);
+        Ok(Self {
             prior: DpPrior {
-                mu: vec![cfg.prior_mu],
-                var: vec![cfg.prior_var],
-                alpha: cfg.prior_alpha,
+                mu: vec![setting("prior_mu")?],
+                var: vec![setting("prior_var")?],
+                alpha: setting("prior_alpha")?,
                 delta: cfg.delta,
-                kappa: cfg.kappa,
+                kappa: latent.setting(NAME, "kappa")?,
             },
             lambda: (cfg.lambda_g as f32, cfg.lambda_d as f32),
-            checked: OnceLock::new(),
-        }
-    }
-
-    /// The posterior's first component is the bottleneck's prior component: it must be ours.
-    /// The error is the message of a config error.
-    fn check_prior_component(
-        &self,
-        mean: &[f32],
-        log_var: &[f32],
-        alpha: &[f32],
-        latent: usize,
-    ) -> std::result::Result<(), String> {
-        let (mu, var) = (self.prior.mu[0] as f32, self.prior.var[0] as f32);
-        let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs().max(1.0);
-        let same = mean[..latent].iter().all(|&m| close(m, mu))
-            && log_var[..latent].iter().all(|&v| close(v.exp(), var))
-            // In training each of the κ copies holds α₀/κ; evaluation keeps α₀.
-            && [1.0, self.prior.kappa as f32]
-                .iter()
-                .any(|k| close(alpha[0] * k, self.prior.alpha as f32));
-        if same {
-            return Ok(());
-        }
-        Err(format!(
-            "its prior (mu {mu}, var {var}, alpha {}) differs from the bottleneck's prior component \
-             (mu {}, var {}, alpha {}); give both the same settings",
-            self.prior.alpha,
-            mean[0],
-            log_var[0].exp(),
-            alpha[0] * self.prior.kappa as f32
-        ))
+        })
     }
 }
+
+const NAME: &str = "dirichlet_process";
 
 impl<D: Backend> Prior<D> for DirichletProcess {
     /// # Shapes
@@ -135,21 +86,6 @@ impl<D: Backend> Prior<D> for DirichletProcess {
             .as_ref()
             .ok_or_else(|| needs("pseudo-counts α"))?;
         let keep = posterior.keep();
-        // The prior component is fixed by the bottleneck's config: check it once.
-        self.checked
-            .get_or_init(|| {
-                self.check_prior_component(
-                    &posterior.mean.as_vec(),
-                    &log_var.as_vec(),
-                    &alpha.as_vec(),
-                    posterior.dims().2 .0,
-                )
-            })
-            .clone()
-            .map_err(|message| Error::Config {
-                plugin: "dirichlet_process".into(),
-                message,
-            })?;
         let kl_g = kl_gaussian(
             posterior.mean.reuse(),
             log_var.reuse(),
@@ -216,11 +152,11 @@ impl<D: Backend> Prior<D> for DirichletProcess {
 fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
-    _latent: usize,
+    latent: LatentInfo,
     _data: vaezoo_core::registry::DataDims,
 ) -> Result<Box<dyn DynPrior>> {
-    let cfg: DirichletProcessConfig = parse_config("dirichlet_process", config)?;
-    Ok(Box::new(DirichletProcess::new(&cfg)))
+    let cfg: DirichletProcessConfig = parse_config(NAME, config)?;
+    Ok(Box::new(DirichletProcess::new(&cfg, latent)?))
 }
 
 vaezoo_core::inventory::submit! {

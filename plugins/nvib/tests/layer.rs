@@ -90,6 +90,7 @@ fn loss(version: Version, train: bool, values: &[Vec<f64>]) -> (f64, Vec<Vec<f64
             // γ = F⁻¹(u; α): the samples move with α as a reparameterised draw does.
             Version::Head => DirichletNoise::Head {
                 gamma: gamma_draws(values),
+                gamma_sub: Vec::new(),
             },
         },
     });
@@ -280,27 +281,34 @@ fn kappa_copies_in_training_and_means_in_evaluation() {
     }
 }
 
-/// The `nvib` + `dirichlet_process` pair with κ = 2 gives finite KL terms in both modes, and a
-/// prior whose settings differ from the bottleneck's is a clear error.
+/// The `nvib` + `dirichlet_process` pair with HEAD and κ = 2, the prior component stated once
+/// (in `nvib`), gives finite KL terms in both modes; a prior built beside a bottleneck that
+/// shares no prior component is a clear error.
 #[test]
-fn the_dirichlet_process_prior_accepts_kappa_copies_and_rejects_a_different_prior() {
+fn the_dirichlet_process_prior_reads_the_bottleneck_settings_with_kappa_copies() {
     use vaezoo_core::params::{ParamBuilder, ParamStore};
     use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates, Mode, Prior};
+    use vaezoo_core::registry::{LatentInfo, Shared};
     use vaezoo_nvib::bottleneck::{Nvib, NvibConfig};
     use vaezoo_nvib::prior::{DirichletProcess, DirichletProcessConfig};
 
-    let cfg: NvibConfig =
-        serde_json::from_value(serde_json::json!({"version": "head", "kappa": 2})).unwrap();
+    let cfg: NvibConfig = serde_json::from_value(
+        serde_json::json!({"version": "head", "kappa": 2, "prior_alpha": 1.0}),
+    )
+    .unwrap();
     let mut rng = seeded(1);
     let mut pb = ParamBuilder::new(&mut rng);
     let nvib = Nvib::new(&cfg, &mut pb, P);
     let states = pb.declare("x", &[B, NS, P], normal_vec(&mut seeded(2), B * NS * P));
     let params = ParamStore::new(&Cpu::default(), pb.finish());
-    let prior = |json| {
-        DirichletProcess::new(&serde_json::from_value::<DirichletProcessConfig>(json).unwrap())
+    let prior_cfg: DirichletProcessConfig =
+        serde_json::from_value(serde_json::json!({"delta": 0.3})).unwrap();
+    let shared = cfg.shared();
+    let latent_info = LatentInfo {
+        dim: P,
+        shared: &shared,
     };
-    let same = prior(serde_json::json!({"kappa": 2}));
-    let other = prior(serde_json::json!({"kappa": 2, "prior_alpha": 3.0}));
+    let prior = DirichletProcess::new(&prior_cfg, latent_info).unwrap();
     for mode in [Mode::Train, Mode::Eval] {
         let mut rng = seeded(3);
         let mut ctx = Ctx {
@@ -313,7 +321,7 @@ fn the_dirichlet_process_prior_accepts_kappa_copies_and_rejects_a_different_prio
             mask: None,
         };
         let latent = nvib.forward(&mut ctx, input).unwrap();
-        for term in same.kl(&mut ctx, &latent, None).unwrap() {
+        for term in prior.kl(&mut ctx, &latent, None).unwrap() {
             assert!(
                 term.value
                     .as_vec()
@@ -323,13 +331,16 @@ fn the_dirichlet_process_prior_accepts_kappa_copies_and_rejects_a_different_prio
                 term.name
             );
         }
-        let err = other
-            .kl(&mut ctx, &latent, None)
-            .err()
-            .expect("a different prior is an error");
-        assert!(
-            err.to_string().contains("give both the same settings"),
-            "{err}"
-        );
     }
+    let nothing = Shared::new();
+    let err = DirichletProcess::new(
+        &prior_cfg,
+        LatentInfo {
+            dim: P,
+            shared: &nothing,
+        },
+    )
+    .err()
+    .expect("a bottleneck without a prior component is an error");
+    assert!(err.to_string().contains("`prior_mu`"), "{err}");
 }

@@ -18,14 +18,35 @@ pub struct Dense<I: Dim, O: Dim> {
 }
 
 impl<I: Dim, O: Dim> Dense<I, O> {
-    /// Declares `name.weight` (Xavier-uniform, as the NVAE initialises every matrix) and, with
-    /// `bias`, `name.bias` (PyTorch's Linear default, uniform in ±1/√in).
+    /// Declares `name.weight` (Xavier-uniform, as the NVAE's `train.py` initialises every
+    /// matrix) and, with `bias`, `name.bias` (PyTorch's Linear default, uniform in ±1/√in,
+    /// which `train.py` keeps).
     pub fn new(params: &mut ParamBuilder, name: &str, in_dim: I, out_dim: O, bias: bool) -> Self {
+        let bound = 1.0 / (in_dim.size() as f32).sqrt();
+        Self::declare(params, name, in_dim, out_dim, |params, name, shape| {
+            bias.then(|| params.uniform(name, shape, bound))
+        })
+    }
+
+    /// As [`new`](Self::new) with a zero bias: the output projection of PyTorch's
+    /// `nn.MultiheadAttention`, whose `_reset_parameters` zeroes `out_proj.bias`.
+    pub fn with_zero_bias(params: &mut ParamBuilder, name: &str, in_dim: I, out_dim: O) -> Self {
+        Self::declare(params, name, in_dim, out_dim, |params, name, shape| {
+            Some(params.constant(name, shape, 0.0))
+        })
+    }
+
+    fn declare(
+        params: &mut ParamBuilder,
+        name: &str,
+        in_dim: I,
+        out_dim: O,
+        bias: impl FnOnce(&mut ParamBuilder, &str, &[usize]) -> Option<ParamId>,
+    ) -> Self {
         let (i, o) = (in_dim.size(), out_dim.size());
         let xavier = (6.0 / (i + o) as f32).sqrt();
         let weight = params.uniform(&format!("{name}.weight"), &[o, i], xavier);
-        let bound = 1.0 / (i as f32).sqrt();
-        let bias = bias.then(|| params.uniform(&format!("{name}.bias"), &[o], bound));
+        let bias = bias(params, &format!("{name}.bias"), &[o]);
         Self {
             weight,
             bias,

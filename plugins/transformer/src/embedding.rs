@@ -32,6 +32,18 @@ impl TokenEmbedding {
         }
     }
 
+    /// The model's one `embedding.weight` (outside the component's prefix, initialised as in
+    /// [`new`](Self::new)), declared by the first component that asks for it and read by
+    /// every other: the official NVAE's encoder and decoder share their token embedding.
+    pub fn shared(params: &mut ParamBuilder, vocab: Vocab, width: Model) -> Result<Self> {
+        let table = params.shared_uniform("embedding.weight", &[vocab.0, width.0], 1e-4)?;
+        Ok(Self {
+            table,
+            vocab,
+            width,
+        })
+    }
+
     /// The rows of `ids` (row-major `Batch × Seq`); [`PAD`] rows carry no gradient. An id
     /// outside the vocabulary is an error.
     ///

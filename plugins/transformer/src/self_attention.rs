@@ -25,7 +25,8 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    /// Declares the projections (Xavier-uniform weights; zero in-projection bias, as PyTorch).
+    /// Declares the projections as `nn.MultiheadAttention` under the NVAE's `train.py`:
+    /// Xavier-uniform weights, zero in- and out-projection biases.
     /// `heads` must divide `width`.
     pub fn new(params: &mut ParamBuilder, name: &str, width: Model, heads: Head) -> Result<Self> {
         if heads.0 == 0 || width.0 % heads.0 != 0 {
@@ -41,7 +42,7 @@ impl SelfAttention {
             xavier,
         );
         let in_bias = params.constant(&format!("{name}.in_proj_bias"), &[3 * width.0], 0.0);
-        let out = Dense::new(params, &format!("{name}.out_proj"), width, width, true);
+        let out = Dense::with_zero_bias(params, &format!("{name}.out_proj"), width, width);
         Ok(Self {
             in_weight,
             in_bias,

@@ -38,7 +38,7 @@ use crate::decoder_layer::Cross;
 use crate::dense::Dense;
 use crate::loss::token_nll;
 use crate::stack::DecoderStack;
-use crate::text_encoder::{columns, tokens_of, vocab_of, TextInput, TransformerConfig};
+use crate::text_encoder::{columns, tokens_of, vocab_of, yes, TextInput, TransformerConfig};
 
 const NAME: &str = "transformer_decoder";
 
@@ -62,12 +62,17 @@ pub struct TransformerDecoderConfig {
     #[schemars(range(min = 0.0, max = 0.99))]
     pub dropout: f64,
     /// The attention plugin through which each layer reads the latent.
+    #[schemars(schema_with = "cross_attention_schema")]
     pub cross_attention: Component,
     /// Add a learned vector of the row's class to every input embedding (zero at the start),
     /// making the decoder p(x | z, c): the decoder of a conditional text VAE. The labels come
     /// from the dataset.
     #[serde(default)]
     pub class_conditional: bool,
+    /// Read the model's one token embedding (`embedding.weight`), shared with the encoder as
+    /// in the official NVAE and its baselines; `false` gives the decoder a table of its own.
+    #[serde(default = "yes")]
+    pub shared_embedding: bool,
 }
 
 fn one() -> usize {
@@ -75,6 +80,17 @@ fn one() -> usize {
 }
 fn default_dropout() -> f64 {
     0.1
+}
+
+/// `cross_attention` names one of the built-in attention plugins, its config checked by that
+/// plugin's schema.
+fn cross_attention_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let schema = vaezoo_core::component_schema::builtin_component_schema(
+        PluginKind::Attention,
+        "The attention plugin through which each layer reads the latent.",
+        generator.definitions_mut(),
+    );
+    schema.try_into().expect("a component schema is an object")
 }
 
 /// The built `transformer_decoder`; it decodes greedily with a KV cache, O(t) work at step t
@@ -101,6 +117,7 @@ impl TransformerDecoder {
             heads: cfg.heads,
             layers: cfg.layers,
             dropout: cfg.dropout,
+            shared_embedding: cfg.shared_embedding,
         };
         let sizes = shared.sizes(NAME)?;
         if latent_dim != cfg.d_model {
@@ -113,7 +130,7 @@ impl TransformerDecoder {
             });
         }
         let vocab = vocab_of(data, NAME)?;
-        let input = TextInput::new(params, vocab, sizes);
+        let input = TextInput::new(params, vocab, sizes, cfg.shared_embedding)?;
         let stack = DecoderStack::new(params, "stack", cfg.layers, sizes)?;
         let registry = Registry::builtin()?;
         let entry = registry.get(PluginKind::Attention, &cfg.cross_attention.kind)?;
@@ -361,8 +378,11 @@ vaezoo_core::inventory::submit! {
         version: env!("CARGO_PKG_VERSION"),
         description: "The NVAE's post-LN Transformer decoder; cross-attention through an attention plugin",
         schema: schema_of::<TransformerDecoderConfig>,
+        // Narrower than the encoder example (8), so this decoder owns its embedding table;
+        // the encoder example covers dropout (here it moved finite differences across ReLU
+        // kinks of the composed VT models).
         example: || vaezoo_core::serde_json::json!({
-            "d_model": 3, "heads": 1, "layers": 2, "dropout": 0.1,
+            "d_model": 3, "heads": 1, "layers": 2, "dropout": 0.0, "shared_embedding": false,
             "cross_attention": { "kind": "denoising", "config": { "version": "head", "heads": 1 } }
         }),
         partners: &["transformer_encoder", "nvib", "dirichlet_process"],

@@ -2,10 +2,11 @@
 //! `PE(Dropout(Emb(ids)))`, then the post-LN encoder stack with its final LayerNorm; the states
 //! keep the padding mask, so a sequence bottleneck (`nvib`) sees which states are real.
 //!
-//! As the official model, the encoder reads `ids[:, 1:]` (no `[CLS]`). The official model shares
-//! one embedding table between encoder and decoder; here each plugin owns its table
-//! (`encoder.embedding.weight`, `decoder.embedding.weight`), since plugins do not share
-//! parameters. The vocabulary size comes from the data ([`DataDims::vocab`]).
+//! As the official model, the encoder reads `ids[:, 1:]` (no `[CLS]`). As the official model
+//! too, the encoder and decoder share one token embedding by default (`shared_embedding`: the
+//! model's top-level `embedding.weight`, declared by whichever plugin comes first); with
+//! `shared_embedding: false` a plugin owns its table (`encoder.embedding.weight`,
+//! `decoder.embedding.weight`). The vocabulary size comes from the data ([`DataDims::vocab`]).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,10 @@ pub struct TransformerConfig {
     #[serde(default = "default_dropout")]
     #[schemars(range(min = 0.0, max = 0.99))]
     pub dropout: f64,
+    /// Read the model's one token embedding (`embedding.weight`), shared with the decoder as
+    /// in the official NVAE and its baselines; `false` gives this plugin a table of its own.
+    #[serde(default = "yes")]
+    pub shared_embedding: bool,
 }
 
 fn one() -> usize {
@@ -49,6 +54,10 @@ fn one() -> usize {
 }
 fn default_dropout() -> f64 {
     0.1
+}
+/// The default of `shared_embedding`.
+pub fn yes() -> bool {
+    true
 }
 
 impl TransformerConfig {
@@ -112,13 +121,29 @@ pub struct TextInput {
 }
 
 impl TextInput {
-    /// Declares `embedding.weight`.
-    pub fn new(params: &mut ParamBuilder, vocab: Vocab, sizes: LayerSizes) -> Self {
-        Self {
-            embedding: TokenEmbedding::new(params, "embedding", vocab, sizes.width),
+    /// Declares this plugin's `embedding.weight`, or with `shared` reads the model's one.
+    pub fn new(
+        params: &mut ParamBuilder,
+        vocab: Vocab,
+        sizes: LayerSizes,
+        shared: bool,
+    ) -> Result<Self> {
+        let embedding = if shared {
+            TokenEmbedding::shared(params, vocab, sizes.width).map_err(|e| Error::Config {
+                plugin: "transformer_encoder/transformer_decoder".into(),
+                message: format!(
+                    "{e}; a shared embedding needs one d_model for encoder and decoder \
+                     (or `\"shared_embedding\": false`)"
+                ),
+            })?
+        } else {
+            TokenEmbedding::new(params, "embedding", vocab, sizes.width)
+        };
+        Ok(Self {
+            embedding,
             dropout: Dropout::new(sizes.dropout),
             positional: PositionalEncoding::new(sizes.width),
-        }
+        })
     }
 
     /// `PE(Dropout(Emb(ids)))`, positions from 1.
@@ -165,7 +190,7 @@ impl TransformerEncoder {
         const NAME: &str = "transformer_encoder";
         let sizes = cfg.sizes(NAME)?;
         Ok(Self {
-            input: TextInput::new(params, vocab_of(data, NAME)?, sizes),
+            input: TextInput::new(params, vocab_of(data, NAME)?, sizes, cfg.shared_embedding)?,
             stack: EncoderStack::new(params, "stack", cfg.layers, sizes)?,
         })
     }

@@ -192,8 +192,12 @@ fn build_variable(
     model_dim: usize,
 ) -> Result<BuiltBottleneck> {
     let cfg: VtVariableConfig = parse_config("vt_variable", config)?;
+    // `vt_normal` applies the same stride mask to its samples.
+    let mut shared = vaezoo_core::registry::Shared::new();
+    shared.insert("stride_perc".into(), serde_json::json!(cfg.stride_perc));
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim.unwrap_or(model_dim),
+        shared,
         module: Box::new(VtVariable::new(&cfg, params, model_dim)),
     })
 }
@@ -206,6 +210,7 @@ fn build_pooled(
     let cfg: VtPooledConfig = parse_config("vt_pooled", config)?;
     Ok(BuiltBottleneck {
         latent_dim: cfg.latent_dim.unwrap_or(model_dim),
+        shared: Default::default(),
         module: Box::new(VtPooled::new(&cfg, params, model_dim)),
     })
 }

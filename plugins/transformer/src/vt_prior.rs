@@ -9,9 +9,11 @@
 //! Samples: z ~ N(μ_p, σ²_p) at kept components, zero elsewhere. One component is one vector
 //! per row (VTP's `sample`); with more, the lengths are drawn as the official `sample_lengths`
 //! (uniform, [`sample_prior_lengths`], as the NVIB prior) and the mask keeps the first `length`
-//! components of each row (VTV's `sample`; VTS's stride mask is not applied: the prior does not
-//! know the bottleneck's). The samples' mean and log-variance are the prior's μ_p and ln σ²_p
-//! (zero at masked components), so a sampling temperature scales the draw around μ_p.
+//! components of each row (VTV's `sample`). Beside VTS (`vt_variable` with `stride_perc`, which
+//! the bottleneck shares with its prior) the stride mask then drops components as it does in
+//! the posterior, as the official VTS's memory mask (length mask OR stride mask). The samples'
+//! mean and log-variance are the prior's μ_p and ln σ²_p (zero at masked components), so a
+//! sampling temperature scales the draw around μ_p.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,11 +23,13 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::{Ctx, DynPrior, KlTerm, Prior};
-use vaezoo_core::registry::{parse_config, schema_of, Build, DataDims, PluginRegistration};
+use vaezoo_core::registry::{
+    parse_config, schema_of, Build, DataDims, LatentInfo, PluginRegistration,
+};
 use vaezoo_core::{Backend, Error, Result};
 use vaezoo_nvib::kl::sample_prior_lengths;
 
-use crate::vt::kl;
+use crate::vt::{kl, stride_mask};
 
 const NAME: &str = "vt_normal";
 
@@ -65,15 +69,26 @@ pub struct VtNormal {
     mu: f64,
     var: f64,
     lambda_g: f32,
+    /// VTS's drop fraction, from the bottleneck: samples get its stride mask.
+    stride_perc: Option<f64>,
 }
 
 impl VtNormal {
-    /// From its config.
+    /// From its config, for a bottleneck without a stride.
     pub fn new(cfg: &VtNormalConfig) -> Self {
         Self {
             mu: cfg.prior_mu,
             var: cfg.prior_var,
             lambda_g: cfg.lambda_g as f32,
+            stride_perc: None,
+        }
+    }
+
+    /// From its config, its samples masked with VTS's stride mask of `stride_perc`.
+    pub fn with_stride(cfg: &VtNormalConfig, stride_perc: Option<f64>) -> Self {
+        Self {
+            stride_perc,
+            ..Self::new(cfg)
         }
     }
 }
@@ -119,9 +134,16 @@ impl<D: Backend> Prior<D> for VtNormal {
         }
         // One component: no draw (every row keeps it).
         let lengths = sample_prior_lengths(ctx.rng, batch.0, 1, comps.0);
-        let keep: Vec<bool> = (lengths.iter())
+        let mut keep: Vec<bool> = (lengths.iter())
             .flat_map(|&n| (0..comps.0).map(move |i| i < n))
             .collect();
+        if let Some(perc) = self.stride_perc {
+            let padded: Vec<bool> = keep.iter().map(|&k| !k).collect();
+            keep = stride_mask(&padded, comps.0, perc)
+                .into_iter()
+                .map(|dropped| !dropped)
+                .collect();
+        }
         let shape = (batch, comps, latent);
         let eps = ctx.normal(shape);
         let flags: Vec<f32> = keep.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
@@ -163,11 +185,16 @@ impl<D: Backend> Prior<D> for VtNormal {
 fn build(
     config: &serde_json::Value,
     _params: &mut ParamBuilder,
-    _latent_dim: usize,
+    latent: LatentInfo,
     _data: DataDims,
 ) -> Result<Box<dyn DynPrior>> {
     let cfg: VtNormalConfig = parse_config(NAME, config)?;
-    Ok(Box::new(VtNormal::new(&cfg)))
+    // `vt_variable` shares its stride (null without one); `vt_pooled` shares none.
+    let stride_perc = match latent.shared.get("stride_perc") {
+        Some(_) => latent.setting(NAME, "stride_perc")?,
+        None => None,
+    };
+    Ok(Box::new(VtNormal::with_stride(&cfg, stride_perc)))
 }
 
 vaezoo_core::inventory::submit! {

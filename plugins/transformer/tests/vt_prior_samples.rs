@@ -89,6 +89,70 @@ fn many_component_samples_keep_nvib_prior_lengths() {
     .is_err());
 }
 
+/// VTS: the prior's samples drop what the bottleneck's stride mask drops, on top of the
+/// lengths (every second position at stride ½), and z is zero there.
+#[test]
+fn vts_samples_apply_the_stride_mask_of_the_bottleneck() {
+    let prior = VtNormal::with_stride(&VtNormalConfig::default(), Some(0.5));
+    let (batch, comps) = (40, 6);
+    let s = sample(&prior, batch, comps, 11);
+    let lengths = sample_prior_lengths(&mut seeded(11), batch, 1, comps);
+    let keep: Vec<bool> = (lengths.iter())
+        .flat_map(|&n| (0..comps).map(move |i| i < n && (i + 1) % 2 != 0))
+        .collect();
+    assert_eq!(s.mask.as_deref(), Some(&keep[..]));
+    let z = s.z.as_vec();
+    for (i, &kept) in keep.iter().enumerate() {
+        assert_eq!(z[2 * i] != 0.0, kept, "component {i}");
+    }
+}
+
+/// The registry builds `vt_normal` beside `vt_variable` with the bottleneck's stride: a spec
+/// states `stride_perc` once.
+#[test]
+fn the_registry_hands_vt_normal_the_stride_of_vt_variable() {
+    use vaezoo_core::params::ParamBuilder;
+    use vaezoo_core::registry::{DataDims, LatentInfo, Registry};
+    let registry = Registry::builtin().unwrap();
+    let mut rng = seeded(0);
+    let mut pb = ParamBuilder::new(&mut rng);
+    let bottleneck = registry
+        .build_bottleneck(
+            "vt_variable",
+            &serde_json::json!({"stride_perc": 0.5}),
+            &mut pb,
+            4,
+        )
+        .unwrap();
+    let info = LatentInfo {
+        dim: bottleneck.latent_dim,
+        shared: &bottleneck.shared,
+    };
+    let dims = DataDims {
+        features: 0,
+        classes: 0,
+        vocab: 10,
+    };
+    let prior = registry
+        .build_prior("vt_normal", &serde_json::json!({}), &mut pb, info, dims)
+        .unwrap();
+    let p = ParamStore::new(&Cpu::default(), Vec::new());
+    let mut ctx = Ctx {
+        params: &p,
+        mode: Mode::Eval,
+        rng: &mut seeded(11),
+    };
+    let prior = <Cpu as vaezoo_core::Backend>::prior(prior.as_ref());
+    let s = prior
+        .sample(&mut ctx, Batch(40), Comp(6), Latent(4), None)
+        .unwrap();
+    let mask = s.mask.expect("masked samples");
+    assert!(
+        mask.chunks(6).all(|row| !row[1] && !row[3] && !row[5]),
+        "every second position dropped"
+    );
+}
+
 #[test]
 fn log_density_is_the_scalar_gaussian_summed_over_everything() {
     let (mu, var) = (-0.4, 0.6);

@@ -85,6 +85,10 @@ pub enum Command {
         /// Importance samples per example for the IS-NLL (0 skips it).
         #[arg(long, default_value_t = 500)]
         iw_samples: usize,
+        /// Posterior samples per example behind the -ELBO (their mean; 1 as the PyTorch
+        /// reference). The -ELBO at the posterior mean is reported beside it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        elbo_samples: u64,
         /// Text: prior samples for the forward and reverse perplexity (0 skips them).
         #[arg(long, default_value_t = 200)]
         samples: usize,

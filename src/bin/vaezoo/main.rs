@@ -12,6 +12,7 @@ use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
 use vaezoo::explore::text::{interpolate_text, is_text_run, reconstruct};
 use vaezoo::explore::traverse::{traverse, TraverseOptions};
 use vaezoo::plot_runs::plot_vectors_vs_bleu;
+use vaezoo::preflight::preflight;
 use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
 use vaezoo::zoo::{reproduce, ReproduceOptions};
@@ -153,6 +154,7 @@ fn run(command: Command) -> Result<ExitCode> {
             seed,
             batch_size,
             iw_samples,
+            elbo_samples,
             samples,
             lm,
             device,
@@ -166,6 +168,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     seed,
                     batch_size,
                     iw_samples,
+                    elbo_samples: elbo_samples as usize,
                     progress,
                     device,
                     samples,
@@ -362,5 +365,6 @@ fn check(path: &Path, validator: &SpecValidator) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let (spec, _) = parse_spec(&path.display().to_string(), &text, validator)?;
     registry()?.check_pins(&spec.plugins)?;
-    Ok(())
+    // Everything `train` checks before its first step: data, build, one forward pass.
+    preflight(path, spec)
 }
