@@ -70,7 +70,7 @@ fn setup_with(
     // the argmax repeats one token whatever the prefix.
     let scales: Vec<f32> = (0..params.len())
         .map(|i| match params.name(i) {
-            "decoder.embedding.weight" | "decoder.class_embedding" => 0.5,
+            "embedding.weight" | "decoder.embedding.weight" | "decoder.class_embedding" => 0.5,
             n if n.contains("multihead_attn") => 0.0,
             n if n.starts_with("decoder.") => 0.1,
             _ => 0.0,
