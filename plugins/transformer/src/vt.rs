@@ -195,6 +195,16 @@ pub fn stride_mask(padded: &[bool], seq: usize, perc: f64) -> Vec<bool> {
         .collect()
 }
 
+/// Which latents VTS keeps, row-major `Batch × Seq`: those `keep` keeps, less those the stride
+/// mask of `perc` drops ([`stride_mask`]).
+pub fn stride_keep(keep: &[bool], seq: usize, perc: f64) -> Vec<bool> {
+    let padded: Vec<bool> = keep.iter().map(|&k| !k).collect();
+    stride_mask(&padded, seq, perc)
+        .into_iter()
+        .map(|dropped| !dropped)
+        .collect()
+}
+
 /// The VT KL per example against N(μ_p, σ²_p) (scalars), over the components `keep` keeps.
 ///
 /// # Shapes

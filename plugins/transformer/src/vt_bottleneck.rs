@@ -3,7 +3,7 @@
 //!
 //! - `vt_variable` is VTV: one Gaussian per encoder state (μ, logσ² linear in the state; z a
 //!   sample in training, μ in evaluation), zeroed at padded tokens, whose mask is the latent's
-//!   [`Mixture::mask`]. With `stride_perc` it is VTS: the stride mask ([`stride_mask`]) drops a
+//!   [`Mixture::mask`]. With `stride_perc` it is VTS: the stride mask ([`stride_mask`](crate::vt::stride_mask)) drops a
 //!   fraction of the latents on top of the padding (the official memory mask is src_mask OR
 //!   stride_mask), and the dropped latents are zeroed and masked like padding.
 //! - `vt_pooled` is VTP: the states pooled over the real tokens (mean or max), then one
@@ -25,7 +25,7 @@ use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates};
 use vaezoo_core::registry::{parse_config, schema_of, Build, BuiltBottleneck, PluginRegistration};
 use vaezoo_core::{Backend, Result};
 
-use crate::vt::{pooled, stride_mask, variable, GaussianHeads, Pooling, VtLatent};
+use crate::vt::{pooled, stride_keep, variable, GaussianHeads, Pooling, VtLatent};
 
 /// Config of `vt_variable` (VTV; VTS with `stride_perc`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -114,11 +114,7 @@ impl VtVariable {
     /// mask drops.
     pub fn keep(&self, real: &[bool], seq: usize) -> Vec<bool> {
         match self.stride_perc {
-            Some(perc) => {
-                let padded: Vec<bool> = real.iter().map(|&k| !k).collect();
-                let dropped = stride_mask(&padded, seq, perc);
-                dropped.into_iter().map(|d| !d).collect()
-            }
+            Some(perc) => stride_keep(real, seq, perc),
             None => real.to_vec(),
         }
     }

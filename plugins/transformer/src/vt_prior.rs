@@ -29,7 +29,7 @@ use vaezoo_core::registry::{
 use vaezoo_core::{Backend, Error, Result};
 use vaezoo_nvib::kl::sample_prior_lengths;
 
-use crate::vt::{kl, stride_mask};
+use crate::vt::{kl, stride_keep};
 
 const NAME: &str = "vt_normal";
 
@@ -138,11 +138,7 @@ impl<D: Backend> Prior<D> for VtNormal {
             .flat_map(|&n| (0..comps.0).map(move |i| i < n))
             .collect();
         if let Some(perc) = self.stride_perc {
-            let padded: Vec<bool> = keep.iter().map(|&k| !k).collect();
-            keep = stride_mask(&padded, comps.0, perc)
-                .into_iter()
-                .map(|dropped| !dropped)
-                .collect();
+            keep = stride_keep(&keep, comps.0, perc);
         }
         let shape = (batch, comps, latent);
         let eps = ctx.normal(shape);
