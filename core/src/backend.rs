@@ -8,6 +8,7 @@
 use dfdx::prelude::*;
 
 use crate::custom_op::HostGrad;
+use crate::kernels::Kernels;
 use crate::plugin::{
     Attention, Bottleneck, Decoder, DynAttention, DynBottleneck, DynDecoder, DynEncoder, DynPrior,
     Encoder, Prior,
@@ -17,7 +18,7 @@ use crate::plugin::{
 pub type Traced<S, D> = Tensor<S, f32, D, OwnedTape<f32, D>>;
 
 /// A device vaezoo runs on.
-pub trait Backend: Device<f32> + HostGrad<f32> + Cache + Default + 'static {
+pub trait Backend: Device<f32> + HostGrad<f32> + Kernels<f32> + Cache + Default + 'static {
     /// A short name for logs and `env.json`.
     const NAME: &'static str;
     /// The encoder as seen on this device.

@@ -11,6 +11,7 @@
 //! - [`schedule`]: KL schedules (constant, linear warm-up, cyclical) set per KL term;
 //! - [`params`], [`optim`], [`checkpoint`]: parameters, Adam and safetensors checkpoints;
 //! - [`layers`]: our own layers over typed axes;
+//! - [`kernels`]: the fused ops layers call (CPU fast path, generic dfdx ops elsewhere);
 //! - [`custom_op`]: element-wise ops with host-computed values and hand-written backward;
 //! - [`gradcheck`]: finite-difference gradient checks for ops and plugins.
 
@@ -22,6 +23,7 @@ pub mod component_schema;
 pub mod custom_op;
 pub mod error;
 pub mod gradcheck;
+pub mod kernels;
 pub mod latent;
 pub mod layers;
 pub mod optim;

@@ -4,6 +4,8 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use crate::backend::{Backend, Traced};
+use crate::kernels::Weight;
+use crate::layers::Activation;
 use crate::params::{ParamBuilder, ParamId, ParamStore};
 
 /// `y = x W + b` from axis `I` to axis `O`; `W` is stored `(I, O)`, `b` is `(O,)`.
@@ -44,11 +46,27 @@ impl<I: Dim, O: Dim> Linear<I, O> {
         params: &ParamStore<D>,
         x: Traced<(B, I), D>,
     ) -> Traced<(B, O), D> {
+        self.forward_activated(params, x, Activation::Identity)
+    }
+
+    /// `activation(x W + b)` in one fused kernel; `x` may carry no tape (an input that needs
+    /// no gradient, such as the data), and then none is computed for it.
+    ///
+    /// # Shapes
+    /// `x: (B, I)` → `(B, O)`
+    pub fn forward_activated<B: Dim, D: Backend, T>(
+        &self,
+        params: &ParamStore<D>,
+        x: Tensor<(B, I), f32, D, T>,
+        activation: Activation,
+    ) -> Traced<(B, O), D>
+    where
+        T: Tape<f32, D>,
+        OwnedTape<f32, D>: Merge<T>,
+    {
         let w = params.get(self.weight, (self.in_dim, self.out_dim));
         let b = params.get(self.bias, (self.out_dim,));
-        let y = x.matmul(w);
-        let shape = *y.shape();
-        y + b.broadcast_like(&shape)
+        D::linear(x, Weight::InOut(w), Some(b), activation)
     }
 
     /// # Shapes
@@ -58,10 +76,9 @@ impl<I: Dim, O: Dim> Linear<I, O> {
         params: &ParamStore<D>,
         x: Traced<(B, S, I), D>,
     ) -> Traced<(B, S, O), D> {
-        let w = params.get(self.weight, (self.in_dim, self.out_dim));
-        let b = params.get(self.bias, (self.out_dim,));
-        let y = x.matmul(w);
-        let shape = *y.shape();
-        y + b.broadcast_like(&shape)
+        let (b, s, i) = *x.shape();
+        let flat = x.reshape_like(&(b.size() * s.size(), i));
+        self.forward(params, flat)
+            .reshape_like(&(b, s, self.out_dim))
     }
 }

@@ -80,12 +80,14 @@ impl<D: Backend> Encoder<D> for MlpEncoder {
     /// # Shapes
     /// `obs.x: (Batch, Feature)` → `states: (Batch, Seq = tokens, Model)`
     fn forward(&self, ctx: &mut Ctx<D>, obs: &Observation<D>) -> Result<EncoderStates<D>> {
-        let x = lift(obs.x.clone());
-        let x = match &self.condition {
-            Some(c) => c.append(ctx.params, x, obs.labels.as_deref())?,
-            None => x,
+        // The data needs no gradient: without a condition the first layer computes none for it.
+        let h = match &self.condition {
+            Some(c) => {
+                let x = c.append(ctx.params, lift(obs.x.clone()), obs.labels.as_deref())?;
+                self.stack.forward(ctx.params, x)
+            }
+            None => self.stack.forward(ctx.params, obs.x.clone()),
         };
-        let h = self.stack.forward(ctx.params, x);
         let (batch, model) = *h.shape();
         let width = Model(model.0 / self.tokens);
         Ok(EncoderStates {

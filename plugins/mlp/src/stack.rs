@@ -52,24 +52,30 @@ impl<I: Dim, O: Dim> Stack<I, O> {
 
     /// # Shapes
     /// `x: (B, I)` → `(B, O)`
-    pub fn forward<B: Dim, D: Backend>(
+    pub fn forward<B: Dim, D: Backend, T>(
         &self,
         params: &ParamStore<D>,
-        x: Traced<(B, I), D>,
-    ) -> Traced<(B, O), D> {
-        let batch = x.shape().0;
-        let mut h: Traced<(B, Hidden), D> = match &self.first {
-            Some(first) => self.activation.forward(first.forward(params, x)),
-            None => x.reshape_like(&(batch, Hidden(self.in_dim.size()))),
-        };
-        for layer in &self.middle {
-            h = self.activation.forward(layer.forward(params, h));
-        }
-        let out = self.last.forward(params, h);
-        if self.activate_output {
-            self.activation.forward(out)
+        x: Tensor<(B, I), f32, D, T>,
+    ) -> Traced<(B, O), D>
+    where
+        T: Tape<f32, D>,
+        OwnedTape<f32, D>: Merge<T>,
+    {
+        let output_activation = if self.activate_output {
+            self.activation
         } else {
-            out
+            Activation::Identity
+        };
+        let Some(first) = &self.first else {
+            let batch = x.shape().0;
+            let x = x.reshape_like(&(batch, Hidden(self.in_dim.size())));
+            return self.last.forward_activated(params, x, output_activation);
+        };
+        let mut h = first.forward_activated(params, x, self.activation);
+        for layer in &self.middle {
+            h = layer.forward_activated::<B, D, OwnedTape<f32, D>>(params, h, self.activation);
         }
+        self.last
+            .forward_activated::<B, D, OwnedTape<f32, D>>(params, h, output_activation)
     }
 }

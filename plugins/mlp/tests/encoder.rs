@@ -1,5 +1,5 @@
-//! `mlp_encoder`: its states against an independent f64 host MLP, and gradients w.r.t. its
-//! parameters and the observations against finite differences.
+//! `mlp_encoder`: its states against an independent f64 host MLP, gradients w.r.t. its
+//! parameters against finite differences, and no gradient computed for the observations.
 
 mod common;
 
@@ -8,7 +8,7 @@ use vaezoo_core::backend::Reuse;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::gradcheck::GradCheck;
 use vaezoo_core::layers::Activation;
-use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
+use vaezoo_core::params::{ParamBuilder, ParamStore};
 use vaezoo_core::plugin::{Ctx, Encoder, Mode, Observation};
 use vaezoo_core::rng::seeded;
 use vaezoo_core::Traced;
@@ -19,10 +19,9 @@ use common::*;
 struct EncoderSetup {
     params: ParamStore<Cpu>,
     encoder: MlpEncoder,
-    x: ParamId,
 }
 
-/// An encoder and the observations, declared as the last parameter.
+/// An encoder and its parameters.
 fn encoder_setup(hidden: &[usize], activation: Activation, seed: u64) -> EncoderSetup {
     let mut rng = seeded(seed);
     let mut pb = ParamBuilder::new(&mut rng);
@@ -33,30 +32,23 @@ fn encoder_setup(hidden: &[usize], activation: Activation, seed: u64) -> Encoder
         condition: None,
     };
     let encoder = MlpEncoder::new(&cfg, &mut pb, DATA).unwrap();
-    let x = pb.declare("x", &[BATCH, FEATURES], X.to_vec());
     EncoderSetup {
         params: ParamStore::new(&Cpu::default(), pb.finish()),
         encoder,
-        x,
     }
 }
 
-/// The encoder's states for observations read from parameter `x`. `Observation::x` is
-/// untraced, but keeps the parameter's tensor id, so its gradient reaches `x`.
-fn encode(
-    encoder: &MlpEncoder,
-    p: &ParamStore<Cpu>,
-    x: ParamId,
-) -> Traced<(Batch, Seq, Model), Cpu> {
+/// The encoder's states for the observations `X`.
+fn encode(encoder: &MlpEncoder, p: &ParamStore<Cpu>) -> Traced<(Batch, Seq, Model), Cpu> {
     let mut rng = seeded(3);
     let mut ctx = Ctx {
         params: p,
         mode: Mode::Train,
         rng: &mut rng,
     };
-    let (x, _) = p.get(x, (Batch(BATCH), Feature(FEATURES))).split_tape();
     let obs = Observation {
-        x,
+        x: p.device()
+            .tensor_from_vec(X.to_vec(), (Batch(BATCH), Feature(FEATURES))),
         labels: None,
         tokens: None,
     };
@@ -73,7 +65,7 @@ fn encoder_states_match_a_host_mlp() {
             .chain([Activation::Relu, Activation::LeakyRelu])
         {
             let s = encoder_setup(hidden, act, 21);
-            let states = encode(&s.encoder, &s.params, s.x);
+            let states = encode(&s.encoder, &s.params);
             let model = *hidden.last().unwrap();
             assert_eq!(states.shape(), &(Batch(BATCH), Seq(1), Model(model)));
             let want = host_mlp(&s.params, &host_x(), BATCH, hidden.len(), act, true);
@@ -94,7 +86,6 @@ fn encoder_gradients_match_finite_differences() {
             let EncoderSetup {
                 mut params,
                 encoder,
-                x,
             } = encoder_setup(hidden, act, 22);
             let n_params = params.len();
             let report = GradCheck {
@@ -102,12 +93,12 @@ fn encoder_gradients_match_finite_differences() {
                 ..Default::default()
             }
             .run(&mut params, |p| {
-                let h = encode(&encoder, p, x);
+                let h = encode(&encoder, p);
                 (h.reuse().square() + (h * 1.5).sin()).sum::<(), _>()
             })
             .unwrap_or_else(|e| panic!("{hidden:?} {act:?}: {e}"));
-            // Weights and biases of every layer, and the observations.
-            assert_eq!(n_params, 2 * hidden.len() + 1);
+            // Weights and biases of every layer.
+            assert_eq!(n_params, 2 * hidden.len());
             assert!(report.checked >= n_params);
             assert!(
                 report.zero_gradient.is_empty(),
@@ -128,7 +119,6 @@ fn encoder_relu_gradients_match_finite_differences_away_from_kinks() {
         let EncoderSetup {
             mut params,
             encoder,
-            x,
         } = (0..200)
             .map(|seed| encoder_setup(&[5, 4], act, seed))
             .find(|s| {
@@ -137,7 +127,7 @@ fn encoder_relu_gradients_match_finite_differences_away_from_kinks() {
             .expect("an initialisation clear of the kinks");
         let report = check
             .run(&mut params, |p| {
-                let h = encode(&encoder, p, x);
+                let h = encode(&encoder, p);
                 (h.reuse().square() + (h * 1.5).sin()).sum::<(), _>()
             })
             .unwrap_or_else(|e| panic!("{act:?}: {e}"));
@@ -150,4 +140,37 @@ fn encoder_relu_gradients_match_finite_differences_away_from_kinks() {
             );
         }
     }
+}
+
+#[test]
+fn the_observations_get_no_gradient() {
+    // The data is not a parameter: the first layer's backward pass skips its input gradient.
+    let s = encoder_setup(&[5, 4], Activation::Tanh, 23);
+    let dev = s.params.device().clone();
+    let x = dev.tensor_from_vec(X.to_vec(), (Batch(BATCH), Feature(FEATURES)));
+    let mut rng = seeded(3);
+    let mut ctx = Ctx {
+        params: &s.params,
+        mode: Mode::Train,
+        rng: &mut rng,
+    };
+    let obs = Observation {
+        x: x.clone(),
+        labels: None,
+        tokens: None,
+    };
+    let states = s.encoder.forward(&mut ctx, &obs).unwrap().states;
+    let grads = states.square().sum().backward();
+    let mut out = vec![Vec::new(); s.params.len()];
+    s.params.gradients_into(&mut grads.clone(), &mut out);
+    assert!(
+        out.iter().all(|g| g.iter().any(|&v| v != 0.0)),
+        "every weight"
+    );
+    let mut grads = grads;
+    grads.try_alloc_for(&x).unwrap();
+    assert!(
+        grads.get(&x).as_vec().iter().all(|&v| v == 0.0),
+        "no data gradient"
+    );
 }

@@ -3,14 +3,15 @@
 
 use dfdx::prelude::*;
 use vaezoo_core::custom_op::HostGrad;
+use vaezoo_core::kernels::Kernels;
 
 /// A float element type (f32 or f64).
 pub trait Real: Dtype + num_traits::Float + num_traits::FloatConst {}
 impl<E: Dtype + num_traits::Float + num_traits::FloatConst> Real for E {}
 
-/// A device computing in `E`, whose gradients custom ops can add into.
-pub trait Dev<E: Real>: Device<E> + HostGrad<E> {}
-impl<E: Real, D: Device<E> + HostGrad<E>> Dev<E> for D {}
+/// A device computing in `E`, whose gradients custom ops can add into, with its fused kernels.
+pub trait Dev<E: Real>: Device<E> + HostGrad<E> + Kernels<E> {}
+impl<E: Real, D: Device<E> + HostGrad<E> + Kernels<E>> Dev<E> for D {}
 
 /// A tensor recording its operations on a tape, in element type `E`.
 pub type Tr<S, E, D> = Tensor<S, E, D, OwnedTape<E, D>>;

@@ -3,6 +3,8 @@
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
+use vaezoo_core::kernels::Weight;
+use vaezoo_core::layers::Activation;
 use vaezoo_core::params::{ParamBuilder, ParamId};
 use vaezoo_nvib::num::{Dev, Real, Tr};
 
@@ -69,20 +71,28 @@ impl<I: Dim, O: Dim> Dense<I, O> {
         w: &impl Source<E, D>,
         x: Tr<(B, N, I), E, D>,
     ) -> Tr<(B, N, O), E, D> {
+        self.forward_activated(w, x, Activation::Identity)
+    }
+
+    /// `activation(x Wᵀ + b)` in one fused kernel.
+    ///
+    /// # Shapes
+    /// `x: (B, N, I)` → `(B, N, O)`
+    pub fn forward_activated<B: Dim, N: Dim, E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(B, N, I), E, D>,
+        activation: Activation,
+    ) -> Tr<(B, N, O), E, D> {
         let (b, n, i) = *x.shape();
         let rows = b.size() * n.size();
-        let weight = w.get(self.weight, (self.out_dim, self.in_dim));
-        let y = x
-            .reshape_like(&(rows, i))
-            .matmul(weight.permute::<_, Axes2<1, 0>>());
-        let y = match self.bias {
-            Some(id) => {
-                let shape = *y.shape();
-                y + w.get(id, (self.out_dim,)).broadcast_like(&shape)
-            }
-            None => y,
-        };
-        y.reshape_like(&(b, n, self.out_dim))
+        let weight = Weight::OutIn(w.get(self.weight, (self.out_dim, self.in_dim)));
+        let bias = self.bias.map(|id| w.get(id, (self.out_dim,)));
+        D::linear(x.reshape_like(&(rows, i)), weight, bias, activation).reshape_like(&(
+            b,
+            n,
+            self.out_dim,
+        ))
     }
 }
 

@@ -2,6 +2,7 @@
 //! with a hidden width of 4·d in the NVAE.
 
 use vaezoo_core::axes::{Batch, Hidden, Model, Seq};
+use vaezoo_core::layers::Activation;
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::Mode;
 use vaezoo_core::rng::HostRng;
@@ -45,7 +46,7 @@ impl FeedForward {
         mode: Mode,
         rng: &mut HostRng,
     ) -> Tr<(Batch, Seq, Model), E, D> {
-        let h = self.linear1.forward(w, x).relu();
+        let h = self.linear1.forward_activated(w, x, Activation::Relu);
         self.linear2.forward(w, self.dropout.forward(h, mode, rng))
     }
 }

@@ -43,10 +43,11 @@ impl LayerNorm {
         let shape = *x.shape();
         let rows = shape.0.size() * shape.1.size();
         let flat = (rows, self.width);
-        let y = x.reshape_like(&flat).normalize::<Axis<1>>(EPS);
-        let y = y * w.get(self.weight, (self.width,)).broadcast_like(&flat)
-            + w.get(self.bias, (self.width,)).broadcast_like(&flat);
-        y.reshape_like(&shape)
+        let (gamma, beta) = (
+            w.get(self.weight, (self.width,)),
+            w.get(self.bias, (self.width,)),
+        );
+        D::layer_norm(x.reshape_like(&flat), gamma, beta, EPS).reshape_like(&shape)
     }
 
     /// A post-LN residual sublayer's end: `norm(x + dropout(sub))`.

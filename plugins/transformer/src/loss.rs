@@ -33,13 +33,8 @@ pub fn token_nll<E: Real, D: Dev<E>>(
             vocab.0
         )));
     }
-    let dev = logits.device().clone();
     let rows = targets.len();
-    let log_p = logits
-        .reshape_like(&(rows, vocab))
-        .log_softmax::<Axis<1>>()
-        .select(dev.tensor_from_vec(targets.to_vec(), (rows,)));
-    let weight = targets
+    let weights: Vec<E> = targets
         .iter()
         .map(|&t| {
             if t == PAD {
@@ -49,10 +44,12 @@ pub fn token_nll<E: Real, D: Dev<E>>(
             }
         })
         .collect();
-    let weighted = log_p * dev.tensor_from_vec(weight, (rows,));
-    Ok(weighted
-        .reshape_like(&(batch, seq))
-        .sum::<(Batch,), Axis<1>>())
+    Ok(D::weighted_nll(
+        logits.reshape_like(&(rows, vocab)),
+        targets,
+        &weights,
+        batch,
+    ))
 }
 
 #[cfg(test)]

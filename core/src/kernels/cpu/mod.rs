@@ -1,0 +1,39 @@
+//! The CPU fast path: fused f32 kernels recorded on dfdx's tape with hand-written backward
+//! passes. Each kernel copies its inputs out of dfdx once, computes on host slices and hands
+//! its output back as a new tensor.
+
+use dfdx::prelude::*;
+
+/// The values of a contiguous tensor, in logical order.
+pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut out = vec![0.0; t.shape().num_elements()];
+    t.copy_into(&mut out);
+    out
+}
+
+/// Takes the gradient buffer of a ghost tensor out of the gradients (allocated as zeros if
+/// absent), to be read while other gradients are written, and handed back with [`put_grad`].
+/// (Macros: dfdx does not export the trait that names ghost tensors.)
+macro_rules! take_grad {
+    ($grads:expr, $ghost:expr) => {
+        std::mem::take(&mut **$grads.get_or_alloc_mut($ghost)?)
+    };
+}
+
+/// Returns a buffer taken with [`take_grad`].
+macro_rules! put_grad {
+    ($grads:expr, $ghost:expr, $values:expr) => {
+        **$grads.get_or_alloc_mut($ghost)? = $values
+    };
+}
+
+/// `dst[i] += src[i]`.
+pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
+pub(crate) mod layer_norm;
+pub(crate) mod linear;
+pub(crate) mod nll;

@@ -1,0 +1,59 @@
+//! Fused log-softmax and NLL: each row's log-sum-exp and target log-probability in one pass
+//! over the logits; the backward pass turns the kept logits into `w · (onehot − softmax)` in
+//! place, so no softmax or log-softmax tensor is ever stored.
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+
+use super::{add_into, host_values};
+use crate::kernels::generic::check_nll_inputs;
+use crate::kernels::Tr;
+
+/// See [`crate::kernels::Kernels::weighted_nll`].
+pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
+    logits: Tr<(R, V), f32, Cpu>,
+    targets: &[usize],
+    weights: &[f32],
+    groups: G,
+) -> Tr<(G,), f32, Cpu> {
+    let (rows, vocab) = *logits.shape();
+    let (rows, v) = (rows.size(), vocab.size());
+    check_nll_inputs(rows, v, targets, weights, groups.size());
+    let per_group = rows / groups.size();
+    let logits = logits.reshape_like(&(rows * v,));
+    let (logits, mut tape) = logits.split_tape();
+    let mut kept = host_values(&logits);
+    let mut lse = Vec::with_capacity(rows);
+    let mut out = vec![0.0f32; groups.size()];
+    for (r, row) in kept.chunks_exact(v.max(1)).enumerate().take(rows) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
+        let l = max + sum.ln();
+        lse.push(l);
+        if weights[r] != 0.0 {
+            out[r / per_group] += weights[r] * (row[targets[r]] - l);
+        }
+    }
+    let out = logits.device().tensor_from_vec(out, (groups,));
+    let (out_ghost, logits_ghost) = (out.ghost(), logits.ghost());
+    let (targets, weights) = (targets.to_vec(), weights.to_vec());
+    tape.add_backward_op(move |grads| {
+        grads.try_alloc_for(&out_ghost)?;
+        let g = take_grad!(grads, &out_ghost);
+        for (r, row) in kept.chunks_exact_mut(v.max(1)).enumerate().take(rows) {
+            let scale = g[r / per_group] * weights[r];
+            if scale == 0.0 {
+                row.fill(0.0);
+                continue;
+            }
+            for l in row.iter_mut() {
+                *l = -scale * (*l - lse[r]).exp();
+            }
+            row[targets[r]] += scale;
+        }
+        add_into(grads.get_or_alloc_mut(&logits_ghost)?, &kept);
+        put_grad!(grads, &out_ghost, g);
+        Ok(())
+    });
+    out.put_tape(tape)
+}

@@ -1,0 +1,98 @@
+//! The kernels as compositions of dfdx's generic ops: the CUDA path, the f64 reference and
+//! what the CPU fast path is tested against.
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+use num_traits::Float;
+
+use super::{Tr, Weight};
+use crate::layers::Activation;
+
+/// See [`super::Kernels::linear`].
+pub fn linear<M, K, N, E, D, T>(
+    x: Tensor<(M, K), E, D, T>,
+    weight: Weight<K, N, E, D>,
+    bias: Option<Tr<(N,), E, D>>,
+    activation: Activation,
+) -> Tr<(M, N), E, D>
+where
+    M: Dim,
+    K: Dim,
+    N: Dim,
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+    OwnedTape<E, D>: Merge<T>,
+{
+    let (x, x_tape) = x.split_tape();
+    let x = x.put_tape(OwnedTape::default().merge(x_tape));
+    let y = match weight {
+        Weight::InOut(w) => x.matmul(w),
+        Weight::OutIn(w) => x.matmul(w.permute::<_, Axes2<1, 0>>()),
+    };
+    let y = match bias {
+        Some(b) => {
+            let shape = *y.shape();
+            y + b.broadcast_like(&shape)
+        }
+        None => y,
+    };
+    activation.apply(y)
+}
+
+/// See [`super::Kernels::layer_norm`].
+pub fn layer_norm<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    x: Tr<(M, N), E, D>,
+    gamma: Tr<(N,), E, D>,
+    beta: Tr<(N,), E, D>,
+    eps: f64,
+) -> Tr<(M, N), E, D> {
+    let shape = *x.shape();
+    x.normalize::<Axis<1>>(eps) * gamma.broadcast_like(&shape) + beta.broadcast_like(&shape)
+}
+
+/// See [`super::Kernels::weighted_nll`].
+///
+/// # Panics
+/// If `targets` or `weights` do not have one entry per row, a target is outside the
+/// vocabulary, or the rows do not split into `groups` equal groups (caller bugs: the layers
+/// check their inputs first).
+pub fn weighted_nll<R: Dim, V: Dim, G: Dim, E: Dtype + Float, D: Device<E>>(
+    logits: Tr<(R, V), E, D>,
+    targets: &[usize],
+    weights: &[E],
+    groups: G,
+) -> Tr<(G,), E, D> {
+    let (rows, vocab) = *logits.shape();
+    let rows = rows.size();
+    check_nll_inputs(rows, vocab.size(), targets, weights, groups.size());
+    let dev = logits.device().clone();
+    let log_p = logits
+        .reshape_like(&(rows, vocab))
+        .log_softmax::<Axis<1>>()
+        .select(dev.tensor_from_vec(targets.to_vec(), (rows,)));
+    let weighted = log_p * dev.tensor_from_vec(weights.to_vec(), (rows,));
+    weighted
+        .reshape_like(&(groups, rows / groups.size()))
+        .sum::<(G,), Axis<1>>()
+}
+
+/// The preconditions of [`weighted_nll`], shared with the CPU kernel.
+pub(crate) fn check_nll_inputs(
+    rows: usize,
+    vocab: usize,
+    targets: &[usize],
+    weights: &[impl Copy],
+    groups: usize,
+) {
+    assert_eq!(targets.len(), rows, "one target per row");
+    assert_eq!(weights.len(), rows, "one weight per row");
+    assert!(
+        groups > 0 && rows % groups == 0,
+        "{rows} rows in {groups} groups"
+    );
+    assert!(
+        targets.iter().all(|&t| t < vocab),
+        "target outside the vocabulary"
+    );
+}
