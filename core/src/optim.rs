@@ -5,6 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use rayon::prelude::*;
+
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
@@ -124,28 +126,54 @@ impl Adam {
         let bias2_sqrt = bias2_sqrt as f32;
         let AdamState { m, v, .. } = &mut self.state;
         let decoupled = self.cfg.decoupled;
-        params.update_each(|i, p| {
-            if wd != 0.0 && decoupled {
-                p.iter_mut().for_each(|x| *x *= 1.0 - lr * wd);
-            }
-            let l2 = if decoupled { 0.0 } else { wd };
-            // One pass, no branches: the loop vectorises.
-            for (((x, m), v), &g) in p
-                .iter_mut()
-                .zip(m[i].iter_mut())
-                .zip(v[i].iter_mut())
-                .zip(&grads[i])
-            {
+        let (decay, l2) = if decoupled {
+            (1.0 - lr * wd, 0.0)
+        } else {
+            (1.0, wd)
+        };
+        // One pass per element, no branches (the loop vectorises); each element is updated on
+        // its own, so the result does not depend on how the work is split between threads.
+        let update = |(((x, m), v), g): &mut Chunk| {
+            for (((x, m), v), &g) in x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(*g) {
+                *x *= decay;
                 let g = g + l2 * *x;
                 *m = b1 * *m + (1.0 - b1) * g;
                 *v = b2 * *v + (1.0 - b2) * g * g;
                 *x -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
             }
+        };
+        params.update_all(|hosts| {
+            let mut chunks: Vec<Chunk> = hosts
+                .iter_mut()
+                .zip(m.iter_mut())
+                .zip(v.iter_mut())
+                .zip(grads)
+                .flat_map(|(((x, m), v), g)| {
+                    x.chunks_mut(CHUNK)
+                        .zip(m.chunks_mut(CHUNK))
+                        .zip(v.chunks_mut(CHUNK))
+                        .zip(g.chunks(CHUNK))
+                })
+                .collect();
+            let total: usize = grads.iter().map(Vec::len).sum();
+            if total >= PARALLEL_MIN_ELEMENTS {
+                chunks.par_iter_mut().for_each(update);
+            } else {
+                chunks.iter_mut().for_each(update);
+            }
         });
     }
 }
 
-/// Scales `grads` so that their global L2 norm is at most `max_norm`; returns the norm before.
+/// A slice of one parameter with its moments and gradient: the unit of parallel work.
+type Chunk<'a> = (((&'a mut [f32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
+
+/// Elements per unit of parallel work in the optimiser and the gradient norm.
+const CHUNK: usize = 1 << 14;
+
+/// Below this many elements the optimiser stays on the calling thread.
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
+
 pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
     let norm = global_norm(grads);
     if norm > max_norm {
@@ -157,12 +185,32 @@ pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
 
 /// The L2 norm of all gradients together.
 pub fn global_norm(grads: &[Vec<f32>]) -> f32 {
-    grads
+    // Fixed chunks summed in a fixed order: the same value on any number of threads.
+    let chunks: Vec<&[f32]> = grads.iter().flat_map(|g| g.chunks(CHUNK)).collect();
+    let total: usize = grads.iter().map(Vec::len).sum();
+    let partial: Vec<f64> = if total >= PARALLEL_MIN_ELEMENTS {
+        chunks.par_iter().map(|c| sum_of_squares(c)).collect()
+    } else {
+        chunks.iter().map(|c| sum_of_squares(c)).collect()
+    };
+    partial.iter().sum::<f64>().sqrt() as f32
+}
+
+/// Σ g² in f64, over eight interleaved partial sums (a vectorisable loop).
+fn sum_of_squares(values: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut rows = values.chunks_exact(8);
+    for row in &mut rows {
+        for (lane, &g) in lanes.iter_mut().zip(row) {
+            *lane += f64::from(g) * f64::from(g);
+        }
+    }
+    let tail: f64 = rows
+        .remainder()
         .iter()
-        .flatten()
-        .map(|g| (*g as f64) * (*g as f64))
-        .sum::<f64>()
-        .sqrt() as f32
+        .map(|&g| f64::from(g) * f64::from(g))
+        .sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 #[cfg(test)]

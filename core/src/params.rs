@@ -269,6 +269,16 @@ impl<D: Backend> ParamStore<D> {
         }
     }
 
+    /// Hands every parameter's host values to `f` at once (to update them in parallel), then
+    /// copies each back to the device.
+    pub fn update_all(&mut self, f: impl FnOnce(&mut [&mut [f32]])) {
+        let mut hosts: Vec<&mut [f32]> = self.params.iter_mut().map(|p| &mut p.host[..]).collect();
+        f(&mut hosts);
+        for p in &mut self.params {
+            p.value.copy_from(&p.host);
+        }
+    }
+
     /// Copies every parameter's gradient into `out[i]` (zeros where none reached it).
     pub fn gradients_into(&self, grads: &mut Gradients<f32, D>, out: &mut [Vec<f32>]) {
         for (p, g) in self.params.iter().zip(out.iter_mut()) {

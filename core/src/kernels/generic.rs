@@ -77,6 +77,14 @@ pub fn weighted_nll<R: Dim, V: Dim, G: Dim, E: Dtype + Float, D: Device<E>>(
         .sum::<(G,), Axis<1>>()
 }
 
+/// See [`super::Kernels::bernoulli_nll`].
+pub fn bernoulli_nll<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    logits: Tr<(M, N), E, D>,
+    x: &Tensor<(M, N), E, D>,
+) -> Tr<(M,), E, D> {
+    logits.bce_with_logits(x.clone()).sum::<(M,), Axis<1>>()
+}
+
 /// The preconditions of [`weighted_nll`], shared with the CPU kernel.
 pub(crate) fn check_nll_inputs(
     rows: usize,

@@ -85,6 +85,35 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     ) -> Tr<(G,), E, Self> {
         generic::weighted_nll(logits, targets, weights, groups)
     }
+
+    /// [`Self::weighted_nll`] of the logits `x · W + b`, without the logits as a tensor (the
+    /// output layer of a language model and its token loss).
+    ///
+    /// # Shapes
+    /// `x: (R, K)`, `W: (K, V)` or `(V, K)`, `b: (V,)`, `targets, weights: R` → `(G,)`
+    fn linear_weighted_nll<R: Dim, K: Dim, V: Dim, G: Dim>(
+        x: Tr<(R, K), E, Self>,
+        weight: Weight<K, V, E, Self>,
+        bias: Option<Tr<(V,), E, Self>>,
+        targets: &[usize],
+        weights: &[E],
+        groups: G,
+    ) -> Tr<(G,), E, Self> {
+        let logits = Self::linear(x, weight, bias, Activation::Identity);
+        Self::weighted_nll(logits, targets, weights, groups)
+    }
+
+    /// −log Bernoulli(x | sigmoid(logits)) summed over each row: the binary cross-entropy
+    /// with logits, Σ_j max(l, 0) − l·x + log(1 + e^(−|l|)). The data `x` gets no gradient.
+    ///
+    /// # Shapes
+    /// `logits, x: (M, N)` → `(M,)`
+    fn bernoulli_nll<M: Dim, N: Dim>(
+        logits: Tr<(M, N), E, Self>,
+        x: &Tensor<(M, N), E, Self>,
+    ) -> Tr<(M,), E, Self> {
+        generic::bernoulli_nll(logits, x)
+    }
 }
 
 impl Kernels<f64> for Cpu {}
@@ -130,6 +159,33 @@ impl Kernels<f32> for Cpu {
             cpu::nll::forward(logits, targets, weights, groups)
         } else {
             generic::weighted_nll(logits, targets, weights, groups)
+        }
+    }
+
+    fn linear_weighted_nll<R: Dim, K: Dim, V: Dim, G: Dim>(
+        x: Tr<(R, K), f32, Self>,
+        weight: Weight<K, V, f32, Self>,
+        bias: Option<Tr<(V,), f32, Self>>,
+        targets: &[usize],
+        weights: &[f32],
+        groups: G,
+    ) -> Tr<(G,), f32, Self> {
+        if fast_path_enabled() {
+            cpu::linear_nll::forward(x, weight, bias, targets, weights, groups)
+        } else {
+            let logits = generic::linear(x, weight, bias, Activation::Identity);
+            generic::weighted_nll(logits, targets, weights, groups)
+        }
+    }
+
+    fn bernoulli_nll<M: Dim, N: Dim>(
+        logits: Tr<(M, N), f32, Self>,
+        x: &Tensor<(M, N), f32, Self>,
+    ) -> Tr<(M,), f32, Self> {
+        if fast_path_enabled() {
+            cpu::bernoulli::forward(logits, x)
+        } else {
+            generic::bernoulli_nll(logits, x)
         }
     }
 }

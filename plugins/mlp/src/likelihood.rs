@@ -64,7 +64,7 @@ impl BuiltLikelihood {
     ) -> Traced<(Batch,), D> {
         let ln_2pi = (2.0 * std::f32::consts::PI).ln();
         match self {
-            BuiltLikelihood::Bernoulli => output.bce_with_logits(x).sum::<(Batch,), Axis<1>>(),
+            BuiltLikelihood::Bernoulli => D::bernoulli_nll(output, &x),
             BuiltLikelihood::Gaussian {
                 log_variance,
                 learned: None,

@@ -74,6 +74,25 @@ impl<I: Dim, O: Dim> Dense<I, O> {
         self.forward_activated(w, x, Activation::Identity)
     }
 
+    /// `Kernels::weighted_nll` of the layer's output (logits) over `O`, without the logits as
+    /// a tensor: one group per `B`, `targets` and `weights` one per `B·N` row.
+    ///
+    /// # Shapes
+    /// `x: (B, N, I)` → `(B,)`
+    pub fn weighted_nll<B: Dim, N: Dim, E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(B, N, I), E, D>,
+        targets: &[usize],
+        weights: &[E],
+    ) -> Tr<(B,), E, D> {
+        let (b, n, i) = *x.shape();
+        let weight = Weight::OutIn(w.get(self.weight, (self.out_dim, self.in_dim)));
+        let bias = self.bias.map(|id| w.get(id, (self.out_dim,)));
+        let rows = x.reshape_like(&(b.size() * n.size(), i));
+        D::linear_weighted_nll(rows, weight, bias, targets, weights, b)
+    }
+
     /// `activation(x Wᵀ + b)` in one fused kernel.
     ///
     /// # Shapes

@@ -1,7 +1,8 @@
 //! `transformer_decoder`: the NVAE's decoder as a plugin (§D). Teacher forcing: the decoder
 //! reads `ids[:, :-1]` (`[CLS] w₁ …`) with causal, key-padded self-attention and predicts
 //! `ids[:, 1:]` (`w₁ … [SEP]`); the loss is the official mean token cross-entropy
-//! ([`token_nll`]: PAD targets count 0 but stay in the denominator).
+//! ([`projected_token_nll`](crate::loss::projected_token_nll): PAD targets count 0 but stay
+//! in the denominator).
 //!
 //! Each layer's cross-attention is the [`Attention`](vaezoo_core::plugin::Attention) plugin the
 //! config names (`denoising` for the NVAE, `sdpa` for the baselines), one module per layer,
@@ -36,7 +37,7 @@ use vaezoo_core::{Backend, Error, Result, Traced};
 
 use crate::decoder_layer::Cross;
 use crate::dense::Dense;
-use crate::loss::token_nll;
+use crate::loss::projected_token_nll;
 use crate::stack::DecoderStack;
 use crate::text_encoder::{columns, tokens_of, vocab_of, yes, TextInput, TransformerConfig};
 
@@ -195,12 +196,12 @@ impl TransformerDecoder {
         Ok(rows + x.put_tape(tape))
     }
 
-    /// Teacher forcing: the logits at every position of `ids` (causal, key-padded
-    /// self-attention), in `ctx.mode`.
+    /// Teacher forcing: the last layer's states at every position of `ids` (causal,
+    /// key-padded self-attention), in `ctx.mode`; the output layer maps them to logits.
     ///
     /// # Shapes
-    /// `ids`, `keep`: `Batch × Seq`, `latent.z: (Batch, Comp, Latent)` → `(Batch, Seq, Vocab)`
-    fn logits<D: Backend>(
+    /// `ids`, `keep`: `Batch × Seq`, `latent.z: (Batch, Comp, Latent)` → `(Batch, Seq, Model)`
+    fn hidden<D: Backend>(
         &self,
         ctx: &mut Ctx<D>,
         latent: &Mixture<D>,
@@ -208,16 +209,14 @@ impl TransformerDecoder {
         ids: &[usize],
         keep: &[bool],
         (batch, seq): (Batch, Seq),
-    ) -> Result<Traced<(Batch, Seq, Vocab), D>> {
+    ) -> Result<Traced<(Batch, Seq, Model), D>> {
         let x = self.input.forward(ctx, ids, batch, seq)?;
         let x = self.condition(ctx.params, x, labels)?;
         let (params, mode) = (ctx.params, ctx.mode);
         let mut closures = self.crosses(params, mode, latent);
         let mut cross: Vec<&mut Cross<f32, D>> = closures.iter_mut().map(|c| &mut **c).collect();
-        let y = self
-            .stack
-            .forward(params, x, keep, &mut cross, mode, ctx.rng)?;
-        Ok(self.output.forward(params, y))
+        self.stack
+            .forward(params, x, keep, &mut cross, mode, ctx.rng)
     }
 
     /// Greedy decoding ([`Decoder::greedy`]) with a KV cache, in evaluation whatever
@@ -324,8 +323,8 @@ impl<D: Backend> Decoder<D> for TransformerDecoder {
         let keep = columns(&tokens.keep, seq, 0, len);
         let targets = columns(&tokens.ids, seq, 1, len);
         let labels = obs.labels.as_deref();
-        let logits = self.logits(ctx, latent, labels, &inputs, &keep, (batch, Seq(len)))?;
-        token_nll(logits, &targets)
+        let hidden = self.hidden(ctx, latent, labels, &inputs, &keep, (batch, Seq(len)))?;
+        projected_token_nll(ctx.params, &self.output, hidden, &targets)
     }
 
     /// [`TransformerDecoder::greedy_with`], the logits unread.

@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, host_values};
+use super::{add_into, host_values, Buffer};
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::layer_norm`].
@@ -25,7 +25,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
     let rows = normed.len().checked_div(n).unwrap_or(0);
     let mut rstd = Vec::with_capacity(rows);
-    let mut y = vec![0.0; normed.len()];
+    let mut y = Buffer::take(normed.len());
     for (row, out) in normed.chunks_exact_mut(n).zip(y.chunks_exact_mut(n)) {
         let mean = row.iter().sum::<f32>() / n as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
@@ -36,7 +36,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
             *o = *v * g + b;
         }
     }
-    let out = x.device().tensor_from_vec(y, shape);
+    let out = x.device().tensor_from_vec(y.into_vec(), shape);
     let (out_ghost, x_ghost) = (out.ghost(), x.ghost());
     let (g_ghost, b_ghost) = (gamma.ghost(), beta.ghost());
     tape.add_backward_op(move |grads| {

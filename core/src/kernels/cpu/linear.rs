@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::host_values;
+use super::{host_values, Buffer};
 use crate::kernels::gemm::{matmul, View};
 use crate::kernels::{Tr, Weight};
 use crate::layers::Activation;
@@ -42,7 +42,7 @@ where
     let xs = host_values(&x);
     let ws = host_values(&w);
 
-    let mut y = vec![0.0; mk * ns];
+    let mut y = Buffer::take(mk * ns);
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
@@ -65,18 +65,18 @@ where
     );
     // What the backward pass reads to differentiate the activation.
     let saved = match activation {
-        Activation::Identity => Vec::new(),
+        Activation::Identity => None,
         _ if activation.derivative_from_output() => {
             y.iter_mut().for_each(|v| *v = activation.scalar(*v));
-            y.clone()
+            Some(Buffer::copy_of(&y))
         }
         _ => {
-            let pre = y.clone();
+            let pre = Buffer::copy_of(&y);
             y.iter_mut().for_each(|v| *v = activation.scalar(*v));
-            pre
+            Some(pre)
         }
     };
-    let out = x.device().tensor_from_vec(y, (m, n));
+    let out = x.device().tensor_from_vec(y.into_vec(), (m, n));
 
     let out_ghost = out.ghost();
     let w_ghost = w.ghost();
@@ -84,15 +84,15 @@ where
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
         let mut g = take_grad!(grads, &out_ghost);
-        match activation {
-            Activation::Identity => {}
-            _ if activation.derivative_from_output() => {
-                for (g, &y) in g.iter_mut().zip(&saved) {
+        match &saved {
+            None => {}
+            Some(y) if activation.derivative_from_output() => {
+                for (g, &y) in g.iter_mut().zip(y) {
                     *g *= activation.scalar_derivative(0.0, y);
                 }
             }
-            _ => {
-                for (g, &pre) in g.iter_mut().zip(&saved) {
+            Some(pre) => {
+                for (g, &pre) in g.iter_mut().zip(pre) {
                     *g *= activation.scalar_derivative(pre, activation.scalar(pre));
                 }
             }

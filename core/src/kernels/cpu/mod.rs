@@ -4,9 +4,12 @@
 
 use dfdx::prelude::*;
 
-/// The values of a contiguous tensor, in logical order.
-pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut out = vec![0.0; t.shape().num_elements()];
+use pool::Buffer;
+use rayon::prelude::*;
+
+/// The values of a contiguous tensor, in logical order, in a pooled buffer.
+pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Buffer {
+    let mut out = Buffer::take(t.shape().num_elements());
     t.copy_into(&mut out);
     out
 }
@@ -27,6 +30,35 @@ macro_rules! put_grad {
     };
 }
 
+/// Below this many values a row-wise pass stays on the calling thread: waking rayon's pool
+/// costs more than it saves.
+pub(super) const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// Runs `f(row_index, row, slot)` over the rows of `data` (`cols` values each) with one
+/// `slot` per row, on rayon's pool when `data` is large. Each row is handled by one call, so
+/// the results do not depend on the number of threads.
+pub(super) fn for_each_row<T: Send>(
+    data: &mut [f32],
+    cols: usize,
+    slots: &mut [T],
+    f: impl Fn(usize, &mut [f32], &mut T) + Sync + Send,
+) {
+    if cols == 0 {
+        return;
+    }
+    if data.len() >= PARALLEL_MIN_ELEMENTS {
+        data.par_chunks_exact_mut(cols)
+            .zip(slots.par_iter_mut())
+            .enumerate()
+            .for_each(|(i, (row, slot))| f(i, row, slot));
+    } else {
+        data.chunks_exact_mut(cols)
+            .zip(slots.iter_mut())
+            .enumerate()
+            .for_each(|(i, (row, slot))| f(i, row, slot));
+    }
+}
+
 /// `dst[i] += src[i]`.
 pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
@@ -34,6 +66,9 @@ pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+pub(crate) mod bernoulli;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
+pub(crate) mod linear_nll;
 pub(crate) mod nll;
+pub(crate) mod pool;

@@ -137,10 +137,10 @@ fn redecode(
     for len in 1..=STEPS {
         let ids = prefix.concat();
         let keep = vec![true; ids.len()];
-        let logits = decoder
-            .logits(&mut ctx, latent, labels, &ids, &keep, (BATCH, Seq(len)))
-            .unwrap()
-            .as_vec();
+        let hidden = decoder
+            .hidden(&mut ctx, latent, labels, &ids, &keep, (BATCH, Seq(len)))
+            .unwrap();
+        let logits = decoder.output.forward(params, hidden).as_vec();
         let last: Vec<f32> = logits
             .chunks(len * VOCAB)
             .flat_map(|row| &row[(len - 1) * VOCAB..])

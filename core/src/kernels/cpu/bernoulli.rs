@@ -1,0 +1,69 @@
+//! Fused Bernoulli negative log-likelihood with logits: one pass computes each row's binary
+//! cross-entropy and keeps `sigmoid(l) − x`, which the backward pass only scales by the row's
+//! incoming gradient.
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+use rayon::prelude::*;
+
+use super::host_values;
+use crate::kernels::Tr;
+
+/// Below this many elements a pass stays on the calling thread (waking rayon's pool costs more).
+const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
+
+/// See [`crate::kernels::Kernels::bernoulli_nll`].
+pub(crate) fn forward<M: Dim, N: Dim>(
+    logits: Tr<(M, N), f32, Cpu>,
+    x: &Tensor<(M, N), f32, Cpu>,
+) -> Tr<(M,), f32, Cpu> {
+    let (m, n) = *logits.shape();
+    let cols = n.size();
+    let logits = logits.reshape_like(&(m.size() * cols,));
+    let (logits, tape) = logits.split_tape();
+    // `residual` starts as the logits and ends as sigmoid(l) − x.
+    let mut residual = host_values(&logits);
+    let data = host_values(&x.clone().reshape_like(&(m.size() * cols,)));
+    let mut nll = vec![0.0f32; m.size()];
+    let row = |(r, (l, x)): (&mut f32, (&mut [f32], &[f32]))| {
+        let mut sum = 0.0;
+        for (l, &x) in l.iter_mut().zip(x) {
+            let e = (-l.abs()).exp();
+            sum += l.max(0.0) - *l * x + e.ln_1p();
+            let sigmoid = if *l >= 0.0 { 1.0 } else { e } / (1.0 + e);
+            *l = sigmoid - x;
+        }
+        *r = sum;
+    };
+    if cols > 0 && residual.len() >= PARALLEL_MIN_ELEMENTS {
+        let rows = residual
+            .par_chunks_exact_mut(cols)
+            .zip(data.par_chunks_exact(cols));
+        nll.par_iter_mut().zip(rows).for_each(row);
+    } else if cols > 0 {
+        let rows = residual.chunks_exact_mut(cols).zip(data.chunks_exact(cols));
+        nll.iter_mut().zip(rows).for_each(row);
+    }
+    let out = logits.device().tensor_from_vec(nll, (m,));
+    let (out_ghost, logits_ghost) = (out.ghost(), logits.ghost());
+    let mut tape = tape;
+    tape.add_backward_op(move |grads| {
+        grads.try_alloc_for(&out_ghost)?;
+        let g = take_grad!(grads, &out_ghost);
+        let gl = grads.get_or_alloc_mut(&logits_ghost)?;
+        if cols > 0 {
+            for ((acc, res), g) in gl
+                .chunks_exact_mut(cols)
+                .zip(residual.chunks_exact(cols))
+                .zip(&g)
+            {
+                for (a, r) in acc.iter_mut().zip(res) {
+                    *a += g * r;
+                }
+            }
+        }
+        put_grad!(grads, &out_ghost, g);
+        Ok(())
+    });
+    out.put_tape(tape)
+}
