@@ -40,6 +40,28 @@ where
     activation.apply(y)
 }
 
+/// See [`super::Kernels::linear_rows`].
+///
+/// # Panics
+/// If `rows` does not have one flag per row.
+pub fn linear_rows<M: Dim, K: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    x: Tr<(M, K), E, D>,
+    weight: Weight<K, N, E, D>,
+    bias: Option<Tr<(N,), E, D>>,
+    activation: Activation,
+    rows: &[bool],
+) -> Tr<(M, N), E, D> {
+    let y = linear(x, weight, bias, activation);
+    let shape = *y.shape();
+    assert_eq!(rows.len(), shape.0.size(), "one row flag per row");
+    let flags = rows
+        .iter()
+        .map(|&keep| if keep { E::one() } else { E::zero() })
+        .collect();
+    let mask = y.device().tensor_from_vec(flags, (shape.0,));
+    y * mask.broadcast_like(&shape)
+}
+
 /// See [`super::Kernels::layer_norm`].
 pub fn layer_norm<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     x: Tr<(M, N), E, D>,

@@ -58,6 +58,21 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
         generic::linear(x, weight, bias, activation)
     }
 
+    /// [`Self::linear`] of the rows whose flag in `rows` is true; the other rows of the output
+    /// are zero and pass no gradient back (padding positions, whose values nothing reads).
+    ///
+    /// # Shapes
+    /// `x: (M, K)`, `W: (K, N)` or `(N, K)`, `b: (N,)`, `rows: M` → `(M, N)`
+    fn linear_rows<M: Dim, K: Dim, N: Dim>(
+        x: Tr<(M, K), E, Self>,
+        weight: Weight<K, N, E, Self>,
+        bias: Option<Tr<(N,), E, Self>>,
+        activation: Activation,
+        rows: &[bool],
+    ) -> Tr<(M, N), E, Self> {
+        generic::linear_rows(x, weight, bias, activation, rows)
+    }
+
     /// Row-wise LayerNorm over the last axis, `(x − mean) / sqrt(var + eps) · γ + β`.
     ///
     /// # Shapes
@@ -133,6 +148,20 @@ impl Kernels<f32> for Cpu {
             cpu::linear::forward(x, weight, bias, activation)
         } else {
             generic::linear(x, weight, bias, activation)
+        }
+    }
+
+    fn linear_rows<M: Dim, K: Dim, N: Dim>(
+        x: Tr<(M, K), f32, Self>,
+        weight: Weight<K, N, f32, Self>,
+        bias: Option<Tr<(N,), f32, Self>>,
+        activation: Activation,
+        rows: &[bool],
+    ) -> Tr<(M, N), f32, Self> {
+        if fast_path_enabled() {
+            cpu::linear::forward_rows(x, weight, bias, activation, Some(rows))
+        } else {
+            generic::linear_rows(x, weight, bias, activation, rows)
         }
     }
 

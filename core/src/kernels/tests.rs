@@ -310,3 +310,67 @@ fn linear_weighted_nll_gradients_match_finite_differences() {
             .unwrap_or_else(|e| panic!("out_in {out_in}: {e}"));
     }
 }
+
+/// `linear_rows` (fused or generic) of an `m × K` input to `n` outputs, keeping rows `keep`.
+fn linear_rows_loss(
+    p: &ParamStore<Cpu>,
+    fast: bool,
+    act: Activation,
+    out_in: bool,
+    keep: &[bool],
+) -> Traced<(), Cpu> {
+    let (m, n) = (keep.len(), p.shape(2)[0]);
+    let x = p.get(ParamId(0), (m, K));
+    let w = if out_in {
+        Weight::OutIn(p.get(ParamId(1), (n, K)))
+    } else {
+        Weight::InOut(p.get(ParamId(1), (K, n)))
+    };
+    let b = Some(p.get(ParamId(2), (n,)));
+    let y = if fast {
+        cpu::linear::forward_rows(x, w, b, act, Some(keep))
+    } else {
+        generic::linear_rows(x, w, b, act, keep)
+    };
+    read_out(p, y, 3)
+}
+
+fn rows_store(m: usize, n: usize) -> ParamStore<Cpu> {
+    store(&[("x", &[m, K]), ("w", &[K, n]), ("b", &[n])], m * n)
+}
+
+#[test]
+fn linear_rows_match_the_generic_ops() {
+    let some: Vec<bool> = (0..M).map(|i| i % 3 != 1).collect();
+    for keep in [some, vec![true; M], vec![false; M]] {
+        let p = rows_store(M, N);
+        for act in ACTIVATIONS {
+            for out_in in [false, true] {
+                same_as_generic(
+                    &p,
+                    |p| linear_rows_loss(p, true, act, out_in, &keep),
+                    |p| linear_rows_loss(p, false, act, out_in, &keep),
+                );
+            }
+        }
+    }
+    // Large enough for rayon's pool in the element-wise passes.
+    let keep: Vec<bool> = (0..200).map(|i| i % 7 < 5).collect();
+    let p = rows_store(200, 400);
+    same_as_generic(
+        &p,
+        |p| linear_rows_loss(p, true, Activation::Gelu, true, &keep),
+        |p| linear_rows_loss(p, false, Activation::Gelu, true, &keep),
+    );
+}
+
+#[test]
+fn linear_rows_gradients_match_finite_differences() {
+    let keep: Vec<bool> = (0..M).map(|i| i % 3 != 1).collect();
+    for act in [Activation::Tanh, Activation::Gelu] {
+        let mut p = rows_store(M, N);
+        GradCheck::default()
+            .run(&mut p, |p| linear_rows_loss(p, true, act, true, &keep))
+            .unwrap_or_else(|e| panic!("{act:?}: {e}"));
+    }
+}

@@ -78,7 +78,7 @@ impl DecoderLayer {
         rng: &mut HostRng,
     ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
         let attend = |x| self.self_attn.forward(w, x, keep, true);
-        self.sublayers(w, x, attend, cross, mode, rng)
+        self.sublayers(w, x, attend, cross, (Some(keep), mode), rng)
     }
 
     /// One decoding step in evaluation (no dropout): the new position's self-attention reads
@@ -95,10 +95,11 @@ impl DecoderLayer {
         rng: &mut HostRng,
     ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
         let attend = |x| self.self_attn.step(w, x, cache);
-        self.sublayers(w, x, attend, cross, Mode::Eval, rng)
+        self.sublayers(w, x, attend, cross, (None, Mode::Eval), rng)
     }
 
-    /// The three post-LN sublayers, the self-attention `attend`'s.
+    /// The three post-LN sublayers, the self-attention `attend`'s; the feed-forward computes
+    /// only the positions `keep` flags (all with `None`), in `mode`.
     ///
     /// # Shapes
     /// `x: (Batch, Seq, Model)` → `(Batch, Seq, Model)`
@@ -108,7 +109,7 @@ impl DecoderLayer {
         x: Tr<(Batch, Seq, Model), E, D>,
         attend: impl FnOnce(Tr<(Batch, Seq, Model), E, D>) -> Tr<(Batch, Seq, Model), E, D>,
         cross: &mut Cross<E, D>,
-        mode: Mode,
+        (keep, mode): (Option<&[bool]>, Mode),
         rng: &mut HostRng,
     ) -> Result<Tr<(Batch, Seq, Model), E, D>> {
         let [norm1, norm2, norm3] = &self.norms;
@@ -116,7 +117,7 @@ impl DecoderLayer {
         let x = norm1.residual(w, x, a, (&self.dropout, mode, rng));
         let m = cross(x.retaped(), rng)?;
         let x = norm2.residual(w, x, m, (&self.dropout, mode, rng));
-        let f = self.ffn.forward(w, x.retaped(), mode, rng);
+        let f = self.ffn.forward(w, x.retaped(), keep, mode, rng);
         Ok(norm3.residual(w, x, f, (&self.dropout, mode, rng)))
     }
 }

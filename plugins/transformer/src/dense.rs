@@ -103,15 +103,31 @@ impl<I: Dim, O: Dim> Dense<I, O> {
         x: Tr<(B, N, I), E, D>,
         activation: Activation,
     ) -> Tr<(B, N, O), E, D> {
+        self.forward_rows(w, x, activation, None)
+    }
+
+    /// [`forward_activated`](Self::forward_activated) of the positions whose `keep` flag
+    /// (row-major `B × N`) is true; the others are zero and pass no gradient back (padding,
+    /// which nothing downstream reads). `None` computes every position.
+    ///
+    /// # Shapes
+    /// `x: (B, N, I)`, `keep: B × N` → `(B, N, O)`
+    pub fn forward_rows<B: Dim, N: Dim, E: Real, D: Dev<E>>(
+        &self,
+        w: &impl Source<E, D>,
+        x: Tr<(B, N, I), E, D>,
+        activation: Activation,
+        keep: Option<&[bool]>,
+    ) -> Tr<(B, N, O), E, D> {
         let (b, n, i) = *x.shape();
-        let rows = b.size() * n.size();
+        let rows = x.reshape_like(&(b.size() * n.size(), i));
         let weight = Weight::OutIn(w.get(self.weight, (self.out_dim, self.in_dim)));
         let bias = self.bias.map(|id| w.get(id, (self.out_dim,)));
-        D::linear(x.reshape_like(&(rows, i)), weight, bias, activation).reshape_like(&(
-            b,
-            n,
-            self.out_dim,
-        ))
+        let y = match keep {
+            Some(keep) => D::linear_rows(rows, weight, bias, activation, keep),
+            None => D::linear(rows, weight, bias, activation),
+        };
+        y.reshape_like(&(b, n, self.out_dim))
     }
 }
 

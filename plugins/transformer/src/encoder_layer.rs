@@ -75,7 +75,7 @@ impl EncoderLayer {
     ) -> Tr<(Batch, Seq, Model), E, D> {
         let a = self.self_attn.forward(w, x.retaped(), keep, false);
         let x = self.norm1.residual(w, x, a, (&self.dropout, mode, rng));
-        let f = self.ffn.forward(w, x.retaped(), mode, rng);
+        let f = self.ffn.forward(w, x.retaped(), Some(keep), mode, rng);
         self.norm2.residual(w, x, f, (&self.dropout, mode, rng))
     }
 }

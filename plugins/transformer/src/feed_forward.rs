@@ -37,17 +37,22 @@ impl FeedForward {
         }
     }
 
+    /// Only the positions whose `keep` flag (row-major `Batch × Seq`) is true are computed;
+    /// the others (padding) are zero. `None` computes every position.
+    ///
     /// # Shapes
-    /// `x: (Batch, Seq, Model)` → `(Batch, Seq, Model)`
+    /// `x: (Batch, Seq, Model)`, `keep: Batch × Seq` → `(Batch, Seq, Model)`
     pub fn forward<E: Real, D: Dev<E>>(
         &self,
         w: &impl Source<E, D>,
         x: Tr<(Batch, Seq, Model), E, D>,
+        keep: Option<&[bool]>,
         mode: Mode,
         rng: &mut HostRng,
     ) -> Tr<(Batch, Seq, Model), E, D> {
-        let h = self.linear1.forward_activated(w, x, Activation::Relu);
-        self.linear2.forward(w, self.dropout.forward(h, mode, rng))
+        let h = self.linear1.forward_rows(w, x, Activation::Relu, keep);
+        let h = self.dropout.forward(h, mode, rng);
+        self.linear2.forward_rows(w, h, Activation::Identity, keep)
     }
 }
 
@@ -64,7 +69,11 @@ mod tests {
         check(
             |pb| FeedForward::new(pb, "", Model(3), Hidden(12), Dropout::new(0.2)),
             (Batch(2), Seq(2), Model(3)),
-            |ff, p, x| ff.forward(p, x, Mode::Train, &mut seeded(5)).sin().sum(),
+            |ff, p, x| {
+                ff.forward(p, x, None, Mode::Train, &mut seeded(5))
+                    .sin()
+                    .sum()
+            },
         );
     }
 }

@@ -59,6 +59,30 @@ pub(super) fn for_each_row<T: Send>(
     }
 }
 
+/// Runs `f` over matching chunks of `data` and `other` (`other` may be empty: then `f` gets
+/// empty slices), on rayon's pool when `data` is large. Chunks have a fixed length, so the
+/// results do not depend on the number of threads.
+pub(super) fn zip_chunks(
+    data: &mut [f32],
+    other: &[f32],
+    f: impl Fn(&mut [f32], &[f32]) + Sync + Send,
+) {
+    const CHUNK: usize = 1 << 14;
+    let others = |i: usize| {
+        let start = (i * CHUNK).min(other.len());
+        &other[start..((i + 1) * CHUNK).min(other.len())]
+    };
+    if data.len() >= PARALLEL_MIN_ELEMENTS {
+        data.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, d)| f(d, others(i)));
+    } else {
+        data.chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, d)| f(d, others(i)));
+    }
+}
+
 /// `dst[i] += src[i]`.
 pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {

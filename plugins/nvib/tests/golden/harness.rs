@@ -147,6 +147,9 @@ impl Golden {
 pub struct Produced {
     pub values: Vec<(String, Vec<f64>)>,
     pub skipped: Vec<(String, &'static str)>,
+    /// Per output, the values at padding positions, which the port does not compute (the
+    /// official code does, but nothing reads them): not compared.
+    pub padding: Vec<(String, Vec<bool>)>,
 }
 
 impl Produced {
@@ -158,6 +161,19 @@ impl Produced {
     pub fn with(mut self, name: &str, values: Vec<f64>) -> Self {
         self.values.push((name.to_string(), values));
         self
+    }
+
+    /// Adds output `name` in the official sequence-first layout `[N, B, X]`, whose rows at
+    /// padding positions (`keep` false, row-major `B × N`) are not compared.
+    pub fn with_padded(mut self, name: &str, values: Vec<f64>, keep: &[bool], b: usize) -> Self {
+        let n = keep.len() / b;
+        let x = values.len() / keep.len();
+        let padded = (0..n)
+            .flat_map(|i| (0..b).map(move |j| (i, j)))
+            .flat_map(|(i, j)| std::iter::repeat_n(!keep[j * n + i], x))
+            .collect();
+        self.padding.push((name.to_string(), padded));
+        self.with(name, values)
     }
 
     /// Declares output `name` not compared, and why.
@@ -196,8 +212,12 @@ pub fn compare(g: &Golden, p: &Produced) -> Result<usize, String> {
             continue;
         }
         let tol = g.overrides.get(name).copied().unwrap_or(g.tolerance);
+        let padded = p.padding.iter().find(|(n, _)| n == name).map(|(_, f)| f);
         let mut bad = Vec::new();
         for (i, (&x, w)) in got.iter().zip(&want.data).enumerate() {
+            if padded.is_some_and(|f| f[i]) {
+                continue;
+            }
             let ok = match w {
                 None => x == 0.0,
                 Some(w) if w.is_infinite() => x == *w,

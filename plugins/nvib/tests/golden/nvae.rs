@@ -242,8 +242,8 @@ fn nvae(g: &Golden) -> Result<Produced, String> {
             "positional_encoding_rows",
             pe.table(g.output("positional_encoding_rows")?.shape[0]),
         )
-        .with("encoder_memory", memory_seq)
-        .with("logits", logits_seq)
+        .with_padded("encoder_memory", memory_seq, &keep_src, b)
+        .with_padded("logits", logits_seq, &keep_tgt, b)
         .with("mu", batch_to_seq(&latent.mu.as_vec(), b, nl, p))
         .with("logvar", batch_to_seq(&latent.log_var.as_vec(), b, nl, p))
         .with("alpha", batch_to_seq(&latent.alpha.as_vec(), b, nl, 1))
