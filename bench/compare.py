@@ -202,6 +202,28 @@ def table(records, threads, workloads, have_torch):
     return "\n".join(rows)
 
 
+# Keys both sides report that must agree for a workload to be the same on both: the model
+# size and the work per step (the wiki batches are the same file on both sides; the random
+# text batches are drawn by each side's own generator, so their token counts differ a little).
+SAME_KEYS = ["batch", "steps", "params", "vocab", "ns", "nt", "dim", "heads", "layers"]
+SAME_KEYS_OF = {"nvae_text_train_wiki": ["mean_src_tokens_per_step"]}
+
+
+def mismatches(records, workloads):
+    """Workloads where the two sides' JSON lines disagree on a key of SAME_KEYS."""
+    notes = []
+    for w in workloads:
+        for key in SAME_KEYS + SAME_KEYS_OF.get(w, []):
+            seen = {}
+            for r in records:
+                if r["workload"] == w and key in r:
+                    seen.setdefault(r["framework"], set()).add(r[key])
+            if len(seen) == 2 and seen["vaezoo"] != seen["pytorch"]:
+                notes.append(f"{w}: {key} is {sorted(seen['vaezoo'])} in vaezoo, "
+                             f"{sorted(seen['pytorch'])} in PyTorch")
+    return notes
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -287,11 +309,14 @@ def main():
                     table(records, t, args.selected, torch is not None), ""]
     if not torch:
         summary.append("PyTorch was skipped: `import torch` failed, so only vaezoo ran.")
+    differ = mismatches(records, args.selected)
+    if differ:
+        summary.append("The two sides did not run the same workload: " + "; ".join(differ))
     if failures:
         summary.append("Failed runs: " + "; ".join(failures))
     print("\n".join(summary))
     log(f"{len(records)} results in {out} ({minutes:.1f} min)")
-    sys.exit(1 if failures else 0)
+    sys.exit(1 if failures or differ else 0)
 
 
 if __name__ == "__main__":
