@@ -29,8 +29,8 @@ use crate::spec_file::{read_spec, resolve_paths};
 use crate::{plots, progress, registry, Result};
 
 /// With batches of varying shapes (text), the device's allocation cache is emptied every this
-/// many steps.
-const EMPTY_CACHE_EVERY: u64 = 4;
+/// many steps (public for the benchmarks, which step as the trainer does).
+pub const EMPTY_CACHE_EVERY: u64 = 4;
 
 /// Options of `vaezoo train` / `vaezoo resume`.
 #[derive(Clone, Debug, Default)]

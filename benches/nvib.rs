@@ -1,25 +1,32 @@
-//! NVIB micro-benchmarks, the same workloads as `shared/bench/nvib_layer.py` (PyTorch):
-//! B = 64, Ns = Nt = 32 (Nl = 33), P = 256, 4 heads, source lengths ~ U{16..32}, f32, CPU.
+//! NVIB micro-benchmarks, the workloads of `bench/pytorch/nvib_layer.py`: B = 64,
+//! Ns = Nt = 32 (Nl = 33), P = 256, 4 heads, source lengths ~ U{16..32}, f32, CPU, v1
+//! constants (π floor 1e-8, evaluation penalty Σ log V) as the reference's.
 //!
 //! - `nvib_layer_fwd_bwd`: the v1 layer in training (Gaussian + Dirichlet sampling), KL_G and
 //!   KL_D; backward of Σ z·gz + Σ π·gπ + mean KL_G + mean KL_D to the input and the weights;
 //! - `denoising_attention_fwd_bwd`: training-time multi-head denoising attention (in and out
-//!   projections) on a fixed latent; backward of Σ out·g to the query, z, π and the weights;
+//!   projections, no biases) on a fixed latent; backward of Σ out·g to the query, z, π and
+//!   the weights;
 //! - `denoising_attention_eval_fwd`: evaluation-time denoising attention, forward only.
 //!
-//! dfdx's buffer cache is on, as in training. Run: `cargo bench -p vaezoo-nvib --bench nvib`
-//! (`-- --steps N --warmup N --only NAME`). Each workload prints one JSON
-//! line: the median step time over the timed steps after the warm-up, and samples per second.
+//! dfdx's buffer cache is on, as in training. 100 timed steps after 10 warm-up steps by
+//! default. Run: `cargo bench --bench nvib` (`-- --steps N --warmup N --only W[,W]`), with
+//! `RAYON_NUM_THREADS` setting the threads; one JSON line per workload (see
+//! `benches/common`). `python3 bench/compare.py` runs them against PyTorch.
 
-use std::time::Instant;
+mod common;
 
 use rand::Rng;
+use serde_json::json;
+use vaezoo::device::cpu;
 use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::rng::{normal_vec, seeded, uniform_vec};
 use vaezoo_nvib::attention::{denoising_mha_eval, denoising_mha_train, DaVersion, MhaWeights};
 use vaezoo_nvib::kl::{kl_dirichlet, kl_gaussian, DpPrior};
 use vaezoo_nvib::layer::{forward, AlphaWeights, Noise, PriorComponent, Version, Weights};
+
+use common::{time_steps, Flags, Timing};
 
 const B: usize = 64;
 const NS: usize = 32;
@@ -37,66 +44,16 @@ fn tensor<S: Shape>(dev: &Cpu, seed: u64, scale: f32, shape: S) -> T<S> {
     dev.tensor_from_vec(v, shape)
 }
 
-/// Median of `steps` timed runs of `step` after `warmup` untimed ones, in milliseconds.
-fn time(steps: usize, warmup: usize, mut step: impl FnMut()) -> f64 {
-    for _ in 0..warmup {
-        step();
-    }
-    let mut ms: Vec<f64> = (0..steps)
-        .map(|_| {
-            let t = Instant::now();
-            step();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    ms.sort_by(f64::total_cmp);
-    ms[ms.len() / 2]
+fn report(workload: &str, timing: &Timing) {
+    let config = json!({"ns": NS, "nl": NS + 1, "nt": NT, "dim": P, "heads": HEADS});
+    common::report(workload, B, timing, "samples_per_s", config);
 }
 
-/// The process's peak resident memory so far, in MB (`VmHWM`; what PyTorch's `ru_maxrss` is).
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kb.map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-fn report(workload: &str, steps: usize, median_ms: f64) {
-    println!(
-        "{{\"workload\": \"{workload}\", \"framework\": \"vaezoo\", \"version\": \"{}\", \"threads\": {}, \"batch\": {B}, \"steps\": {steps}, \"median_step_ms\": {median_ms:.3}, \"samples_per_s\": {:.1}, \"peak_rss_mb\": {:.1}, \"ns\": {NS}, \"nl\": {}, \"nt\": {NT}, \"dim\": {P}, \"heads\": {HEADS}}}",
-        env!("CARGO_PKG_VERSION"),
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        B as f64 / (median_ms / 1e3),
-        peak_rss_mb(),
-        NS + 1
-    );
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Whether `--only NAME` (if given) selects the workload `name`.
-fn selected(name: &str) -> bool {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .is_none_or(|only| name.contains(only.as_str()))
-}
-
-fn main() {
-    let (steps, warmup) = (arg("--steps", 100), arg("--warmup", 10));
-    let dev = Cpu::default();
-    // As the trainer does: reuse freed buffers instead of faulting in fresh pages every step.
-    dev.enable_cache();
+fn main() -> vaezoo::Result<()> {
+    let flags = Flags::parse();
+    let (steps, warmup) = (flags.steps(100), flags.warmup(10));
+    // As the trainer: reuse freed buffers instead of faulting in fresh pages every step.
+    let dev = cpu();
     let mut rng = seeded(0);
     let keep: Vec<bool> = (0..B)
         .flat_map(|_| {
@@ -133,16 +90,12 @@ fn main() {
     };
     let dp = DpPrior::default();
 
-    let layer = selected("nvib_layer_fwd_bwd");
-    let median = time(
-        if layer { steps } else { 1 },
-        if layer { warmup } else { 0 },
-        || {
-            let weights = layer_weights();
+    if flags.selected("nvib_layer_fwd_bwd") {
+        let timing = time_steps(steps, warmup, |_| {
             let out = forward(
                 x.leaky_trace(),
                 &keep,
-                weights,
+                layer_weights(),
                 &prior,
                 Version::V1,
                 1,
@@ -169,22 +122,20 @@ fn main() {
             let (loss, t) = loss.split_tape();
             let grads = loss.put_tape(t.merge(tape)).backward();
             std::hint::black_box(grads);
-        },
-    );
-    if layer {
-        report("nvib_layer_fwd_bwd", steps, median);
+            Ok(B)
+        })?;
+        report("nvib_layer_fwd_bwd", &timing);
     }
 
-    // A fixed latent from the layer in training mode.
-    let weights = layer_weights();
+    // A fixed latent from the layer in training mode (its own noise, whatever ran before).
     let mem = forward(
         x.leaky_trace(),
         &keep,
-        weights,
+        layer_weights(),
         &prior,
         Version::V1,
         1,
-        Some(Noise::Host(&mut rng)),
+        Some(Noise::Host(&mut seeded(16))),
     );
     let (z, pi, mu, log_var, keep_l) = (
         mem.z.retaped::<NoneTape>(),
@@ -210,24 +161,25 @@ fn main() {
         out: wo.leaky_trace(),
         bias: None,
     };
-    if selected("denoising_attention_fwd_bwd") {
-        let median = time(steps, warmup, || {
+    if flags.selected("denoising_attention_fwd_bwd") {
+        let timing = time_steps(steps, warmup, |_| {
             let (out, _) = denoising_mha_train(
                 query.leaky_trace(),
                 mha(),
                 z.leaky_trace(),
                 pi.leaky_trace(),
                 &keep_l,
-                DaVersion::Head,
+                DaVersion::V1,
             );
             let grads = (out * g.clone()).sum::<(), _>().backward();
             std::hint::black_box(grads);
-        });
-        report("denoising_attention_fwd_bwd", steps, median);
+            Ok(B)
+        })?;
+        report("denoising_attention_fwd_bwd", &timing);
     }
 
-    if selected("denoising_attention_eval_fwd") {
-        let median = time(steps, warmup, || {
+    if flags.selected("denoising_attention_eval_fwd") {
+        let timing = time_steps(steps, warmup, |_| {
             let (out, _) = denoising_mha_eval(
                 query.clone().put_tape(OwnedTape::default()),
                 mha(),
@@ -235,10 +187,12 @@ fn main() {
                 log_var.clone().put_tape(OwnedTape::default()),
                 pi.clone().put_tape(OwnedTape::default()),
                 &keep_l,
-                DaVersion::Head,
+                DaVersion::V1,
             );
             std::hint::black_box(out.as_vec());
-        });
-        report("denoising_attention_eval_fwd", steps, median);
+            Ok(B)
+        })?;
+        report("denoising_attention_eval_fwd", &timing);
     }
+    Ok(())
 }

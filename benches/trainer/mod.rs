@@ -1,0 +1,95 @@
+//! A training run as `vaezoo train` starts it, and its step as the trainer's loop
+//! (`src/train.rs`) does it, for the training benchmarks.
+
+use vaezoo::device::cpu;
+use vaezoo::model::Model;
+use vaezoo::train::EMPTY_CACHE_EVERY;
+use vaezoo::Result;
+use vaezoo_core::custom_op::take_backward_failure;
+use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
+use vaezoo_core::params::ParamStore;
+use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress};
+use vaezoo_core::registry::DataDims;
+use vaezoo_core::rng::{seeded, HostRng};
+use vaezoo_core::spec::Spec;
+
+/// A spec's model with its weights, Adam and generator, on the CPU.
+pub struct Job {
+    /// The spec it was built from.
+    pub spec: Spec,
+    /// The built plugins.
+    pub model: Model,
+    /// The weights.
+    pub params: ParamStore<Cpu>,
+    /// The generator of initialisation and training noise (dropout, sampling).
+    pub rng: HostRng,
+    adam: Adam,
+    grads: Vec<Vec<f32>>,
+    step: u64,
+}
+
+impl Job {
+    /// As `vaezoo train` starts a run: the spec's plugins built through the registry for data
+    /// of sizes `dims` and initialised from the spec's seed, Adam with the spec's settings, on
+    /// the CPU with dfdx's buffer cache on.
+    pub fn new(spec: Spec, dims: DataDims) -> Result<Self> {
+        let mut rng = seeded(spec.training.seed);
+        let (model, init) = Model::build(vaezoo::registry()?, &spec, dims, &mut rng)?;
+        let params = ParamStore::new(&cpu(), init);
+        let adam = Adam::new(spec.training.optimizer.clone(), &params);
+        let grads = vec![Vec::new(); params.len()];
+        Ok(Self {
+            spec,
+            model,
+            params,
+            rng,
+            adam,
+            grads,
+            step: 0,
+        })
+    }
+
+    /// One step of the trainer's loop, of `total_steps`: for data whose batch shapes vary
+    /// (`shapes_vary`: text), the buffer cache emptied every `EMPTY_CACHE_EVERY` steps; the
+    /// batch `obs(device)`; the losses in training mode, the objective, backward, the
+    /// gradients read out, clipped to the spec's global norm (if any), and Adam. Returns the
+    /// loss.
+    pub fn step(
+        &mut self,
+        shapes_vary: bool,
+        total_steps: u64,
+        obs: impl FnOnce(&Cpu) -> Result<Observation<Cpu>>,
+    ) -> Result<f32> {
+        let training = &self.spec.training;
+        if shapes_vary && self.step % EMPTY_CACHE_EVERY == 0 {
+            self.params.device().empty_cache();
+        }
+        let obs = obs(self.params.device())?;
+        let mut ctx = Ctx {
+            params: &self.params,
+            mode: Mode::Train,
+            rng: &mut self.rng,
+        };
+        let losses = self.model.losses(&mut ctx, &obs)?;
+        let progress = Progress {
+            step: self.step,
+            total_steps,
+            epochs: training.epochs,
+        };
+        let objective = self.model.objective(losses, training, progress)?;
+        let mut g = objective.loss.backward();
+        if let Some(e) = take_backward_failure() {
+            return Err(e.into());
+        }
+        self.params.gradients_into(&mut g, &mut self.grads);
+        drop(g);
+        match training.grad_clip_norm {
+            Some(max) => clip_global_norm(&mut self.grads, max),
+            None => global_norm(&self.grads),
+        };
+        self.adam.step(&mut self.params, &self.grads);
+        self.step += 1;
+        Ok(objective.value)
+    }
+}
