@@ -73,6 +73,23 @@ pub fn layer_norm<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     x.normalize::<Axis<1>>(eps) * gamma.broadcast_like(&shape) + beta.broadcast_like(&shape)
 }
 
+/// See [`super::Kernels::residual_layer_norm`].
+pub fn residual_layer_norm<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    x: Tr<(M, N), E, D>,
+    sub: Tr<(M, N), E, D>,
+    mask: Option<&[E]>,
+    gamma: Tr<(N,), E, D>,
+    beta: Tr<(N,), E, D>,
+    eps: f64,
+) -> Tr<(M, N), E, D> {
+    let shape = *x.shape();
+    let sub = match mask {
+        Some(m) => sub * x.device().tensor_from_vec(m.to_vec(), shape),
+        None => sub,
+    };
+    layer_norm(x + sub, gamma, beta, eps)
+}
+
 /// See [`super::Kernels::weighted_nll`].
 ///
 /// # Panics

@@ -86,6 +86,22 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
         generic::layer_norm(x, gamma, beta, eps)
     }
 
+    /// `layer_norm(x + sub ⊙ mask)`: a post-LN residual sublayer's end, `mask` its dropout's
+    /// scaled keep mask (`None`: no dropout).
+    ///
+    /// # Shapes
+    /// `x, sub, mask: (M, N)`, `γ, β: (N,)` → `(M, N)`
+    fn residual_layer_norm<M: Dim, N: Dim>(
+        x: Tr<(M, N), E, Self>,
+        sub: Tr<(M, N), E, Self>,
+        mask: Option<&[E]>,
+        gamma: Tr<(N,), E, Self>,
+        beta: Tr<(N,), E, Self>,
+        eps: f64,
+    ) -> Tr<(M, N), E, Self> {
+        generic::residual_layer_norm(x, sub, mask, gamma, beta, eps)
+    }
+
     /// `Σ_row weight[row] · log softmax(logits[row])[target[row]]` over each of `G` groups of
     /// `R / G` consecutive rows (a sequence's weighted token log-likelihood, its sign and
     /// normalisation in `weights`).
@@ -175,6 +191,21 @@ impl Kernels<f32> for Cpu {
             cpu::layer_norm::forward(x, gamma, beta, eps)
         } else {
             generic::layer_norm(x, gamma, beta, eps)
+        }
+    }
+
+    fn residual_layer_norm<M: Dim, N: Dim>(
+        x: Tr<(M, N), f32, Self>,
+        sub: Tr<(M, N), f32, Self>,
+        mask: Option<&[f32]>,
+        gamma: Tr<(N,), f32, Self>,
+        beta: Tr<(N,), f32, Self>,
+        eps: f64,
+    ) -> Tr<(M, N), f32, Self> {
+        if fast_path_enabled() {
+            cpu::layer_norm::forward_residual(x, Some((sub, mask)), gamma, beta, eps)
+        } else {
+            generic::residual_layer_norm(x, sub, mask, gamma, beta, eps)
         }
     }
 

@@ -374,3 +374,56 @@ fn linear_rows_gradients_match_finite_differences() {
             .unwrap_or_else(|e| panic!("{act:?}: {e}"));
     }
 }
+
+/// `residual_layer_norm` of `rows × cols` inputs `x` and `sub`, with a dropout-like mask.
+fn residual_norm_loss(p: &ParamStore<Cpu>, fast: bool, masked: bool) -> Traced<(), Cpu> {
+    let (rows, cols) = (p.shape(0)[0], p.shape(0)[1]);
+    let x = p.get(ParamId(0), (rows, cols));
+    let sub = p.get(ParamId(1), (rows, cols));
+    let (g, b) = (p.get(ParamId(2), (cols,)), p.get(ParamId(3), (cols,)));
+    let mask: Vec<f32> = (0..rows * cols)
+        .map(|i| if i % 4 == 1 { 0.0 } else { 4.0 / 3.0 })
+        .collect();
+    let mask = masked.then_some(&mask[..]);
+    let y = if fast {
+        cpu::layer_norm::forward_residual(x, Some((sub, mask)), g, b, 1e-5)
+    } else {
+        generic::residual_layer_norm(x, sub, mask, g, b, 1e-5)
+    };
+    read_out(p, y, 4)
+}
+
+fn residual_norm_store(rows: usize, cols: usize) -> ParamStore<Cpu> {
+    let shapes: [(&str, &[usize]); 4] = [
+        ("x", &[rows, cols]),
+        ("sub", &[rows, cols]),
+        ("gamma", &[cols]),
+        ("beta", &[cols]),
+    ];
+    store(&shapes, rows * cols)
+}
+
+#[test]
+fn residual_layer_norm_matches_the_generic_ops() {
+    // Small, and large enough for rayon's pool.
+    for (rows, cols) in [(M, K), (300, 256)] {
+        let p = residual_norm_store(rows, cols);
+        for masked in [false, true] {
+            same_as_generic(
+                &p,
+                |p| residual_norm_loss(p, true, masked),
+                |p| residual_norm_loss(p, false, masked),
+            );
+        }
+    }
+}
+
+#[test]
+fn residual_layer_norm_gradients_match_finite_differences() {
+    for masked in [false, true] {
+        let mut p = residual_norm_store(M, K);
+        GradCheck::default()
+            .run(&mut p, |p| residual_norm_loss(p, true, masked))
+            .unwrap_or_else(|e| panic!("masked {masked}: {e}"));
+    }
+}

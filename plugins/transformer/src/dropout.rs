@@ -30,12 +30,24 @@ impl Dropout {
         mode: Mode,
         rng: &mut HostRng,
     ) -> Tr<S, E, D> {
-        if mode == Mode::Eval || self.p == 0.0 {
-            return x;
-        }
         let shape = *x.shape();
+        match self.mask(shape.num_elements(), mode, rng) {
+            Some(mask) => {
+                let mask = x.device().tensor_from_vec(mask, shape);
+                x * mask
+            }
+            None => x,
+        }
+    }
+
+    /// The scaled keep mask of `len` elements: 0 with probability p, else 1/(1 − p); `None`
+    /// in evaluation or with p = 0 (nothing drawn). For kernels that apply it themselves.
+    pub fn mask<E: Real>(&self, len: usize, mode: Mode, rng: &mut HostRng) -> Option<Vec<E>> {
+        if mode == Mode::Eval || self.p == 0.0 {
+            return None;
+        }
         let scale = c::<E>(1.0 / (1.0 - self.p));
-        let mask = uniform_vec(rng, shape.num_elements(), 0.0, 1.0)
+        let mask = uniform_vec(rng, len, 0.0, 1.0)
             .into_iter()
             .map(|u| {
                 if f64::from(u) < self.p {
@@ -45,8 +57,7 @@ impl Dropout {
                 }
             })
             .collect();
-        let mask = x.device().tensor_from_vec(mask, shape);
-        x * mask
+        Some(mask)
     }
 }
 

@@ -50,7 +50,7 @@ impl LayerNorm {
         D::layer_norm(x.reshape_like(&flat), gamma, beta, EPS).reshape_like(&shape)
     }
 
-    /// A post-LN residual sublayer's end: `norm(x + dropout(sub))`.
+    /// A post-LN residual sublayer's end: `norm(x + dropout(sub))`, in one kernel.
     ///
     /// # Shapes
     /// `x`, `sub`: `(B, N, Model)` → `(B, N, Model)`
@@ -61,7 +61,22 @@ impl LayerNorm {
         sub: Tr<(B, N, Model), E, D>,
         (dropout, mode, rng): (&Dropout, Mode, &mut HostRng),
     ) -> Tr<(B, N, Model), E, D> {
-        self.forward(w, x + dropout.forward(sub, mode, rng))
+        let shape = *x.shape();
+        let flat = (shape.0.size() * shape.1.size(), self.width);
+        let mask = dropout.mask::<E>(shape.num_elements(), mode, rng);
+        let (gamma, beta) = (
+            w.get(self.weight, (self.width,)),
+            w.get(self.bias, (self.width,)),
+        );
+        D::residual_layer_norm(
+            x.reshape_like(&flat),
+            sub.reshape_like(&flat),
+            mask.as_deref(),
+            gamma,
+            beta,
+            EPS,
+        )
+        .reshape_like(&shape)
     }
 }
 

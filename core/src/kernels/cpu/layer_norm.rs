@@ -1,10 +1,12 @@
-//! Fused LayerNorm over the last axis: one pass for the statistics and the output, one for
-//! the backward pass, keeping only the normalised values and each row's reciprocal deviation.
+//! Fused LayerNorm over the last axis, optionally of a residual sum `x + sub ⊙ mask` (a post-LN
+//! sublayer's end with its dropout mask): one pass for the sum, the statistics and the output,
+//! one for the backward pass, keeping only the normalised values and each row's reciprocal
+//! deviation. Rows run on rayon's pool when there are many.
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, host_values, Buffer};
+use super::{for_each_row, host_values, zip_chunks, Buffer};
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::layer_norm`].
@@ -14,28 +16,56 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     beta: Tr<(N,), f32, Cpu>,
     eps: f64,
 ) -> Tr<(M, N), f32, Cpu> {
+    forward_residual(x, None, gamma, beta, eps)
+}
+
+/// A residual added before the norm, with its optional dropout mask.
+pub(crate) type Residual<'a, M, N> = (Tr<(M, N), f32, Cpu>, Option<&'a [f32]>);
+
+/// See [`crate::kernels::Kernels::residual_layer_norm`].
+pub(crate) fn forward_residual<M: Dim, N: Dim>(
+    x: Tr<(M, N), f32, Cpu>,
+    residual: Option<Residual<'_, M, N>>,
+    gamma: Tr<(N,), f32, Cpu>,
+    beta: Tr<(N,), f32, Cpu>,
+    eps: f64,
+) -> Tr<(M, N), f32, Cpu> {
     let shape = *x.shape();
-    let n = shape.1.size();
-    let x = x.reshape_like(&(shape.num_elements(),));
-    let (x, x_tape) = x.split_tape();
+    let (len, n) = (shape.num_elements(), shape.1.size());
+    let (x, x_tape) = x.reshape_like(&(len,)).split_tape();
     let (gamma, g_tape) = gamma.split_tape();
     let (beta, b_tape) = beta.split_tape();
     let mut tape = x_tape.merge(g_tape).merge(b_tape);
+    // `normed` starts as the normalised sum's input and ends as the normalised values.
     let mut normed = host_values(&x);
+    let sub = residual.map(|(sub, mask)| {
+        let (sub, sub_tape) = sub.reshape_like(&(len,)).split_tape();
+        tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), sub_tape);
+        let values = host_values(&sub);
+        let mask = mask.map(|m| {
+            assert_eq!(m.len(), len, "one mask value per element");
+            Buffer::copy_of(m)
+        });
+        add_masked(&mut normed, &values, mask.as_deref().unwrap_or(&[]));
+        (sub.ghost(), mask)
+    });
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
-    let rows = normed.len().checked_div(n).unwrap_or(0);
-    let mut rstd = Vec::with_capacity(rows);
-    let mut y = Buffer::take(normed.len());
-    for (row, out) in normed.chunks_exact_mut(n).zip(y.chunks_exact_mut(n)) {
+    let rows = len.checked_div(n).unwrap_or(0);
+    let mut rstd = vec![0.0f32; rows];
+    let mut y = Buffer::take(len);
+    for_each_row(&mut normed, n, &mut rstd, |_, row, r| {
         let mean = row.iter().sum::<f32>() / n as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
-        let r = 1.0 / (var + eps as f32).sqrt();
-        rstd.push(r);
-        for (((v, o), g), b) in row.iter_mut().zip(out.iter_mut()).zip(&gs).zip(&bs) {
-            *v = (*v - mean) * r;
-            *o = *v * g + b;
+        *r = 1.0 / (var + eps as f32).sqrt();
+        row.iter_mut().for_each(|v| *v = (*v - mean) * *r);
+    });
+    let mut none = vec![(); rows];
+    for_each_row(&mut y, n, &mut none, |i, out, _| {
+        let row = &normed[i * n..(i + 1) * n];
+        for (((o, v), g), b) in out.iter_mut().zip(row).zip(&gs).zip(&bs) {
+            *o = v * g + b;
         }
-    }
+    });
     let out = x.device().tensor_from_vec(y.into_vec(), shape);
     let (out_ghost, x_ghost) = (out.ghost(), x.ghost());
     let (g_ghost, b_ghost) = (gamma.ghost(), beta.ghost());
@@ -53,31 +83,53 @@ pub(crate) fn forward<M: Dim, N: Dim>(
         {
             let gb = grads.get_or_alloc_mut(&b_ghost)?;
             for gr in g.chunks_exact(n) {
-                add_into(gb, gr);
+                super::add_into(gb, gr);
             }
         }
-        let gx = grads.get_or_alloc_mut(&x_ghost)?;
-        let mut dxhat = vec![0.0; n];
-        for (((gr, nr), gxr), r) in g
-            .chunks_exact(n)
-            .zip(normed.chunks_exact(n))
-            .zip(gx.chunks_exact_mut(n))
-            .zip(&rstd)
-        {
+        // d(sum) per row, then added into x and (masked) into sub.
+        let mut dsum = Buffer::take(len);
+        let mut stats = rstd;
+        for_each_row(&mut dsum, n, &mut stats, |i, dr, r| {
+            let (gr, nr) = (&g[i * n..(i + 1) * n], &normed[i * n..(i + 1) * n]);
             let (mut mean_d, mut mean_dn) = (0.0, 0.0);
-            for (((d, gv), gamma), nv) in dxhat.iter_mut().zip(gr).zip(&gs).zip(nr) {
+            for (((d, gv), gamma), nv) in dr.iter_mut().zip(gr).zip(&gs).zip(nr) {
                 *d = gv * gamma;
                 mean_d += *d;
                 mean_dn += *d * nv;
             }
             mean_d /= n as f32;
             mean_dn /= n as f32;
-            for ((acc, d), nv) in gxr.iter_mut().zip(&dxhat).zip(nr) {
-                *acc += r * (d - mean_d - nv * mean_dn);
+            for (d, nv) in dr.iter_mut().zip(nr) {
+                *d = *r * (*d - mean_d - nv * mean_dn);
             }
+        });
+        zip_chunks(grads.get_or_alloc_mut(&x_ghost)?, &dsum, |acc, d| {
+            acc.iter_mut().zip(d).for_each(|(a, d)| *a += d)
+        });
+        if let Some((sub_ghost, mask)) = &sub {
+            if let Some(m) = mask {
+                zip_chunks(&mut dsum, m, |d, m| {
+                    d.iter_mut().zip(m).for_each(|(d, m)| *d *= m)
+                });
+            }
+            zip_chunks(grads.get_or_alloc_mut(sub_ghost)?, &dsum, |acc, d| {
+                acc.iter_mut().zip(d).for_each(|(a, d)| *a += d)
+            });
         }
         put_grad!(grads, &out_ghost, g);
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// `acc += values ⊙ mask` (`mask` empty: `acc += values`).
+fn add_masked(acc: &mut [f32], values: &[f32], mask: &[f32]) {
+    if mask.is_empty() {
+        acc.iter_mut().zip(values).for_each(|(a, v)| *a += v);
+    } else {
+        acc.iter_mut()
+            .zip(values)
+            .zip(mask)
+            .for_each(|((a, v), m)| *a += v * m);
+    }
 }
