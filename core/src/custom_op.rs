@@ -34,6 +34,10 @@ pub fn take_backward_failure() -> Option<Error> {
 pub trait HostGrad<E: Dtype>: Storage<E> {
     /// `grad[i] += host[i]` for every element.
     fn accumulate(&self, grad: &mut Self::Vec, host: &[E]) -> Result<(), Self::Err>;
+
+    /// The gradient buffer as a host vector, where the device keeps it on the host (the CPU):
+    /// it can then be swapped with another of the same length instead of copied.
+    fn host_slot(grad: &mut Self::Vec) -> Option<&mut Vec<E>>;
 }
 
 impl<E: Dtype> HostGrad<E> for Cpu {
@@ -42,6 +46,10 @@ impl<E: Dtype> HostGrad<E> for Cpu {
             *g += *h;
         }
         Ok(())
+    }
+
+    fn host_slot(grad: &mut Self::Vec) -> Option<&mut Vec<E>> {
+        Some(&mut **grad)
     }
 }
 
@@ -55,6 +63,10 @@ impl<E: Dtype + cudarc::driver::DeviceRepr> HostGrad<E> for Cuda {
         }
         dev.htod_sync_copy_into(&current, &mut **grad)?;
         Ok(())
+    }
+
+    fn host_slot(_grad: &mut Self::Vec) -> Option<&mut Vec<E>> {
+        None
     }
 }
 

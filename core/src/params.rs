@@ -279,14 +279,24 @@ impl<D: Backend> ParamStore<D> {
         }
     }
 
-    /// Copies every parameter's gradient into `out[i]` (zeros where none reached it).
+    /// Hands every parameter's gradient over in `out[i]` (zeros where none reached it). A
+    /// buffer of the right length in `out[i]` (the last step's) is swapped with the tape's,
+    /// which then recycles it: no copy after the first step.
     pub fn gradients_into(&self, grads: &mut Gradients<f32, D>, out: &mut [Vec<f32>]) {
         for (p, g) in self.params.iter().zip(out.iter_mut()) {
-            grads
-                .try_alloc_for(&p.value)
+            let slot = grads
+                .get_or_alloc_mut(&p.value)
                 .expect("allocating a gradient buffer");
-            g.resize(p.host.len(), 0.0);
-            grads.get(&p.value).copy_into(g);
+            let n = p.host.len();
+            match D::host_slot(slot) {
+                Some(tape_buffer) if g.len() == n && tape_buffer.len() == n => {
+                    std::mem::swap(tape_buffer, g)
+                }
+                _ => {
+                    g.resize(n, 0.0);
+                    grads.get(&p.value).copy_into(g);
+                }
+            }
         }
     }
 

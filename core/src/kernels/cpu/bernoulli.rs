@@ -29,7 +29,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
         let mut sum = 0.0;
         for (l, &x) in l.iter_mut().zip(x) {
             let e = (-l.abs()).exp();
-            sum += l.max(0.0) - *l * x + e.ln_1p();
+            sum += l.max(0.0) - *l * x + (1.0 + e).ln();
             let sigmoid = if *l >= 0.0 { 1.0 } else { e } / (1.0 + e);
             *l = sigmoid - x;
         }
