@@ -18,6 +18,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use num_traits::Float;
 
+use crate::axes::Head;
 use crate::custom_op::HostGrad;
 use crate::layers::Activation;
 
@@ -32,6 +33,28 @@ pub enum Weight<K: Dim, N: Dim, E: Dtype, D: Storage<E>> {
     /// Stored `(out, in)`: `y = x Wᵀ`.
     OutIn(Tr<(N, K), E, D>),
 }
+
+/// How [`Kernels::attention`] splits its inputs into heads, which keys it hides and what it
+/// returns besides the output.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionSpec<'a> {
+    /// The number of heads: head h owns columns h·d..(h+1)·d of the queries, keys and values.
+    pub heads: Head,
+    /// Whether the keys and values are one head wide, shared by every query head.
+    pub shared_kv: bool,
+    /// The factor of the logits `q·k` (1/√d in scaled dot-product attention).
+    pub scale: f64,
+    /// Row-major `Batch × Key`, true = a visible key (a real token); `None`: every key.
+    pub keep: Option<&'a [bool]>,
+    /// Also hides from query i every key j > i (torch's `is_causal`, aligned at the first key).
+    pub causal: bool,
+    /// Whether to return the attention weights too.
+    pub want_weights: bool,
+}
+
+/// The attention output `(B, Q, O)` and, when asked for, the weights `(B, Head, Q, K)`
+/// without a tape.
+pub type Attended<B, Q, K, O, E, D> = (Tr<(B, Q, O), E, D>, Option<Tensor<(B, Head, Q, K), E, D>>);
 
 /// Whether the CPU runs the fused kernels (the default) or the generic ops.
 pub fn fast_path_enabled() -> bool {
@@ -85,6 +108,37 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     ) -> Tr<(G,), E, Self> {
         generic::weighted_nll(logits, targets, weights, groups)
     }
+
+    /// Multi-head attention, heads packed in the last axis: for every head h,
+    /// `softmax(scale · q_h k_hᵀ + key_bias + mask) v_h`, written to the output's columns
+    /// h·dv..(h+1)·dv. Hidden keys get logit −∞: exactly zero weight and gradient; a query that
+    /// sees no key gives NaN, as in PyTorch. The inputs may carry no tape (no gradient is then
+    /// computed for them).
+    ///
+    /// # Shapes
+    /// `q: (B, Q, heads·dk)`, `k: (B, K, heads·dk)`, `v: (B, K, heads·dv)` (`shared_kv`:
+    /// `k: (B, K, dk)`, `v: (B, K, dv)`), `key_bias: (B, K)`, `keep: B × K`
+    /// → `(B, Q, heads·dv)`, weights `(B, Head, Q, K)`
+    ///
+    /// # Panics
+    /// If the heads do not divide the widths, the widths disagree, `O` is not `heads·dv` wide
+    /// or `keep` is not `B × K` (caller bugs: the layers check their inputs first).
+    #[allow(clippy::type_complexity)]
+    fn attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+        q: Tensor<(B, Q, DQ), E, Self, TQ>,
+        k: Tensor<(B, K, DK), E, Self, TK>,
+        v: Tensor<(B, K, DV), E, Self, TV>,
+        key_bias: Option<Tr<(B, K), E, Self>>,
+        spec: AttentionSpec,
+    ) -> Attended<B, Q, K, O, E, Self>
+    where
+        TQ: Tape<E, Self>,
+        TK: Tape<E, Self>,
+        TV: Tape<E, Self>,
+        OwnedTape<E, Self>: Merge<TQ> + Merge<TK> + Merge<TV>,
+    {
+        generic::attention(q, k, v, key_bias, spec)
+    }
 }
 
 impl Kernels<f64> for Cpu {}
@@ -130,6 +184,26 @@ impl Kernels<f32> for Cpu {
             cpu::nll::forward(logits, targets, weights, groups)
         } else {
             generic::weighted_nll(logits, targets, weights, groups)
+        }
+    }
+
+    fn attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+        q: Tensor<(B, Q, DQ), f32, Self, TQ>,
+        k: Tensor<(B, K, DK), f32, Self, TK>,
+        v: Tensor<(B, K, DV), f32, Self, TV>,
+        key_bias: Option<Tr<(B, K), f32, Self>>,
+        spec: AttentionSpec,
+    ) -> Attended<B, Q, K, O, f32, Self>
+    where
+        TQ: Tape<f32, Self>,
+        TK: Tape<f32, Self>,
+        TV: Tape<f32, Self>,
+        OwnedTape<f32, Self>: Merge<TQ> + Merge<TK> + Merge<TV>,
+    {
+        if fast_path_enabled() {
+            cpu::attention::forward(q, k, v, key_bias, spec)
+        } else {
+            generic::attention(q, k, v, key_bias, spec)
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The CPU kernels against the generic dfdx compositions (values and gradients, f32 within
-//! 1e-5 relative) and against finite differences.
+//! 1e-5 relative) and against finite differences; the attention kernel's in [`attention`].
+
+mod attention;
 
 use dfdx::prelude::*;
 
