@@ -98,9 +98,9 @@ pub(crate) fn check_nll_inputs(
     );
 }
 
-/// See [`super::Kernels::attention`].
+/// See [`super::Kernels::multi_head_attention`].
 #[allow(clippy::type_complexity)]
-pub fn attention<B, Q, K, DQ, DK, DV, O, E, D, TQ, TK, TV>(
+pub fn multi_head_attention<B, Q, K, DQ, DK, DV, O, E, D, TQ, TK, TV>(
     q: Tensor<(B, Q, DQ), E, D, TQ>,
     k: Tensor<(B, K, DK), E, D, TK>,
     v: Tensor<(B, K, DV), E, D, TV>,
@@ -233,7 +233,7 @@ pub(crate) struct HeadDims {
 
 impl HeadDims {
     /// # Panics
-    /// As [`super::Kernels::attention`].
+    /// As [`super::Kernels::multi_head_attention`].
     pub fn new<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim>(
         spec: &AttentionSpec,
         q: &(B, Q, DQ),

@@ -34,8 +34,8 @@ pub enum Weight<K: Dim, N: Dim, E: Dtype, D: Storage<E>> {
     OutIn(Tr<(N, K), E, D>),
 }
 
-/// How [`Kernels::attention`] splits its inputs into heads, which keys it hides and what it
-/// returns besides the output.
+/// How [`Kernels::multi_head_attention`] splits its inputs into heads, which keys it hides
+/// and what it returns besides the output.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionSpec<'a> {
     /// The number of heads: head h owns columns h·d..(h+1)·d of the queries, keys and values.
@@ -124,7 +124,7 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     /// If the heads do not divide the widths, the widths disagree, `O` is not `heads·dv` wide
     /// or `keep` is not `B × K` (caller bugs: the layers check their inputs first).
     #[allow(clippy::type_complexity)]
-    fn attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+    fn multi_head_attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
         q: Tensor<(B, Q, DQ), E, Self, TQ>,
         k: Tensor<(B, K, DK), E, Self, TK>,
         v: Tensor<(B, K, DV), E, Self, TV>,
@@ -137,7 +137,7 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
         TV: Tape<E, Self>,
         OwnedTape<E, Self>: Merge<TQ> + Merge<TK> + Merge<TV>,
     {
-        generic::attention(q, k, v, key_bias, spec)
+        generic::multi_head_attention(q, k, v, key_bias, spec)
     }
 }
 
@@ -187,7 +187,7 @@ impl Kernels<f32> for Cpu {
         }
     }
 
-    fn attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+    fn multi_head_attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
         q: Tensor<(B, Q, DQ), f32, Self, TQ>,
         k: Tensor<(B, K, DK), f32, Self, TK>,
         v: Tensor<(B, K, DV), f32, Self, TV>,
@@ -203,7 +203,7 @@ impl Kernels<f32> for Cpu {
         if fast_path_enabled() {
             cpu::attention::forward(q, k, v, key_bias, spec)
         } else {
-            generic::attention(q, k, v, key_bias, spec)
+            generic::multi_head_attention(q, k, v, key_bias, spec)
         }
     }
 }

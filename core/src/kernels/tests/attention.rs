@@ -100,7 +100,7 @@ impl Case {
         match (fast, no_query_tape) {
             (true, true) => cpu::attention::forward(q.retaped::<NoneTape>(), k, v, bias, spec),
             (true, false) => cpu::attention::forward(q, k, v, bias, spec),
-            (false, _) => generic::attention(q, k, v, bias, spec),
+            (false, _) => generic::multi_head_attention(q, k, v, bias, spec),
         }
     }
 

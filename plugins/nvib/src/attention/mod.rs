@@ -8,8 +8,13 @@
 //! - [`denoising_mha_train`], [`denoising_mha_eval`] (§B.3): the official
 //!   `DenoisingMultiheadAttention` as functions of explicit (traced) weights.
 //!
-//! Conventions: batch-first; per-head tensors are `(Batch, Head, …)` where the official code
-//! flattens to `B·nh` with index `b·nh + h`. `keep` is row-major `Batch × Comp`, true = a real
+//! Conventions: batch-first; the per-head queries, keys, values and outputs of the train-time
+//! functions are packed in the model width as the in-projections give them (head h owns
+//! columns h·E..(h+1)·E, torch's `view(…, nh, E)`); other per-head tensors, the attention
+//! weights included, are `(Batch, Head, …)` where the official code flattens to `B·nh` with
+//! index `b·nh + h`. The attention itself is one fused kernel
+//! ([`Kernels::multi_head_attention`](vaezoo_core::kernels::Kernels::multi_head_attention)).
+//! `keep` is row-major `Batch × Comp`, true = a real
 //! component (the official masks are its negation). A component is also dropped where π ≤ 0.
 //! Dropped components get logit −∞ (exactly zero weight and zero gradient); a row with every
 //! component dropped gives NaN, as in torch (NVIB never does this: the prior component at
@@ -30,7 +35,8 @@ pub use train::denoising_attention_train;
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
-use vaezoo_core::axes::{Batch, Comp, Head, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Model, Seq};
+use vaezoo_core::kernels::AttentionSpec;
 
 use crate::num::{c, tiny, Dev, Real, Tr};
 
@@ -39,6 +45,51 @@ pub type Weights<E, D> = Tensor<(Batch, Head, Seq, Comp), E, D>;
 
 /// An output of shape `S` and the attention weights that made it.
 pub type WithWeights<S, E, D> = (Tr<S, E, D>, Weights<E, D>);
+
+/// Per-head queries, keys and values packed in the model width, as the in-projections give
+/// them (torch's layout before its `view(…, nh, E)`): head h owns columns h·E..(h+1)·E,
+/// E = Model / heads.
+pub struct Projected<E: Real, D: Dev<E>> {
+    /// The number of heads; it must divide the `Model` width.
+    pub heads: Head,
+    /// The queries, `(Batch, Seq, Model)`.
+    pub q: Tr<(Batch, Seq, Model), E, D>,
+    /// The keys, `(Batch, Comp, Model)`.
+    pub k: Tr<(Batch, Comp, Model), E, D>,
+    /// The values, `(Batch, Comp, Model)`.
+    pub v: Tr<(Batch, Comp, Model), E, D>,
+}
+
+impl<E: Real, D: Dev<E>> Projected<E, D> {
+    /// E, the width of one head.
+    fn head_width(&self) -> usize {
+        self.q.shape().2 .0 / self.heads.0
+    }
+}
+
+/// softmax(scale · q kᵀ + key_bias, −∞ where `keep` is false) v for every head of `x`, and the
+/// weights.
+///
+/// # Shapes
+/// `key_bias: (Batch, Comp)`, `keep: Batch × Comp` → `(Batch, Seq, Model)`,
+/// `(Batch, Head, Seq, Comp)`
+fn attend<E: Real, D: Dev<E>>(
+    x: Projected<E, D>,
+    key_bias: Option<Tr<(Batch, Comp), E, D>>,
+    keep: &[bool],
+    scale: f64,
+) -> WithWeights<(Batch, Seq, Model), E, D> {
+    let spec = AttentionSpec {
+        heads: x.heads,
+        shared_kv: false,
+        scale,
+        keep: Some(keep),
+        causal: false,
+        want_weights: true,
+    };
+    let (out, weights) = D::multi_head_attention(x.q, x.k, x.v, key_bias, spec);
+    (out, weights.expect("the weights were asked for"))
+}
 
 /// Which official version's constants to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,10 +10,12 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::kernels::Weight;
+use vaezoo_core::layers::Activation;
 
 use super::{
-    denoising_attention_eval, denoising_attention_train, per_head_matmul, DaVersion, LatentQuery,
-    ValueMap, WithWeights,
+    denoising_attention_eval, denoising_attention_train, per_head_matmul, sdpa, DaVersion,
+    LatentQuery, Projected, ValueMap, WithWeights,
 };
 use crate::num::{Dev, Real, Tr};
 
@@ -73,11 +75,14 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
         bias,
     } = weights;
     let [b_q, b_k, b_v, b_o] = split_bias(bias);
-    let q = split_heads(project(query, w_q, b_q), heads);
-    let k = split_heads(project(z.retaped(), w_k, b_k), heads);
-    let v = split_heads(project(z.retaped(), w_v, b_v), heads);
-    let (out, attn) = denoising_attention_train(q, k, v, pi, z, keep, version);
-    (project(merge_heads(out), w_o, b_o), attn)
+    let x = Projected {
+        heads,
+        q: project(query, w_q, b_q),
+        k: project(z.retaped(), w_k, b_k),
+        v: project(z.retaped(), w_v, b_v),
+    };
+    let (out, attn) = denoising_attention_train(x, pi, z, keep, version);
+    (project(out, w_o, b_o), attn)
 }
 
 /// Evaluation mode: each head's query is mapped into the latent space (u = q_h W_{k,h},
@@ -144,7 +149,7 @@ fn split_bias<E: Real, D: Dev<E>>(bias: Option<MhaBias<E, D>>) -> Biases<E, D> {
     }
 }
 
-/// x Wᵀ (+ b) for a torch-layout weight, as one 2-D matmul over all Batch·N rows (one large
+/// x Wᵀ (+ b) for a torch-layout weight, as one fused Linear over all Batch·N rows (one large
 /// gemm instead of one per batch element).
 ///
 /// # Shapes
@@ -157,14 +162,13 @@ fn project<N: Dim, I: Dim, E: Real, D: Dev<E>>(
     let (batch, n, i) = *x.shape();
     let model = w.shape().0;
     let rows = batch.0 * n.size();
-    let y = x
-        .reshape_like(&(rows, i))
-        .matmul(w.permute::<_, Axes2<1, 0>>());
-    let y = match b {
-        Some(b) => y + b.broadcast_like::<_, Axis<0>>(&(rows, model)),
-        None => y,
-    };
-    y.reshape_like(&(batch, n, model))
+    D::linear(
+        x.reshape_like(&(rows, i)),
+        Weight::OutIn(w),
+        b,
+        Activation::Identity,
+    )
+    .reshape_like(&(batch, n, model))
 }
 
 /// The model width split into heads (torch's `view(N, B·nh, E).transpose(0, 1)`).
@@ -218,9 +222,12 @@ pub fn sdpa_mha<E: Real, D: Dev<E>>(
         bias,
     } = weights;
     let [b_q, b_k, b_v, b_o] = split_bias(bias);
-    let q = split_heads(project(query, q, b_q), heads);
-    let k = split_heads(project(memory.retaped(), k, b_k), heads);
-    let v = split_heads(project(memory, v, b_v), heads);
-    let (attn, weights) = super::sdpa(q, k, v, keep);
-    (project(merge_heads(attn), out, b_o), weights)
+    let x = Projected {
+        heads,
+        q: project(query, q, b_q),
+        k: project(memory.retaped(), k, b_k),
+        v: project(memory, v, b_v),
+    };
+    let (attn, weights) = sdpa(x, keep);
+    (project(attn, out, b_o), weights)
 }

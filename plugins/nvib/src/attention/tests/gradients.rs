@@ -40,6 +40,17 @@ fn weighted_sum<S: Shape>(out: T<S>) -> T<()> {
     (out * Cpu::default().tensor_from_vec(w, shape)).sum()
 }
 
+/// The flat queries, keys and values of `H` heads, packed.
+fn packed(q: Flat, k: Flat, v: Flat) -> Projected<f64, Cpu> {
+    let m = Model(H * E);
+    Projected {
+        heads: Head(H),
+        q: q.reshape_like(&(Batch(B), Seq(NT), m)),
+        k: k.reshape_like(&(Batch(B), Comp(NL), m)),
+        v: v.reshape_like(&(Batch(B), Comp(NL), m)),
+    }
+}
+
 fn train_inputs() -> Vec<Vec<f64>> {
     vec![
         randn(1, B * H * NT * E),
@@ -54,12 +65,7 @@ fn train_inputs() -> Vec<Vec<f64>> {
 fn sdpa_gradients() {
     check(&train_inputs()[..3], |x| {
         let [q, k, v]: [Flat; 3] = x.try_into().unwrap();
-        let (out, _) = sdpa(
-            q.reshape_like(&(Batch(B), Head(H), Seq(NT), HeadDim(E))),
-            k.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-            v.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-            &keep(),
-        );
+        let (out, _) = sdpa(packed(q, k, v), &keep());
         weighted_sum(out)
     });
 }
@@ -70,9 +76,7 @@ fn train_gradients() {
         check(&train_inputs(), |x| {
             let [q, k, v, pi, z]: [Flat; 5] = x.try_into().unwrap();
             let (out, _) = denoising_attention_train(
-                q.reshape_like(&(Batch(B), Head(H), Seq(NT), HeadDim(E))),
-                k.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-                v.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
+                packed(q, k, v),
                 pi.reshape_like(&(Batch(B), Comp(NL))),
                 z.reshape_like(&(Batch(B), Comp(NL), Latent(P))),
                 &keep(),
@@ -201,9 +205,7 @@ fn a_zero_pi_component_has_zero_and_finite_gradients() {
         .try_into()
         .unwrap();
     let (out, _) = denoising_attention_train(
-        q.reshape_like(&(Batch(B), Head(H), Seq(NT), HeadDim(E))),
-        k.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-        v.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
+        packed(q, k, v),
         pi.reshape_like(&(Batch(B), Comp(NL))),
         z.reshape_like(&(Batch(B), Comp(NL), Latent(P))),
         &keep(),
@@ -214,12 +216,12 @@ fn a_zero_pi_component_has_zero_and_finite_gradients() {
         assert!(grads.get(leaf).as_vec().iter().all(|g| g.is_finite()));
     }
     assert_eq!(grads.get(&leaves[3]).as_vec()[2], 0.0, "dL/dπ");
-    // Component 2 of example 0: its value rows and its latent get no gradient.
+    // Component 2 of example 0: its value row (every head) and its latent get no gradient.
     let v_rows = grads.get(&leaves[2]).as_vec();
-    for h in 0..H {
-        let row = (h * NL + 2) * E;
-        assert!(v_rows[row..row + E].iter().all(|&g| g == 0.0), "dL/dv");
-    }
+    assert!(
+        v_rows[2 * H * E..3 * H * E].iter().all(|&g| g == 0.0),
+        "dL/dv"
+    );
     assert!(grads.get(&leaves[4]).as_vec()[2 * P..3 * P]
         .iter()
         .all(|&g| g == 0.0));
