@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
-use super::{add_into, host_values};
+use super::{add_into, buffer, host_values, into_tensor};
 use crate::axes::Head;
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::HeadDims;
@@ -100,7 +100,7 @@ fn strided(data: &[f32], rs: usize, transposed: bool) -> View<'_> {
     }
 }
 
-/// See [`crate::kernels::Kernels::attention`].
+/// See [`crate::kernels::Kernels::multi_head_attention`].
 #[allow(clippy::type_complexity)]
 pub(crate) fn forward<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
     q: Tensor<(B, Q, DQ), f32, Cpu, TQ>,
@@ -142,8 +142,9 @@ where
     } else {
         Threads::BySize
     };
-    let mut attn = vec![0.0; b * l.heads * l.nq * l.nk];
-    let mut out = vec![0.0; b * l.nq * l.wo];
+    let dev = q.device().clone();
+    let mut attn = buffer(&dev, b * l.heads * l.nq * l.nk);
+    let mut out = buffer(&dev, b * l.nq * l.wo);
     let tasks: Vec<_> = slabs(&mut attn, l.heads * l.nq * l.nk, b)
         .into_iter()
         .zip(slabs(&mut out, l.nq * l.wo, b))
@@ -180,11 +181,10 @@ where
         }
     });
 
-    let dev = q.device().clone();
-    let out = dev.tensor_from_vec(out, (batch, nq, out_dim));
+    let out = into_tensor(&dev, out, (batch, nq, out_dim));
     let weights = spec
         .want_weights
-        .then(|| dev.tensor_from_vec(attn.clone(), (batch, Head(l.heads), nq, nk)));
+        .then(|| into_tensor(&dev, attn.clone(), (batch, Head(l.heads), nq, nk)));
     let out_ghost = out.ghost();
     let q_ghost = TQ::OWNS_TAPE.then(|| q.ghost());
     let k_ghost = TK::OWNS_TAPE.then(|| k.ghost());
@@ -195,7 +195,7 @@ where
         let g = take_grad!(grads, &out_ghost);
         // Each gradient in a buffer of its own (empty when not needed), added to the tape's
         // afterwards: the inputs may be one tensor.
-        let sized = |needed: bool, len: usize| if needed { vec![0.0; len] } else { Vec::new() };
+        let sized = |needed: bool, len: usize| buffer(&dev, if needed { len } else { 0 });
         let mut gq = sized(q_ghost.is_some(), qs.len());
         let mut gk = sized(k_ghost.is_some(), ks.len());
         let mut gv = sized(v_ghost.is_some(), vs.len());

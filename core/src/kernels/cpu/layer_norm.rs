@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, host_values};
+use super::{add_into, buffer, host_values, into_tensor};
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::layer_norm`].
@@ -25,18 +25,23 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
     let rows = normed.len().checked_div(n).unwrap_or(0);
     let mut rstd = Vec::with_capacity(rows);
-    let mut y = vec![0.0; normed.len()];
+    let mut y = buffer(x.device(), normed.len());
     for (row, out) in normed.chunks_exact_mut(n).zip(y.chunks_exact_mut(n)) {
         let mean = row.iter().sum::<f32>() / n as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
         let r = 1.0 / (var + eps as f32).sqrt();
         rstd.push(r);
-        for (((v, o), g), b) in row.iter_mut().zip(out.iter_mut()).zip(&gs).zip(&bs) {
+        for (((v, o), g), b) in row
+            .iter_mut()
+            .zip(out.iter_mut())
+            .zip(gs.iter())
+            .zip(bs.iter())
+        {
             *v = (*v - mean) * r;
             *o = *v * g + b;
         }
     }
-    let out = x.device().tensor_from_vec(y, shape);
+    let out = into_tensor(x.device(), y, shape);
     let (out_ghost, x_ghost) = (out.ghost(), x.ghost());
     let (g_ghost, b_ghost) = (gamma.ghost(), beta.ghost());
     tape.add_backward_op(move |grads| {
@@ -65,7 +70,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
             .zip(&rstd)
         {
             let (mut mean_d, mut mean_dn) = (0.0, 0.0);
-            for (((d, gv), gamma), nv) in dxhat.iter_mut().zip(gr).zip(&gs).zip(nr) {
+            for (((d, gv), gamma), nv) in dxhat.iter_mut().zip(gr).zip(gs.iter()).zip(nr) {
                 *d = gv * gamma;
                 mean_d += *d;
                 mean_dn += *d * nv;

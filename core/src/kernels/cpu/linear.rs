@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::host_values;
+use super::{buffer, host_values, into_tensor};
 use crate::kernels::gemm::{matmul, View};
 use crate::kernels::{Tr, Weight};
 use crate::layers::Activation;
@@ -42,7 +42,7 @@ where
     let xs = host_values(&x);
     let ws = host_values(&w);
 
-    let mut y = vec![0.0; mk * ns];
+    let mut y = buffer(x.device(), mk * ns);
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
@@ -65,7 +65,7 @@ where
     );
     // What the backward pass reads to differentiate the activation.
     let saved = match activation {
-        Activation::Identity => Vec::new(),
+        Activation::Identity => buffer(x.device(), 0),
         _ if activation.derivative_from_output() => {
             y.iter_mut().for_each(|v| *v = activation.scalar(*v));
             y.clone()
@@ -76,7 +76,7 @@ where
             pre
         }
     };
-    let out = x.device().tensor_from_vec(y, (m, n));
+    let out = into_tensor(x.device(), y, (m, n));
 
     let out_ghost = out.ghost();
     let w_ghost = w.ghost();
@@ -87,12 +87,12 @@ where
         match activation {
             Activation::Identity => {}
             _ if activation.derivative_from_output() => {
-                for (g, &y) in g.iter_mut().zip(&saved) {
+                for (g, &y) in g.iter_mut().zip(saved.iter()) {
                     *g *= activation.scalar_derivative(0.0, y);
                 }
             }
             _ => {
-                for (g, &pre) in g.iter_mut().zip(&saved) {
+                for (g, &pre) in g.iter_mut().zip(saved.iter()) {
                     *g *= activation.scalar_derivative(pre, activation.scalar(pre));
                 }
             }
