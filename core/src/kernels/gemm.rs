@@ -34,6 +34,20 @@ impl<'a> View<'a> {
         }
     }
 
+    /// A matrix whose rows are `rs` elements apart (a block of columns of a wider row-major
+    /// matrix, from the slice's first element), or its transpose.
+    pub fn strided(data: &'a [f32], rs: usize, transposed: bool) -> Self {
+        if transposed {
+            Self {
+                data,
+                rs: 1,
+                cs: rs,
+            }
+        } else {
+            Self { data, rs, cs: 1 }
+        }
+    }
+
     fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
             let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
@@ -52,22 +66,10 @@ pub(crate) enum Threads {
     One,
 }
 
-/// `dst (m × n, row-major) (+)= lhs (m × k) · rhs (k × n)`: added to `dst` when `accumulate`,
-/// written over it otherwise (its old values are then never read).
-pub(crate) fn matmul(
-    dims: (usize, usize, usize),
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: View,
-    rhs: View,
-) {
-    let n = dims.2;
-    matmul_into(dims, (dst, n), accumulate, lhs, rhs, 1.0, Threads::BySize);
-}
-
-/// `dst (+)= scale · lhs (m × k) · rhs (k × n)` into the rows of `dst.0` that are `dst.1`
-/// elements apart (a block of columns of a wider matrix when the slice starts at its first
-/// column), on the threads `threads` allows.
+/// `dst (+)= scale · lhs (m × k) · rhs (k × n)`: added to `dst` when `accumulate`, written
+/// over it otherwise (its old values are then never read). `dst.0`'s rows are `dst.1` elements
+/// apart (a block of columns of a wider row-major matrix when the slice starts at its first
+/// column). Runs on the threads `threads` allows.
 pub(crate) fn matmul_into(
     (m, k, n): (usize, usize, usize),
     (dst, dst_rs): (&mut [f32], usize),
@@ -154,11 +156,28 @@ mod tests {
         let want = naive(m, k, n, View::rows(&a, k), View::rows(&b, n));
         for rhs in [View::rows(&b, n), View::transposed(&bt, k)] {
             let mut got = vec![f32::NAN; m * n];
-            matmul((m, k, n), &mut got, false, View::rows(&a, k), rhs);
+            let lhs = View::rows(&a, k);
+            matmul_into(
+                (m, k, n),
+                (&mut got, n),
+                false,
+                lhs,
+                rhs,
+                1.0,
+                Threads::BySize,
+            );
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "{g} vs {w}");
             }
-            matmul((m, k, n), &mut got, true, View::rows(&a, k), rhs);
+            matmul_into(
+                (m, k, n),
+                (&mut got, n),
+                true,
+                lhs,
+                rhs,
+                1.0,
+                Threads::BySize,
+            );
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - 2.0 * w).abs() < 1e-5, "accumulated {g} vs {}", 2.0 * w);
             }

@@ -41,6 +41,120 @@ where
     activation.apply(y)
 }
 
+/// See [`super::Kernels::grouped_linear`].
+pub fn grouped_linear<M, I, O, K, N, E, D, T>(
+    x: Tensor<(M, I), E, D, T>,
+    weight: Weight<K, N, E, D>,
+    bias: Option<Tr<(O,), E, D>>,
+    groups: usize,
+) -> Tr<(M, O), E, D>
+where
+    M: Dim,
+    I: Dim,
+    O: Dim,
+    K: Dim,
+    N: Dim,
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+    OwnedTape<E, D>: Merge<T>,
+{
+    let (m, i) = *x.shape();
+    let dims = GroupDims::new(i.size(), &weight, groups);
+    let out_dim: O = dims.out_dim();
+    let (k, n) = (dims.k, dims.n);
+    // (M, G·k) → (G, M, k) times (G, k, n) → (G, M, n) → (M, G·n)
+    let x = traced(x)
+        .reshape_like(&(m, groups, k))
+        .permute::<_, Axes3<1, 0, 2>>();
+    let w = match weight {
+        Weight::InOut(w) => w.reshape_like(&(groups, k, n)),
+        Weight::OutIn(w) => w
+            .reshape_like(&(groups, n, k))
+            .permute::<_, Axes3<0, 2, 1>>(),
+    };
+    let y = x
+        .matmul(w)
+        .permute::<_, Axes3<1, 0, 2>>()
+        .reshape_like(&(m, out_dim));
+    match bias {
+        Some(b) => {
+            let shape = *y.shape();
+            y + b.broadcast_like(&shape)
+        }
+        None => y,
+    }
+}
+
+/// The per-group sizes of a grouped Linear, checked against each other.
+pub(crate) struct GroupDims {
+    /// Input columns per group.
+    pub k: usize,
+    /// Output columns per group.
+    pub n: usize,
+    groups: usize,
+}
+
+impl GroupDims {
+    /// # Panics
+    /// As [`super::Kernels::grouped_linear`].
+    pub fn new<K: Dim, N: Dim, E: Dtype, D: Storage<E>>(
+        in_width: usize,
+        weight: &Weight<K, N, E, D>,
+        groups: usize,
+    ) -> Self {
+        assert!(groups > 0, "no groups");
+        // The weight's rows hold the groups' blocks: InOut (G·k, n), OutIn (G·n, k).
+        let (rows, cols) = match weight {
+            Weight::InOut(w) => (w.shape().0.size(), w.shape().1.size()),
+            Weight::OutIn(w) => (w.shape().0.size(), w.shape().1.size()),
+        };
+        assert_eq!(
+            rows % groups,
+            0,
+            "{groups} groups do not divide the weight's {rows} rows"
+        );
+        let (k, n) = match weight {
+            Weight::InOut(_) => (rows / groups, cols),
+            Weight::OutIn(_) => (cols, rows / groups),
+        };
+        assert_eq!(
+            in_width,
+            groups * k,
+            "input {in_width} wide for {groups} groups of {k}"
+        );
+        Self { k, n, groups }
+    }
+
+    /// The output axis, `groups · n` wide.
+    pub fn out_dim<O: Dim>(&self) -> O {
+        O::from_size(self.groups * self.n).expect("the output axis is groups · n wide")
+    }
+}
+
+/// See [`super::Kernels::mul_add_halves`].
+pub fn mul_add_halves<R: Dim, C2: Dim, C: Dim, E: Dtype + Float, D: Device<E>>(
+    x: Tr<(R, C2), E, D>,
+    u: Tr<(R, C), E, D>,
+) -> Tr<(R, C), E, D> {
+    let (r, c) = *u.shape();
+    check_halves(x.shape().1.size(), c.size());
+    let halves = x.reshape_like(&(r, Const::<2>, c));
+    let dev = u.device().clone();
+    let index = |i: usize| dev.tensor_from_vec(vec![i; r.size()], (r,));
+    let shift = halves.retaped::<OwnedTape<E, D>>().select(index(1));
+    halves.select(index(0)) * u + shift
+}
+
+/// The precondition of [`mul_add_halves`], shared with the CPU kernel.
+pub(crate) fn check_halves(x_width: usize, u_width: usize) {
+    assert_eq!(
+        x_width,
+        2 * u_width,
+        "x must hold a gate and a shift as wide as u"
+    );
+}
+
 /// See [`super::Kernels::layer_norm`].
 pub fn layer_norm<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     x: Tr<(M, N), E, D>,

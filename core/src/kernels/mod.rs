@@ -81,6 +81,44 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
         generic::linear(x, weight, bias, activation)
     }
 
+    /// One Linear map per group of columns, `y_g = x_g · W_g (+ b_g)`: x_g and y_g are the g-th
+    /// blocks of `k` and `n` columns of `x` and `y` (the heads of a packed multi-head tensor),
+    /// and W_g the g-th block of rows of the weight, `(k, n)` as stored in `InOut` or `(n, k)`
+    /// in `OutIn` (PyTorch's `[out, in]`, transposed in the product). `x` may carry no tape.
+    ///
+    /// # Shapes
+    /// `x: (M, G·k)`, `W: (G·k, n)` (`InOut`) or `(G·n, k)` (`OutIn`), `b: (G·n,)` → `(M, G·n)`
+    ///
+    /// # Panics
+    /// If the groups do not divide the weight's rows, or the widths disagree (caller bugs).
+    fn grouped_linear<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
+        x: Tensor<(M, I), E, Self, T>,
+        weight: Weight<K, N, E, Self>,
+        bias: Option<Tr<(O,), E, Self>>,
+        groups: usize,
+    ) -> Tr<(M, O), E, Self>
+    where
+        T: Tape<E, Self>,
+        OwnedTape<E, Self>: Merge<T>,
+    {
+        generic::grouped_linear(x, weight, bias, groups)
+    }
+
+    /// `x[r, j] · u[r, j] + x[r, C + j]`: each row of `x` holds a gate, then a shift, for the
+    /// same row of `u` (NVIB's evaluation-time interpolation between a query and the means).
+    ///
+    /// # Shapes
+    /// `x: (R, 2·C)`, `u: (R, C)` → `(R, C)`
+    ///
+    /// # Panics
+    /// If `x` is not twice as wide as `u` (a caller bug).
+    fn mul_add_halves<R: Dim, C2: Dim, C: Dim>(
+        x: Tr<(R, C2), E, Self>,
+        u: Tr<(R, C), E, Self>,
+    ) -> Tr<(R, C), E, Self> {
+        generic::mul_add_halves(x, u)
+    }
+
     /// Row-wise LayerNorm over the last axis, `(x − mean) / sqrt(var + eps) · γ + β`.
     ///
     /// # Shapes
@@ -158,6 +196,34 @@ impl Kernels<f32> for Cpu {
             cpu::linear::forward(x, weight, bias, activation)
         } else {
             generic::linear(x, weight, bias, activation)
+        }
+    }
+
+    fn grouped_linear<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
+        x: Tensor<(M, I), f32, Self, T>,
+        weight: Weight<K, N, f32, Self>,
+        bias: Option<Tr<(O,), f32, Self>>,
+        groups: usize,
+    ) -> Tr<(M, O), f32, Self>
+    where
+        T: Tape<f32, Self>,
+        OwnedTape<f32, Self>: Merge<T>,
+    {
+        if fast_path_enabled() {
+            cpu::linear::grouped(x, weight, bias, Activation::Identity, groups)
+        } else {
+            generic::grouped_linear(x, weight, bias, groups)
+        }
+    }
+
+    fn mul_add_halves<R: Dim, C2: Dim, C: Dim>(
+        x: Tr<(R, C2), f32, Self>,
+        u: Tr<(R, C), f32, Self>,
+    ) -> Tr<(R, C), f32, Self> {
+        if fast_path_enabled() {
+            cpu::halves::forward(x, u)
+        } else {
+            generic::mul_add_halves(x, u)
         }
     }
 

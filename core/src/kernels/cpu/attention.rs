@@ -64,39 +64,22 @@ impl Layout {
 
     /// Head `h`'s queries (`nq × dk`) in one example's `q`.
     fn q<'a>(&self, q: &'a [f32], h: usize) -> View<'a> {
-        View {
-            data: &q[h * self.dk..],
-            rs: self.wq,
-            cs: 1,
-        }
+        View::strided(&q[h * self.dk..], self.wq, false)
     }
 
     /// Head `h`'s keys (`nk × dk`), or their transpose.
     fn k<'a>(&self, k: &'a [f32], h: usize, transposed: bool) -> View<'a> {
-        strided(&k[self.kv_col(h, self.dk)..], self.wk, transposed)
+        View::strided(&k[self.kv_col(h, self.dk)..], self.wk, transposed)
     }
 
     /// Head `h`'s values (`nk × dv`), or their transpose.
     fn v<'a>(&self, v: &'a [f32], h: usize, transposed: bool) -> View<'a> {
-        strided(&v[self.kv_col(h, self.dv)..], self.wv, transposed)
+        View::strided(&v[self.kv_col(h, self.dv)..], self.wv, transposed)
     }
 
     /// Multiply-adds of the forward pass.
     fn macs(&self, batch: usize) -> usize {
         batch * self.heads * self.nq * self.nk * (self.dk + self.dv)
-    }
-}
-
-/// Rows `rs` apart, or their transpose.
-fn strided(data: &[f32], rs: usize, transposed: bool) -> View<'_> {
-    if transposed {
-        View {
-            data,
-            rs: 1,
-            cs: rs,
-        }
-    } else {
-        View { data, rs, cs: 1 }
     }
 }
 
@@ -279,11 +262,7 @@ fn backward_example(
     let (nq, nk) = (l.nq, l.nk);
     for h in 0..l.heads {
         let a = &attn[h * nq * nk..(h + 1) * nq * nk];
-        let gh = View {
-            data: &g[h * l.dv..],
-            rs: l.wo,
-            cs: 1,
-        };
+        let gh = View::strided(&g[h * l.dv..], l.wo, false);
         if !grads.v.is_empty() {
             let dst = (&mut grads.v[l.kv_col(h, l.dv)..], l.wv);
             let at = View::transposed(a, nk);

@@ -1,12 +1,14 @@
 //! Fused Linear: `act(x · W + b)` as one GEMM with the bias and the activation in the same
 //! pass, and a backward pass of one GEMM per gradient that is needed (none for an input that
-//! carries no tape).
+//! carries no tape). The grouped form (per-head maps) runs one GEMM per group over strided
+//! views of the packed columns, so no group is ever copied out.
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::{buffer, host_values, into_tensor};
-use crate::kernels::gemm::{matmul, View};
+use crate::kernels::gemm::{matmul_into, Threads, View};
+use crate::kernels::generic::GroupDims;
 use crate::kernels::{Tr, Weight};
 use crate::layers::Activation;
 
@@ -21,48 +23,64 @@ where
     T: Tape<f32, Cpu>,
     OwnedTape<f32, Cpu>: Merge<T>,
 {
-    let (m, k) = *x.shape();
-    let (mk, ks) = (m.size(), k.size());
+    grouped(x, weight, bias, activation, 1)
+}
+
+/// See [`crate::kernels::Kernels::grouped_linear`]; `act(y)` on top.
+pub(crate) fn grouped<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
+    x: Tensor<(M, I), f32, Cpu, T>,
+    weight: Weight<K, N, f32, Cpu>,
+    bias: Option<Tr<(O,), f32, Cpu>>,
+    activation: Activation,
+    groups: usize,
+) -> Tr<(M, O), f32, Cpu>
+where
+    T: Tape<f32, Cpu>,
+    OwnedTape<f32, Cpu>: Merge<T>,
+{
+    let (m, i) = *x.shape();
+    let dims = GroupDims::new(i.size(), &weight, groups);
+    let out_dim: O = dims.out_dim();
+    let (mk, ks, ns, gs) = (m.size(), dims.k, dims.n, groups);
+    // The row widths of x and y.
+    let (wi, wo) = (gs * ks, gs * ns);
     // Flat, contiguous views keep the tensors' ids, so gradients land in their buffers.
-    let x = x.reshape_like(&(mk * ks,));
+    let x = x.reshape_like(&(mk * wi,));
     let (x, x_tape) = x.split_tape();
-    let (w, out_in, n) = match weight {
-        Weight::InOut(w) => {
-            let n = w.shape().1;
-            (w.reshape_like(&(ks * n.size(),)), false, n)
-        }
-        Weight::OutIn(w) => {
-            let n = w.shape().0;
-            (w.reshape_like(&(ks * n.size(),)), true, n)
-        }
+    let (w, out_in) = match weight {
+        Weight::InOut(w) => (w.reshape_like(&(gs * ks * ns,)), false),
+        Weight::OutIn(w) => (w.reshape_like(&(gs * ks * ns,)), true),
     };
-    let ns = n.size();
     let (w, w_tape) = w.split_tape();
     let mut tape = w_tape.merge(x_tape);
     let xs = host_values(&x);
     let ws = host_values(&w);
 
-    let mut y = buffer(x.device(), mk * ns);
+    let mut y = buffer(x.device(), mk * wo);
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
         let bs = host_values(&b);
-        for row in y.chunks_exact_mut(ns) {
+        for row in y.chunks_exact_mut(wo) {
             row.copy_from_slice(&bs);
         }
         b.ghost()
     });
-    matmul(
-        (mk, ks, ns),
-        &mut y,
-        b_ghost.is_some(),
-        View::rows(&xs, ks),
-        if out_in {
-            View::transposed(&ws, ks)
-        } else {
-            View::rows(&ws, ns)
-        },
-    );
+    for j in 0..gs {
+        // y_j (M × n) (+)= x_j · W_j
+        let dst = (&mut y[j * ns..], wo);
+        let lhs = View::strided(&xs[j * ks..], wi, false);
+        let rhs = weight_block(&ws, j, (ks, ns), out_in, false);
+        matmul_into(
+            (mk, ks, ns),
+            dst,
+            b_ghost.is_some(),
+            lhs,
+            rhs,
+            1.0,
+            Threads::BySize,
+        );
+    }
     // What the backward pass reads to differentiate the activation.
     let saved = match activation {
         Activation::Identity => buffer(x.device(), 0),
@@ -76,7 +94,7 @@ where
             pre
         }
     };
-    let out = into_tensor(x.device(), y, (m, n));
+    let out = into_tensor(x.device(), y, (m, out_dim));
 
     let out_ghost = out.ghost();
     let w_ghost = w.ghost();
@@ -97,36 +115,56 @@ where
                 }
             }
         }
+        // Group j's columns of x (M × k) and of the output's gradient (M × n), or their
+        // transposes.
+        let x_j = |j: usize, transposed: bool| View::strided(&xs[j * ks..], wi, transposed);
+        let g_j = |j: usize, transposed: bool| View::strided(&g[j * ns..], wo, transposed);
+        let threads = Threads::BySize;
         {
             let gw = grads.get_or_alloc_mut(&w_ghost)?;
-            if out_in {
-                // gW (N × K) += gᵀ · x
-                let gt = View::transposed(&g, ns);
-                matmul((ns, mk, ks), gw, true, gt, View::rows(&xs, ks));
-            } else {
-                // gW (K × N) += xᵀ · g
-                let xt = View::transposed(&xs, ks);
-                matmul((ks, mk, ns), gw, true, xt, View::rows(&g, ns));
+            for j in 0..gs {
+                let block = &mut gw[j * ks * ns..];
+                if out_in {
+                    // gW_j (n × k) += g_jᵀ · x_j
+                    let (lhs, rhs) = (g_j(j, true), x_j(j, false));
+                    matmul_into((ns, mk, ks), (block, ks), true, lhs, rhs, 1.0, threads);
+                } else {
+                    // gW_j (k × n) += x_jᵀ · g_j
+                    let (lhs, rhs) = (x_j(j, true), g_j(j, false));
+                    matmul_into((ks, mk, ns), (block, ns), true, lhs, rhs, 1.0, threads);
+                }
             }
         }
         if let Some(b_ghost) = &b_ghost {
             let gb = grads.get_or_alloc_mut(b_ghost)?;
-            for row in g.chunks_exact(ns) {
+            for row in g.chunks_exact(wo) {
                 super::add_into(gb, row);
             }
         }
         if let Some(x_ghost) = &x_ghost {
-            // gx (M × K) += g · Wᵀ
-            let wt = if out_in {
-                View::rows(&ws, ks)
-            } else {
-                View::transposed(&ws, ns)
-            };
             let gx = grads.get_or_alloc_mut(x_ghost)?;
-            matmul((mk, ns, ks), gx, true, View::rows(&g, ns), wt);
+            for j in 0..gs {
+                // gx_j (M × k) += g_j · W_jᵀ
+                let dst = (&mut gx[j * ks..], wi);
+                let (lhs, rhs) = (g_j(j, false), weight_block(&ws, j, (ks, ns), out_in, true));
+                matmul_into((mk, ns, ks), dst, true, lhs, rhs, 1.0, threads);
+            }
         }
         put_grad!(grads, &out_ghost, g);
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// Group `j`'s block of a weight stored `(k × n)` per group (`InOut`) or `(n × k)` (`OutIn`),
+/// as the `k × n` matrix of the product, or its transpose.
+fn weight_block(
+    ws: &[f32],
+    j: usize,
+    (k, n): (usize, usize),
+    out_in: bool,
+    transposed: bool,
+) -> View<'_> {
+    let cols = if out_in { k } else { n };
+    View::strided(&ws[j * k * n..], cols, out_in != transposed)
 }

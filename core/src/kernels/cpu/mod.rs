@@ -65,6 +65,7 @@ pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
 }
 
 pub(crate) mod attention;
+pub(crate) mod halves;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod nll;
