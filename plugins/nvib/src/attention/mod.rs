@@ -8,11 +8,11 @@
 //! - [`denoising_mha_train`], [`denoising_mha_eval`] (§B.3): the official
 //!   `DenoisingMultiheadAttention` as functions of explicit (traced) weights.
 //!
-//! Conventions: batch-first; the per-head queries, keys, values and outputs of the train-time
-//! functions are packed in the model width as the in-projections give them (head h owns
-//! columns h·E..(h+1)·E, torch's `view(…, nh, E)`); other per-head tensors, the attention
-//! weights included, are `(Batch, Head, …)` where the official code flattens to `B·nh` with
-//! index `b·nh + h`. The attention itself is one fused kernel
+//! Conventions: batch-first; per-head queries, keys, values, latent queries and outputs are
+//! packed in the last axis as the in-projections give them (head h owns columns
+//! h·E..(h+1)·E, torch's `view(…, nh, E)`); the attention weights are `(Batch, Head, …)`
+//! where the official code flattens to `B·nh` with index `b·nh + h`. The attention itself is
+//! one fused kernel
 //! ([`Kernels::multi_head_attention`](vaezoo_core::kernels::Kernels::multi_head_attention)).
 //! `keep` is row-major `Batch × Comp`, true = a real
 //! component (the official masks are its negation). A component is also dropped where π ≤ 0.
@@ -34,7 +34,6 @@ pub use sdpa::sdpa;
 pub use train::denoising_attention_train;
 
 use dfdx::prelude::*;
-use dfdx::shapes::Dim;
 use vaezoo_core::axes::{Batch, Comp, Head, Model, Seq};
 use vaezoo_core::kernels::AttentionSpec;
 
@@ -146,65 +145,4 @@ fn log_pi<E: Real, D: Dev<E>>(
 ) -> Tr<(Batch, Comp), E, D> {
     let floor = version.pi_floor::<E>().to_f64().expect("a float");
     pi.clamp(floor, f64::INFINITY).ln()
-}
-
-/// Softmax over components after setting the logits of dropped components to −∞; also
-/// returns a tape-free copy of the weights.
-///
-/// # Shapes
-/// `logits: (Batch, Head, Seq, Comp)`, `keep: Batch × Comp` → `(Batch, Head, Seq, Comp)` twice
-fn masked_softmax<E: Real, D: Dev<E>>(
-    logits: Tr<(Batch, Head, Seq, Comp), E, D>,
-    keep: &[bool],
-) -> WithWeights<(Batch, Head, Seq, Comp), E, D> {
-    let shape = *logits.shape();
-    let (b, n) = (shape.0, shape.3);
-    assert_eq!(keep.len(), b.0 * n.0, "keep must be Batch × Comp");
-    // The flags and the −∞ fill per (Batch, Comp), broadcast over heads and queries: nothing of
-    // the logits' size is built on the host or copied (and the fill's gradient, which the
-    // backward accumulates, is spread over Batch × Comp entries rather than one).
-    let flags: Vec<E> = keep
-        .iter()
-        .map(|&k| if k { E::one() } else { E::zero() })
-        .collect();
-    let dev = logits.device().clone();
-    let keep = dev
-        .tensor_from_vec(flags, (b, n))
-        .gt(c::<E>(0.5))
-        .broadcast_like::<_, Axes2<1, 2>>(&shape);
-    let minus_inf = dev
-        .tensor_from_vec(vec![E::neg_infinity(); b.0 * n.0], (b, n))
-        .broadcast_like::<_, Axes2<1, 2>>(&shape);
-    let attn = keep.choose(logits, minus_inf).softmax::<Axis<3>>();
-    let weights = attn.retaped::<NoneTape>();
-    (attn, weights)
-}
-
-/// `(Batch, Comp)` repeated over heads and queries.
-///
-/// # Shapes
-/// `x: (Batch, Comp)`, `like: (Batch, Head, Seq, Comp)` → `(Batch, Head, Seq, Comp)`
-fn per_query<E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Comp), E, D>,
-    like: &(Batch, Head, Seq, Comp),
-) -> Tr<(Batch, Head, Seq, Comp), E, D> {
-    x.broadcast_like::<_, Axes2<1, 2>>(like)
-}
-
-/// x_h w_h for every head h, as one batched matmul over heads (`w` is not broadcast over the
-/// batch: cuBLAS rejects zero-stride operands).
-///
-/// # Shapes
-/// `x: (Batch, Head, N, I)`, `w: (Head, I, O)` → `(Batch, Head, N, O)`
-fn per_head_matmul<N: Dim, I: Dim, O: Dim, E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Head, N, I), E, D>,
-    w: Tr<(Head, I, O), E, D>,
-) -> Tr<(Batch, Head, N, O), E, D> {
-    let (batch, heads, n, i) = *x.shape();
-    let o = w.shape().2;
-    x.permute::<_, Axes4<1, 0, 2, 3>>()
-        .reshape_like(&(heads, batch.0 * n.size(), i))
-        .matmul(w)
-        .reshape_like(&(heads, batch, n, o))
-        .permute::<_, Axes4<1, 0, 2, 3>>()
 }

@@ -5,7 +5,7 @@
 //! `B·nh` (index `b·nh + h`), which is our `(Batch, Head, …)` row-major layout.
 
 use dfdx::prelude::*;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 use vaezoo_nvib::attention::{
     denoising_attention_eval, denoising_attention_train, denoising_mha_eval, denoising_mha_train,
     sdpa, DaVersion, LatentQuery, MhaBias, MhaWeights, Projected, ValueMap,
@@ -140,12 +140,13 @@ fn v1_train_fn(g: &Golden) -> Result<Produced, String> {
 fn v1_eval_fn(g: &Golden) -> Result<Produced, String> {
     let (u, s) = input(g, "projected_u")?;
     let (b, nt, p) = (s[0], s[1], s[2]);
+    // One head: the per-head layout is the packed one.
     let query = LatentQuery {
-        u: t(u, (Batch(b), Head(1), Seq(nt), Latent(p))),
-        b: None,
+        heads: Head(1),
+        u: t(u, (Batch(b), Seq(nt), p)),
     };
     let value = ValueMap {
-        weight: t(input(g, "w_v")?.0, (Head(1), HeadDim(p), Latent(p))),
+        weight: t(input(g, "w_v")?.0, (Model(p), Latent(p))),
         bias: None,
     };
     let (mu, log_var) = (latent(g, "mu", true)?, latent(g, "logvar", true)?);
@@ -169,25 +170,27 @@ fn head_train(g: &Golden, z: &str) -> Result<(Vec<f64>, Vec<f64>), String> {
     Ok((out, attn.as_vec()))
 }
 
-/// HEAD's evaluation-time function on `projected_u`, `projected_b`, `w_v`, `b_v`.
+/// HEAD's evaluation-time function on `projected_u`, `w_v`, `b_v` (`projected_b`, a
+/// per-query constant of the logits, cancels in the softmax).
 fn head_eval(g: &Golden) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (u, s) = input(g, "projected_u")?;
-    let (b, nh, nt, p) = (Batch(s[0]), Head(s[1]), Seq(s[2]), Latent(s[3]));
-    let e = HeadDim(g.input("w_v")?.shape[1]);
+    let (b, nh, nt, p) = (s[0], s[1], s[2], s[3]);
+    let e = g.input("w_v")?.shape[1];
     let query = LatentQuery {
-        u: t(u, (b, nh, nt, p)),
-        b: Some(t(input(g, "projected_b")?.0, (b, nh, nt))),
+        heads: Head(nh),
+        u: t(pack_heads(&u, b, nh, nt, p), (Batch(b), Seq(nt), nh * p)),
     };
+    let model = Model(nh * e);
     let value = ValueMap {
-        weight: t(input(g, "w_v")?.0, (nh, e, p)),
-        bias: Some(t(input(g, "b_v")?.0, (nh, e))),
+        weight: t(input(g, "w_v")?.0, (model, Latent(p))),
+        bias: Some(t(input(g, "b_v")?.0, (model,))),
     };
     let (mu, log_var) = (latent(g, "mu", false)?, latent(g, "logvar", false)?);
-    let keep = keep_from(g, "attn_mask", b.0)?;
+    let keep = keep_from(g, "attn_mask", b)?;
     let pi = pi_of(g, false)?;
     let (out, attn) =
         denoising_attention_eval(query, mu, log_var, pi, value, &keep, DaVersion::Head);
-    Ok((out.as_vec(), attn.as_vec()))
+    Ok((unpack_heads(&out.as_vec(), b, nh, nt, e), attn.as_vec()))
 }
 
 fn head_train_fn(g: &Golden) -> Result<Produced, String> {

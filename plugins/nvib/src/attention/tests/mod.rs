@@ -1,13 +1,15 @@
 //! Unit tests of the attention functions: the equivalences of §B.4, masking, and (in
-//! [`gradients`]) finite-difference checks of every gradient, all in f64.
+//! [`gradients`]) finite-difference checks of every gradient, all in f64; [`fast_path`] checks
+//! the fused f32 kernels against them.
 
+mod fast_path;
 mod gradients;
 
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 
 use super::*;
 
@@ -182,14 +184,11 @@ fn weights_of(keep: &[bool], pi: &[f64]) -> [Vec<f64>; 3] {
         DaVersion::Head,
     );
     let query = LatentQuery {
-        u: t(
-            &randn(6, B * H * NT * P),
-            (Batch(B), Head(H), Seq(NT), Latent(P)),
-        ),
-        b: None,
+        heads: Head(H),
+        u: t(&randn(6, B * NT * H * P), (Batch(B), Seq(NT), H * P)),
     };
     let value = ValueMap {
-        weight: t(&randn(7, H * E * P), (Head(H), HeadDim(E), Latent(P))),
+        weight: t(&randn(7, H * E * P), (Model(H * E), Latent(P))),
         bias: None,
     };
     let (_, eval) = denoising_attention_eval(
