@@ -34,6 +34,20 @@ impl<'a> View<'a> {
         }
     }
 
+    /// A matrix whose rows are `rs` elements apart (a block of columns of a wider row-major
+    /// matrix, from the slice's first element), or its transpose.
+    pub fn strided(data: &'a [f32], rs: usize, transposed: bool) -> Self {
+        if transposed {
+            Self {
+                data,
+                rs: 1,
+                cs: rs,
+            }
+        } else {
+            Self { data, rs, cs: 1 }
+        }
+    }
+
     fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
             let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
@@ -42,16 +56,35 @@ impl<'a> View<'a> {
     }
 }
 
-/// `dst (m × n, row-major) (+)= lhs (m × k) · rhs (k × n)`: added to `dst` when `accumulate`,
-/// written over it otherwise (its old values are then never read).
-pub(crate) fn matmul(
+/// How many threads a product may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// Rayon's pool for products of at least [`PARALLEL_MIN_MACS`], the calling thread below.
+    BySize,
+    /// The calling thread only: for the many small products of a kernel that is parallel
+    /// over them already.
+    One,
+}
+
+/// `dst (+)= scale · lhs (m × k) · rhs (k × n)`: added to `dst` when `accumulate`, written
+/// over it otherwise (its old values are then never read). `dst.0`'s rows are `dst.1` elements
+/// apart (a block of columns of a wider row-major matrix when the slice starts at its first
+/// column). Runs on the threads `threads` allows.
+pub(crate) fn matmul_into(
     (m, k, n): (usize, usize, usize),
-    dst: &mut [f32],
+    (dst, dst_rs): (&mut [f32], usize),
     accumulate: bool,
     lhs: View,
     rhs: View,
+    scale: f32,
+    threads: Threads,
 ) {
-    assert!(dst.len() >= m * n, "matmul: destination too small");
+    if m > 0 && n > 0 {
+        assert!(
+            (m - 1) * dst_rs + n <= dst.len() && n <= dst_rs,
+            "matmul: destination too small"
+        );
+    }
     lhs.check(m, k, "matmul lhs");
     rhs.check(k, n, "matmul rhs");
     if m == 0 || n == 0 {
@@ -59,17 +92,20 @@ pub(crate) fn matmul(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst.chunks_mut(dst_rs)
+                .take(m)
+                .for_each(|row| row[..n].fill(0.0));
         }
         return;
     }
-    let parallelism = if m * n * k >= PARALLEL_MIN_MACS {
+    let parallelism = if threads == Threads::BySize && m * n * k >= PARALLEL_MIN_MACS {
         Parallelism::Rayon(rayon::current_num_threads())
     } else {
         Parallelism::None
     };
-    // SAFETY: every index the product touches was bounds-checked above, `dst` is borrowed
-    // mutably and cannot alias the shared views.
+    // SAFETY: every index the product touches was bounds-checked above (the destination's
+    // rows do not overlap since n <= dst_rs), `dst` is borrowed mutably and cannot alias the
+    // shared views.
     unsafe {
         gemm::gemm(
             m,
@@ -77,7 +113,7 @@ pub(crate) fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.data.as_ptr(),
             lhs.cs as isize,
@@ -86,7 +122,7 @@ pub(crate) fn matmul(
             rhs.cs as isize,
             rhs.rs as isize,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -120,13 +156,67 @@ mod tests {
         let want = naive(m, k, n, View::rows(&a, k), View::rows(&b, n));
         for rhs in [View::rows(&b, n), View::transposed(&bt, k)] {
             let mut got = vec![f32::NAN; m * n];
-            matmul((m, k, n), &mut got, false, View::rows(&a, k), rhs);
+            let lhs = View::rows(&a, k);
+            matmul_into(
+                (m, k, n),
+                (&mut got, n),
+                false,
+                lhs,
+                rhs,
+                1.0,
+                Threads::BySize,
+            );
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-5, "{g} vs {w}");
             }
-            matmul((m, k, n), &mut got, true, View::rows(&a, k), rhs);
+            matmul_into(
+                (m, k, n),
+                (&mut got, n),
+                true,
+                lhs,
+                rhs,
+                1.0,
+                Threads::BySize,
+            );
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - 2.0 * w).abs() < 1e-5, "accumulated {g} vs {}", 2.0 * w);
+            }
+        }
+    }
+
+    #[test]
+    fn scaled_products_fill_a_block_of_columns() {
+        let (m, k, n, wide) = (4, 3, 2, 5);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.3).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.7).cos()).collect();
+        let want = naive(m, k, n, View::rows(&a, k), View::rows(&b, n));
+        for threads in [Threads::BySize, Threads::One] {
+            let mut dst = vec![7.0; m * wide];
+            let (lhs, rhs) = (View::rows(&a, k), View::rows(&b, n));
+            matmul_into(
+                (m, k, n),
+                (&mut dst[2..], wide),
+                false,
+                lhs,
+                rhs,
+                0.5,
+                threads,
+            );
+            matmul_into(
+                (m, k, n),
+                (&mut dst[2..], wide),
+                true,
+                lhs,
+                rhs,
+                1.5,
+                threads,
+            );
+            for (i, row) in dst.chunks(wide).enumerate() {
+                assert_eq!([row[0], row[1], row[4]], [7.0; 3], "outside the block");
+                for j in 0..n {
+                    let w = 2.0 * want[i * n + j];
+                    assert!((row[2 + j] - w).abs() < 1e-5, "{} vs {w}", row[2 + j]);
+                }
             }
         }
     }

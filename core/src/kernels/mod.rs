@@ -18,6 +18,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use num_traits::Float;
 
+use crate::axes::Head;
 use crate::custom_op::HostGrad;
 use crate::layers::Activation;
 
@@ -32,6 +33,28 @@ pub enum Weight<K: Dim, N: Dim, E: Dtype, D: Storage<E>> {
     /// Stored `(out, in)`: `y = x Wᵀ`.
     OutIn(Tr<(N, K), E, D>),
 }
+
+/// How [`Kernels::multi_head_attention`] splits its inputs into heads, which keys it hides
+/// and what it returns besides the output.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionSpec<'a> {
+    /// The number of heads: head h owns columns h·d..(h+1)·d of the queries, keys and values.
+    pub heads: Head,
+    /// Whether the keys and values are one head wide, shared by every query head.
+    pub shared_kv: bool,
+    /// The factor of the logits `q·k` (1/√d in scaled dot-product attention).
+    pub scale: f64,
+    /// Row-major `Batch × Key`, true = a visible key (a real token); `None`: every key.
+    pub keep: Option<&'a [bool]>,
+    /// Also hides from query i every key j > i (torch's `is_causal`, aligned at the first key).
+    pub causal: bool,
+    /// Whether to return the attention weights too.
+    pub want_weights: bool,
+}
+
+/// The attention output `(B, Q, O)` and, when asked for, the weights `(B, Head, Q, K)`
+/// without a tape.
+pub type Attended<B, Q, K, O, E, D> = (Tr<(B, Q, O), E, D>, Option<Tensor<(B, Head, Q, K), E, D>>);
 
 /// Whether the CPU runs the fused kernels (the default) or the generic ops.
 pub fn fast_path_enabled() -> bool {
@@ -71,6 +94,44 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
         rows: &[bool],
     ) -> Tr<(M, N), E, Self> {
         generic::linear_rows(x, weight, bias, activation, rows)
+    }
+
+    /// One Linear map per group of columns, `y_g = x_g · W_g (+ b_g)`: x_g and y_g are the g-th
+    /// blocks of `k` and `n` columns of `x` and `y` (the heads of a packed multi-head tensor),
+    /// and W_g the g-th block of rows of the weight, `(k, n)` as stored in `InOut` or `(n, k)`
+    /// in `OutIn` (PyTorch's `[out, in]`, transposed in the product). `x` may carry no tape.
+    ///
+    /// # Shapes
+    /// `x: (M, G·k)`, `W: (G·k, n)` (`InOut`) or `(G·n, k)` (`OutIn`), `b: (G·n,)` → `(M, G·n)`
+    ///
+    /// # Panics
+    /// If the groups do not divide the weight's rows, or the widths disagree (caller bugs).
+    fn grouped_linear<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
+        x: Tensor<(M, I), E, Self, T>,
+        weight: Weight<K, N, E, Self>,
+        bias: Option<Tr<(O,), E, Self>>,
+        groups: usize,
+    ) -> Tr<(M, O), E, Self>
+    where
+        T: Tape<E, Self>,
+        OwnedTape<E, Self>: Merge<T>,
+    {
+        generic::grouped_linear(x, weight, bias, groups)
+    }
+
+    /// `x[r, j] · u[r, j] + x[r, C + j]`: each row of `x` holds a gate, then a shift, for the
+    /// same row of `u` (NVIB's evaluation-time interpolation between a query and the means).
+    ///
+    /// # Shapes
+    /// `x: (R, 2·C)`, `u: (R, C)` → `(R, C)`
+    ///
+    /// # Panics
+    /// If `x` is not twice as wide as `u` (a caller bug).
+    fn mul_add_halves<R: Dim, C2: Dim, C: Dim>(
+        x: Tr<(R, C2), E, Self>,
+        u: Tr<(R, C), E, Self>,
+    ) -> Tr<(R, C), E, Self> {
+        generic::mul_add_halves(x, u)
     }
 
     /// Row-wise LayerNorm over the last axis, `(x − mean) / sqrt(var + eps) · γ + β`.
@@ -145,6 +206,37 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     ) -> Tr<(M,), E, Self> {
         generic::bernoulli_nll(logits, x)
     }
+
+    /// Multi-head attention, heads packed in the last axis: for every head h,
+    /// `softmax(scale · q_h k_hᵀ + key_bias + mask) v_h`, written to the output's columns
+    /// h·dv..(h+1)·dv. Hidden keys get logit −∞: exactly zero weight and gradient; a query that
+    /// sees no key gives NaN, as in PyTorch. The inputs may carry no tape (no gradient is then
+    /// computed for them).
+    ///
+    /// # Shapes
+    /// `q: (B, Q, heads·dk)`, `k: (B, K, heads·dk)`, `v: (B, K, heads·dv)` (`shared_kv`:
+    /// `k: (B, K, dk)`, `v: (B, K, dv)`), `key_bias: (B, K)`, `keep: B × K`
+    /// → `(B, Q, heads·dv)`, weights `(B, Head, Q, K)`
+    ///
+    /// # Panics
+    /// If the heads do not divide the widths, the widths disagree, `O` is not `heads·dv` wide
+    /// or `keep` is not `B × K` (caller bugs: the layers check their inputs first).
+    #[allow(clippy::type_complexity)]
+    fn multi_head_attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+        q: Tensor<(B, Q, DQ), E, Self, TQ>,
+        k: Tensor<(B, K, DK), E, Self, TK>,
+        v: Tensor<(B, K, DV), E, Self, TV>,
+        key_bias: Option<Tr<(B, K), E, Self>>,
+        spec: AttentionSpec,
+    ) -> Attended<B, Q, K, O, E, Self>
+    where
+        TQ: Tape<E, Self>,
+        TK: Tape<E, Self>,
+        TV: Tape<E, Self>,
+        OwnedTape<E, Self>: Merge<TQ> + Merge<TK> + Merge<TV>,
+    {
+        generic::multi_head_attention(q, k, v, key_bias, spec)
+    }
 }
 
 impl Kernels<f64> for Cpu {}
@@ -178,6 +270,34 @@ impl Kernels<f32> for Cpu {
             cpu::linear::forward_rows(x, weight, bias, activation, Some(rows))
         } else {
             generic::linear_rows(x, weight, bias, activation, rows)
+        }
+    }
+
+    fn grouped_linear<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
+        x: Tensor<(M, I), f32, Self, T>,
+        weight: Weight<K, N, f32, Self>,
+        bias: Option<Tr<(O,), f32, Self>>,
+        groups: usize,
+    ) -> Tr<(M, O), f32, Self>
+    where
+        T: Tape<f32, Self>,
+        OwnedTape<f32, Self>: Merge<T>,
+    {
+        if fast_path_enabled() {
+            cpu::linear::grouped(x, weight, bias, Activation::Identity, groups, None)
+        } else {
+            generic::grouped_linear(x, weight, bias, groups)
+        }
+    }
+
+    fn mul_add_halves<R: Dim, C2: Dim, C: Dim>(
+        x: Tr<(R, C2), f32, Self>,
+        u: Tr<(R, C), f32, Self>,
+    ) -> Tr<(R, C), f32, Self> {
+        if fast_path_enabled() {
+            cpu::halves::forward(x, u)
+        } else {
+            generic::mul_add_halves(x, u)
         }
     }
 
@@ -246,6 +366,26 @@ impl Kernels<f32> for Cpu {
             cpu::bernoulli::forward(logits, x)
         } else {
             generic::bernoulli_nll(logits, x)
+        }
+    }
+
+    fn multi_head_attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+        q: Tensor<(B, Q, DQ), f32, Self, TQ>,
+        k: Tensor<(B, K, DK), f32, Self, TK>,
+        v: Tensor<(B, K, DV), f32, Self, TV>,
+        key_bias: Option<Tr<(B, K), f32, Self>>,
+        spec: AttentionSpec,
+    ) -> Attended<B, Q, K, O, f32, Self>
+    where
+        TQ: Tape<f32, Self>,
+        TK: Tape<f32, Self>,
+        TV: Tape<f32, Self>,
+        OwnedTape<f32, Self>: Merge<TQ> + Merge<TK> + Merge<TV>,
+    {
+        if fast_path_enabled() {
+            cpu::attention::forward(q, k, v, key_bias, spec)
+        } else {
+            generic::multi_head_attention(q, k, v, key_bias, spec)
         }
     }
 }

@@ -4,12 +4,18 @@
 //! Masked keys get logit −∞ (the official masks merged into one float mask). In decoding, a
 //! [`KvCache`] keeps the keys and values of the positions generated so far, so that each step
 //! projects only the new position ([`SelfAttention::step`]).
+//!
+//! The queries, keys and values stay in the `(Batch, Seq, Model)` layout the projections give
+//! (head h in columns h·E..(h+1)·E), and the attention is one fused kernel
+//! ([`Kernels::multi_head_attention`](vaezoo_core::kernels::Kernels::multi_head_attention)).
 
 use dfdx::prelude::*;
-use vaezoo_core::axes::{Batch, Head, HeadDim, Model, Seq};
+use vaezoo_core::axes::{Batch, Head, Model, Seq};
+use vaezoo_core::kernels::{AttentionSpec, Weight};
+use vaezoo_core::layers::Activation;
 use vaezoo_core::params::{ParamBuilder, ParamId};
 use vaezoo_core::{Error, Result};
-use vaezoo_nvib::num::{c, Dev, Real, Tr};
+use vaezoo_nvib::num::{Dev, Real, Tr};
 
 use crate::dense::Dense;
 use crate::weights::Source;
@@ -67,12 +73,8 @@ impl SelfAttention {
     ) -> Tr<(Batch, Seq, Model), E, D> {
         let (batch, seq, _) = *x.shape();
         assert_eq!(keep.len(), batch.0 * seq.0, "keep must be Batch × Seq");
-        let (q, k, v) = self.heads(w, x);
-        let mask = w
-            .device()
-            .tensor_from_vec(mask::<E>(keep, batch.0, seq.0, causal), (batch, seq, seq))
-            .broadcast_like::<_, Axis<1>>(&(batch, self.heads, seq, seq));
-        self.attend(w, q, k, v, Some(mask))
+        let [q, k, v] = self.project(w, x);
+        self.attend(w, q, k, v, Some(keep), causal)
     }
 
     /// One decoding step: the new position attends to the cached keys and values and to its
@@ -83,7 +85,7 @@ impl SelfAttention {
     ///
     /// # Shapes
     /// `x: (Batch, Seq(1), Model)` → `(Batch, Seq(1), Model)`; the cache grows from
-    /// `(Batch, Head, t, HeadDim)` to `(Batch, Head, t + 1, HeadDim)`
+    /// `(Batch, Seq(t), Model)` to `(Batch, Seq(t + 1), Model)`
     ///
     /// # Panics
     /// If `x` has more than one position.
@@ -94,91 +96,77 @@ impl SelfAttention {
         cache: &mut KvCache<E, D>,
     ) -> Tr<(Batch, Seq, Model), E, D> {
         assert_eq!(x.shape().1, Seq(1), "one new position per step");
-        let (q, k, v) = self.heads(w, x);
-        let join = |cached: &Option<Heads<E, D>>, new: Tr<_, E, D>| match cached {
-            Some(c) => (c.clone().put_tape(OwnedTape::default()), new).concat_along(Axis::<2>),
+        let [q, k, v] = self.project(w, x);
+        let join = |cached: &Option<Packed<E, D>>, new: Tr<_, E, D>| match cached {
+            Some(c) => (c.clone().put_tape(OwnedTape::default()), new).concat_along(Axis::<1>),
             None => new,
         };
         let (k, v) = (join(&cache.keys, k), join(&cache.values, v));
         // The cache keeps values only: each step's tape is dropped with the step.
         cache.keys = Some(k.retaped());
         cache.values = Some(v.retaped());
-        self.attend(w, q, k, v, None)
+        self.attend(w, q, k, v, None, false)
     }
 
-    /// The per-head queries, keys and values of `x`, each `(Batch, Head, Seq, HeadDim)`; the
-    /// queries carry `x`'s tape.
-    fn heads<E: Real, D: Dev<E>>(
+    /// The queries, keys and values of `x` (rows q; k; v of the packed in-projection), each
+    /// `(Batch, Seq, Model)` with the heads packed; the queries carry `x`'s tape.
+    fn project<E: Real, D: Dev<E>>(
         &self,
         w: &impl Source<E, D>,
         x: Tr<(Batch, Seq, Model), E, D>,
-    ) -> (TrHeads<E, D>, TrHeads<E, D>, TrHeads<E, D>) {
-        let (batch, seq, _) = *x.shape();
+    ) -> [Tr<(Batch, Seq, Model), E, D>; 3] {
+        let (batch, seq, p) = *x.shape();
         let dev = w.device().clone();
-        let p = self.width;
-        let packed = (Const::<3>, p, p);
         let rows = batch.0 * seq.0;
         let flat = x.reshape_like(&(rows, p));
-        let project = |i: usize| {
-            let weight = w
-                .get(self.in_weight, packed)
-                .select(dev.tensor(i))
-                .permute::<_, Axes2<1, 0>>();
-            let bias = w.get(self.in_bias, (Const::<3>, p)).select(dev.tensor(i));
-            let y =
-                flat.retaped::<OwnedTape<E, D>>().matmul(weight) + bias.broadcast_like(&(rows, p));
-            let head_dim = HeadDim(p.0 / self.heads.0);
-            y.reshape_like(&(batch, seq, self.heads, head_dim))
-                .permute::<_, Axes4<0, 2, 1, 3>>()
+        let weights = w.get(self.in_weight, (Const::<3>, p, p));
+        let biases = w.get(self.in_bias, (Const::<3>, p));
+        let project = |i: usize, x: Tr<(usize, Model), E, D>| {
+            let weight = weights.retaped().select(dev.tensor(i));
+            let bias = biases.retaped().select(dev.tensor(i));
+            D::linear(x, Weight::OutIn(weight), Some(bias), Activation::Identity)
+                .reshape_like(&(batch, seq, p))
         };
-        let (q, k, v) = (project(0), project(1), project(2));
-        let (q, tape) = q.split_tape();
-        (q.put_tape(tape.merge(flat.split_tape().1)), k, v)
+        let (k, v) = (project(1, flat.retaped()), project(2, flat.retaped()));
+        [project(0, flat), k, v]
     }
 
-    /// softmax(q kᵀ/√E + mask) v per head, then the output projection; no mask: every key
-    /// visible.
+    /// softmax(q kᵀ/√E + mask) v per head, then the output projection: `keep` (`Batch × Key`)
+    /// hides padded keys, `causal` every key after the query.
     ///
     /// # Shapes
-    /// `q: (Batch, Head, Query, HeadDim)`, `k`, `v: (Batch, Head, Key, HeadDim)`,
-    /// `mask: (Batch, Head, Query, Key)` → `(Batch, Query, Model)`
+    /// `q: (Batch, Query, Model)`, `k, v: (Batch, Key, Model)` → `(Batch, Query, Model)`
     fn attend<E: Real, D: Dev<E>>(
         &self,
         w: &impl Source<E, D>,
-        q: TrHeads<E, D>,
-        k: TrHeads<E, D>,
-        v: TrHeads<E, D>,
-        mask: Option<Mask<E, D>>,
+        q: Tr<(Batch, Seq, Model), E, D>,
+        k: Tr<(Batch, Seq, Model), E, D>,
+        v: Tr<(Batch, Seq, Model), E, D>,
+        keep: Option<&[bool]>,
+        causal: bool,
     ) -> Tr<(Batch, Seq, Model), E, D> {
-        let (batch, _, seq, _) = *q.shape();
-        let scale = c::<E>(1.0 / ((self.width.0 / self.heads.0) as f64).sqrt());
-        let logits = (q * scale).matmul(k.permute::<_, Axes4<0, 1, 3, 2>>());
-        let logits = match mask {
-            Some(mask) => logits + mask,
-            None => logits,
+        let spec = AttentionSpec {
+            heads: self.heads,
+            shared_kv: false,
+            scale: 1.0 / ((self.width.0 / self.heads.0) as f64).sqrt(),
+            keep,
+            causal,
+            want_weights: false,
         };
-        let out = logits
-            .softmax::<Axis<3>>()
-            .matmul(v)
-            .permute::<_, Axes4<0, 2, 1, 3>>()
-            .reshape_like(&(batch, seq, self.width));
+        let (out, _) = D::multi_head_attention(q, k, v, None, spec);
         self.out.forward(w, out)
     }
 }
 
-/// Per-head states, `(Batch, Head, Seq, HeadDim)`.
-type Heads<E, D> = Tensor<(Batch, Head, Seq, HeadDim), E, D>;
-/// Per-head states on a tape.
-type TrHeads<E, D> = Tr<(Batch, Head, Seq, HeadDim), E, D>;
-/// An additive attention mask, `(Batch, Head, Query, Key)`.
-type Mask<E, D> = Tensor<(Batch, Head, Seq, Seq), E, D>;
+/// Keys or values, heads packed, `(Batch, Seq, Model)`.
+type Packed<E, D> = Tensor<(Batch, Seq, Model), E, D>;
 
-/// The keys and values of the positions decoded so far, `(Batch, Head, t, HeadDim)` each, off
-/// any tape; empty before the first [`SelfAttention::step`].
+/// The keys and values of the positions decoded so far, `(Batch, Seq(t), Model)` each (heads
+/// packed), off any tape; empty before the first [`SelfAttention::step`].
 #[derive(Clone, Debug)]
 pub struct KvCache<E: Real, D: Dev<E>> {
-    keys: Option<Heads<E, D>>,
-    values: Option<Heads<E, D>>,
+    keys: Option<Packed<E, D>>,
+    values: Option<Packed<E, D>>,
 }
 
 impl<E: Real, D: Dev<E>> Default for KvCache<E, D> {
@@ -188,24 +176,6 @@ impl<E: Real, D: Dev<E>> Default for KvCache<E, D> {
             values: None,
         }
     }
-}
-
-/// The additive mask `(Batch, query, key)`: 0, or −∞ for a padded key or (causal) a later one.
-fn mask<E: Real>(keep: &[bool], batch: usize, seq: usize, causal: bool) -> Vec<E> {
-    let mut m = Vec::with_capacity(batch * seq * seq);
-    for b in 0..batch {
-        for i in 0..seq {
-            for j in 0..seq {
-                let visible = keep[b * seq + j] && !(causal && j > i);
-                m.push(if visible {
-                    E::zero()
-                } else {
-                    E::neg_infinity()
-                });
-            }
-        }
-    }
-    m
 }
 
 #[cfg(test)]

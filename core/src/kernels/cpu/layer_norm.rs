@@ -6,7 +6,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{for_each_row, host_values, zip_chunks, Buffer};
+use super::{buffer, buffer_of, for_each_row, host_values, into_tensor, zip_chunks};
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::layer_norm`].
@@ -44,15 +44,19 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
         let values = host_values(&sub);
         let mask = mask.map(|m| {
             assert_eq!(m.len(), len, "one mask value per element");
-            Buffer::copy_of(m)
+            buffer_of(x.device(), m)
         });
-        add_masked(&mut normed, &values, mask.as_deref().unwrap_or(&[]));
+        add_masked(
+            &mut normed,
+            &values,
+            mask.as_ref().map_or(&[][..], |m| &m[..]),
+        );
         (sub.ghost(), mask)
     });
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
     let rows = len.checked_div(n).unwrap_or(0);
     let mut rstd = vec![0.0f32; rows];
-    let mut y = Buffer::take(len);
+    let mut y = buffer(x.device(), len);
     for_each_row(&mut normed, n, &mut rstd, |_, row, r| {
         let mean = row.iter().sum::<f32>() / n as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
@@ -62,11 +66,12 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
     let mut none = vec![(); rows];
     for_each_row(&mut y, n, &mut none, |i, out, _| {
         let row = &normed[i * n..(i + 1) * n];
-        for (((o, v), g), b) in out.iter_mut().zip(row).zip(&gs).zip(&bs) {
+        for (((o, v), g), b) in out.iter_mut().zip(row).zip(gs.iter()).zip(bs.iter()) {
             *o = v * g + b;
         }
     });
-    let out = x.device().tensor_from_vec(y.into_vec(), shape);
+    let out = into_tensor(x.device(), y, shape);
+    let dev = x.device().clone();
     let (out_ghost, x_ghost) = (out.ghost(), x.ghost());
     let (g_ghost, b_ghost) = (gamma.ghost(), beta.ghost());
     tape.add_backward_op(move |grads| {
@@ -87,12 +92,12 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
             }
         }
         // d(sum) per row, then added into x and (masked) into sub.
-        let mut dsum = Buffer::take(len);
+        let mut dsum = buffer(&dev, len);
         let mut stats = rstd;
         for_each_row(&mut dsum, n, &mut stats, |i, dr, r| {
             let (gr, nr) = (&g[i * n..(i + 1) * n], &normed[i * n..(i + 1) * n]);
             let (mut mean_d, mut mean_dn) = (0.0, 0.0);
-            for (((d, gv), gamma), nv) in dr.iter_mut().zip(gr).zip(&gs).zip(nr) {
+            for (((d, gv), gamma), nv) in dr.iter_mut().zip(gr).zip(gs.iter()).zip(nr) {
                 *d = gv * gamma;
                 mean_d += *d;
                 mean_dn += *d * nv;

@@ -1,12 +1,15 @@
 //! Fused Linear: `act(x · W + b)` as one GEMM with the bias and the activation in the same
 //! pass, and a backward pass of one GEMM per gradient that is needed (none for an input that
-//! carries no tape). Given a row mask, only the kept rows are computed at all (padding).
+//! carries no tape). The grouped form (per-head maps) runs one GEMM per group over strided
+//! views of the packed columns, so no group is ever copied out. Given a row mask, only the
+//! kept rows are computed at all (padding).
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, host_values, zip_chunks, Buffer};
-use crate::kernels::gemm::{matmul, View};
+use super::{add_into, buffer, buffer_of, host_values, into_tensor, zip_chunks};
+use crate::kernels::gemm::{matmul_into, Threads, View};
+use crate::kernels::generic::GroupDims;
 use crate::kernels::{Tr, Weight};
 use crate::layers::Activation;
 
@@ -21,107 +24,118 @@ where
     T: Tape<f32, Cpu>,
     OwnedTape<f32, Cpu>: Merge<T>,
 {
-    forward_rows(x, weight, bias, activation, None)
+    grouped(x, weight, bias, activation, 1, None)
 }
 
-/// See [`crate::kernels::Kernels::linear_rows`]; `None` keeps every row.
-pub(crate) fn forward_rows<M: Dim, K: Dim, N: Dim, T>(
-    x: Tensor<(M, K), f32, Cpu, T>,
+/// See [`crate::kernels::Kernels::linear_rows`].
+pub(crate) fn forward_rows<M: Dim, K: Dim, N: Dim>(
+    x: Tr<(M, K), f32, Cpu>,
     weight: Weight<K, N, f32, Cpu>,
     bias: Option<Tr<(N,), f32, Cpu>>,
     activation: Activation,
     rows: Option<&[bool]>,
-) -> Tr<(M, N), f32, Cpu>
+) -> Tr<(M, N), f32, Cpu> {
+    grouped(x, weight, bias, activation, 1, rows)
+}
+
+/// See [`crate::kernels::Kernels::grouped_linear`]; `act(y)` on top, of the rows `rows` keeps
+/// (`None`: all; the others are zero and pass no gradient back).
+pub(crate) fn grouped<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
+    x: Tensor<(M, I), f32, Cpu, T>,
+    weight: Weight<K, N, f32, Cpu>,
+    bias: Option<Tr<(O,), f32, Cpu>>,
+    activation: Activation,
+    groups: usize,
+    rows: Option<&[bool]>,
+) -> Tr<(M, O), f32, Cpu>
 where
     T: Tape<f32, Cpu>,
     OwnedTape<f32, Cpu>: Merge<T>,
 {
-    let (m, k) = *x.shape();
-    let (mk, ks) = (m.size(), k.size());
+    let (m, i) = *x.shape();
+    let dims = GroupDims::new(i.size(), &weight, groups);
+    let out_dim: O = dims.out_dim();
+    let (m_all, ks, ns, gs) = (m.size(), dims.k, dims.n, groups);
+    // The row widths of x and y.
+    let (wi, wo) = (gs * ks, gs * ns);
     // Flat, contiguous views keep the tensors' ids, so gradients land in their buffers.
-    let x = x.reshape_like(&(mk * ks,));
+    let x = x.reshape_like(&(m_all * wi,));
     let (x, x_tape) = x.split_tape();
-    let (w, out_in, n) = match weight {
-        Weight::InOut(w) => {
-            let n = w.shape().1;
-            (w.reshape_like(&(ks * n.size(),)), false, n)
-        }
-        Weight::OutIn(w) => {
-            let n = w.shape().0;
-            (w.reshape_like(&(ks * n.size(),)), true, n)
-        }
+    let (w, out_in) = match weight {
+        Weight::InOut(w) => (w.reshape_like(&(gs * ks * ns,)), false),
+        Weight::OutIn(w) => (w.reshape_like(&(gs * ks * ns,)), true),
     };
-    let ns = n.size();
     let (w, w_tape) = w.split_tape();
     let mut tape = w_tape.merge(x_tape);
     let ws = host_values(&w);
-    // The kept rows, gathered (`None`: all of them, in place).
+    // The kept rows of x, gathered (`None`: all of them, in place); `mk` of them.
     let kept: Option<Vec<usize>> = rows.map(|keep| {
-        assert_eq!(keep.len(), mk, "one row flag per row");
-        (0..mk).filter(|&i| keep[i]).collect()
+        assert_eq!(keep.len(), m_all, "one row flag per row");
+        (0..m_all).filter(|&r| keep[r]).collect()
     });
     let xs = match &kept {
         None => host_values(&x),
         Some(kept) => {
             let all = host_values(&x);
-            let mut xa = Buffer::take(kept.len() * ks);
-            for (dst, &i) in xa.chunks_exact_mut(ks.max(1)).zip(kept) {
-                dst.copy_from_slice(&all[i * ks..(i + 1) * ks]);
+            let mut xa = buffer(x.device(), kept.len() * wi);
+            for (dst, &r) in xa.chunks_exact_mut(wi.max(1)).zip(kept) {
+                dst.copy_from_slice(&all[r * wi..(r + 1) * wi]);
             }
             xa
         }
     };
-    let a = kept.as_ref().map_or(mk, Vec::len);
+    let mk = kept.as_ref().map_or(m_all, Vec::len);
+    let dev = x.device().clone();
 
-    let mut y = Buffer::take(a * ns);
+    let mut y = buffer(x.device(), mk * wo);
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
         let bs = host_values(&b);
-        for row in y.chunks_exact_mut(ns.max(1)) {
+        for row in y.chunks_exact_mut(wo.max(1)) {
             row.copy_from_slice(&bs);
         }
         b.ghost()
     });
-    matmul(
-        (a, ks, ns),
-        &mut y,
-        b_ghost.is_some(),
-        View::rows(&xs, ks),
-        if out_in {
-            View::transposed(&ws, ks)
-        } else {
-            View::rows(&ws, ns)
-        },
-    );
+    for j in 0..gs {
+        // y_j (M × n) (+)= x_j · W_j
+        let dst = (&mut y[j * ns..], wo);
+        let lhs = View::strided(&xs[j * ks..], wi, false);
+        let rhs = weight_block(&ws, j, (ks, ns), out_in, false);
+        matmul_into(
+            (mk, ks, ns),
+            dst,
+            b_ghost.is_some(),
+            lhs,
+            rhs,
+            1.0,
+            Threads::BySize,
+        );
+    }
     // What the backward pass reads to differentiate the activation.
+    let activate = |y: &mut [f32], _: &[f32]| y.iter_mut().for_each(|v| *v = activation.scalar(*v));
     let saved = match activation {
         Activation::Identity => None,
         _ if activation.derivative_from_output() => {
-            zip_chunks(&mut y, &[], |y, _| {
-                y.iter_mut().for_each(|v| *v = activation.scalar(*v))
-            });
-            Some(Buffer::copy_of(&y))
+            zip_chunks(&mut y, &[], activate);
+            Some(buffer_of(&dev, &y))
         }
         _ => {
-            let pre = Buffer::copy_of(&y);
-            zip_chunks(&mut y, &[], |y, _| {
-                y.iter_mut().for_each(|v| *v = activation.scalar(*v))
-            });
+            let pre = buffer_of(&dev, &y);
+            zip_chunks(&mut y, &[], activate);
             Some(pre)
         }
     };
-    let values = match &kept {
-        None => y.into_vec(),
+    let out = match &kept {
+        None => into_tensor(&dev, y, (m, out_dim)),
         Some(kept) => {
-            let mut full = vec![0.0; mk * ns];
-            for (src, &i) in y.chunks_exact(ns.max(1)).zip(kept) {
-                full[i * ns..(i + 1) * ns].copy_from_slice(src);
+            let mut full = buffer(&dev, m_all * wo);
+            for (src, &r) in y.chunks_exact(wo.max(1)).zip(kept) {
+                full[r * wo..(r + 1) * wo].copy_from_slice(src);
             }
-            full
+            into_tensor(&dev, full, (m, out_dim))
         }
     };
-    let out = x.device().tensor_from_vec(values, (m, n));
 
     let out_ghost = out.ghost();
     let w_ghost = w.ghost();
@@ -131,9 +145,9 @@ where
         let mut g_full = take_grad!(grads, &out_ghost);
         // The output gradient of the kept rows (modified in place when every row is kept).
         let mut gathered = kept.as_ref().map(|kept| {
-            let mut ga = Buffer::take(kept.len() * ns);
-            for (dst, &i) in ga.chunks_exact_mut(ns.max(1)).zip(kept) {
-                dst.copy_from_slice(&g_full[i * ns..(i + 1) * ns]);
+            let mut ga = buffer(&dev, kept.len() * wo);
+            for (dst, &r) in ga.chunks_exact_mut(wo.max(1)).zip(kept) {
+                dst.copy_from_slice(&g_full[r * wo..(r + 1) * wo]);
             }
             ga
         });
@@ -154,46 +168,51 @@ where
                 }
             }),
         }
+        let g: &[f32] = g;
+        // Group j's columns of x (M × k) and of the output's gradient (M × n), or their
+        // transposes.
+        let x_j = |j: usize, transposed: bool| View::strided(&xs[j * ks..], wi, transposed);
+        let g_j = |j: usize, transposed: bool| View::strided(&g[j * ns..], wo, transposed);
+        let threads = Threads::BySize;
         {
             let gw = grads.get_or_alloc_mut(&w_ghost)?;
-            if out_in {
-                // gW (N × K) += gᵀ · x
-                let gt = View::transposed(g, ns);
-                matmul((ns, a, ks), gw, true, gt, View::rows(&xs, ks));
-            } else {
-                // gW (K × N) += xᵀ · g
-                let xt = View::transposed(&xs, ks);
-                matmul((ks, a, ns), gw, true, xt, View::rows(g, ns));
+            for j in 0..gs {
+                let block = &mut gw[j * ks * ns..];
+                if out_in {
+                    // gW_j (n × k) += g_jᵀ · x_j
+                    let (lhs, rhs) = (g_j(j, true), x_j(j, false));
+                    matmul_into((ns, mk, ks), (block, ks), true, lhs, rhs, 1.0, threads);
+                } else {
+                    // gW_j (k × n) += x_jᵀ · g_j
+                    let (lhs, rhs) = (x_j(j, true), g_j(j, false));
+                    matmul_into((ks, mk, ns), (block, ns), true, lhs, rhs, 1.0, threads);
+                }
             }
         }
         if let Some(b_ghost) = &b_ghost {
-            // gb (1 × N) += 1ᵀ · g: the column sums as one product.
-            let ones = vec![1.0f32; a];
+            // gb (1 × G·n) += 1ᵀ · g: the column sums as one product.
+            let ones = vec![1.0f32; mk];
             let gb = grads.get_or_alloc_mut(b_ghost)?;
-            matmul(
-                (1, a, ns),
-                gb,
-                true,
-                View::rows(&ones, a),
-                View::rows(g, ns),
-            );
+            let (lhs, rhs) = (View::rows(&ones, mk), View::rows(g, wo));
+            matmul_into((1, mk, wo), (gb, wo), true, lhs, rhs, 1.0, threads);
         }
         if let Some(x_ghost) = &x_ghost {
-            // gx (kept rows) += g · Wᵀ
-            let wt = if out_in {
-                View::rows(&ws, ks)
-            } else {
-                View::transposed(&ws, ns)
-            };
+            // gx_j (kept rows × k) += g_j · W_jᵀ, straight into gx or gathered and added.
+            let mut dxa = kept.as_ref().map(|_| buffer(&dev, mk * wi));
             let gx = grads.get_or_alloc_mut(x_ghost)?;
-            match &kept {
-                None => matmul((a, ns, ks), gx, true, View::rows(g, ns), wt),
-                Some(kept) => {
-                    let mut dxa = Buffer::take(a * ks);
-                    matmul((a, ns, ks), &mut dxa, false, View::rows(g, ns), wt);
-                    for (src, &i) in dxa.chunks_exact(ks.max(1)).zip(kept) {
-                        add_into(&mut gx[i * ks..(i + 1) * ks], src);
-                    }
+            let (target, accumulate): (&mut [f32], bool) = match &mut dxa {
+                Some(d) => (d, false),
+                None => (gx, true),
+            };
+            for j in 0..gs {
+                let dst = (&mut target[j * ks..], wi);
+                let (lhs, rhs) = (g_j(j, false), weight_block(&ws, j, (ks, ns), out_in, true));
+                matmul_into((mk, ns, ks), dst, accumulate, lhs, rhs, 1.0, threads);
+            }
+            if let (Some(dxa), Some(kept)) = (&dxa, &kept) {
+                let gx = grads.get_or_alloc_mut(x_ghost)?;
+                for (src, &r) in dxa.chunks_exact(wi.max(1)).zip(kept) {
+                    add_into(&mut gx[r * wi..(r + 1) * wi], src);
                 }
             }
         }
@@ -201,4 +220,17 @@ where
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// Group `j`'s block of a weight stored `(k × n)` per group (`InOut`) or `(n × k)` (`OutIn`),
+/// as the `k × n` matrix of the product, or its transpose.
+fn weight_block(
+    ws: &[f32],
+    j: usize,
+    (k, n): (usize, usize),
+    out_in: bool,
+    transposed: bool,
+) -> View<'_> {
+    let cols = if out_in { k } else { n };
+    View::strided(&ws[j * k * n..], cols, out_in != transposed)
 }

@@ -8,8 +8,8 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, for_each_row, host_values, Buffer};
-use crate::kernels::gemm::{matmul, View};
+use super::{add_into, buffer, for_each_row, host_values};
+use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::{Tr, Weight};
 
@@ -45,7 +45,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     let active: Vec<usize> = (0..r).filter(|&i| weights[i] != 0.0).collect();
     let xa = {
         let xs = host_values(&x);
-        let mut xa = Buffer::take(active.len() * ks);
+        let mut xa = buffer(x.device(), active.len() * ks);
         for (dst, &i) in xa.chunks_exact_mut(ks.max(1)).zip(&active) {
             dst.copy_from_slice(&xs[i * ks..(i + 1) * ks]);
         }
@@ -53,7 +53,8 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     };
     let a = active.len();
 
-    let mut logits = Buffer::take(a * v);
+    let mut logits = buffer(x.device(), a * v);
+    let dev = x.device().clone();
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
@@ -63,9 +64,9 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
         }
         b.ghost()
     });
-    matmul(
+    matmul_into(
         (a, ks, v),
-        &mut logits,
+        (&mut logits, v),
         b_ghost.is_some(),
         View::rows(&xa, ks),
         if out_in {
@@ -73,6 +74,8 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
         } else {
             View::rows(&ws, v)
         },
+        1.0,
+        Threads::BySize,
     );
     // Per active row: (log-sum-exp, weighted target log-probability).
     let mut stats = vec![(0.0f32, 0.0f32); a];
@@ -113,21 +116,25 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
             let gw = grads.get_or_alloc_mut(&w_ghost)?;
             if out_in {
                 // gW (V × K) += dLᵀ · x
-                matmul(
+                matmul_into(
                     (v, a, ks),
-                    gw,
+                    (gw, ks),
                     true,
                     View::transposed(&dl, v),
                     View::rows(&xa, ks),
+                    1.0,
+                    Threads::BySize,
                 );
             } else {
                 // gW (K × V) += xᵀ · dL
-                matmul(
+                matmul_into(
                     (ks, a, v),
-                    gw,
+                    (gw, v),
                     true,
                     View::transposed(&xa, ks),
                     View::rows(&dl, v),
+                    1.0,
+                    Threads::BySize,
                 );
             }
         }
@@ -135,12 +142,14 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
             // gb (1 × V) += 1ᵀ · dL: the column sums as one product.
             let ones = vec![1.0f32; a];
             let gb = grads.get_or_alloc_mut(b_ghost)?;
-            matmul(
+            matmul_into(
                 (1, a, v),
-                gb,
+                (gb, v),
                 true,
                 View::rows(&ones, a),
                 View::rows(&dl, v),
+                1.0,
+                Threads::BySize,
             );
         }
         {
@@ -150,8 +159,16 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
             } else {
                 View::transposed(&ws, v)
             };
-            let mut dxa = Buffer::take(a * ks);
-            matmul((a, v, ks), &mut dxa, false, View::rows(&dl, v), wt);
+            let mut dxa = buffer(&dev, a * ks);
+            matmul_into(
+                (a, v, ks),
+                (&mut dxa, ks),
+                false,
+                View::rows(&dl, v),
+                wt,
+                1.0,
+                Threads::BySize,
+            );
             let gx = grads.get_or_alloc_mut(&x_ghost)?;
             for (src, &i) in dxa.chunks_exact(ks.max(1)).zip(&active) {
                 add_into(&mut gx[i * ks..(i + 1) * ks], src);

@@ -1,17 +1,45 @@
 //! The CPU fast path: fused f32 kernels recorded on dfdx's tape with hand-written backward
 //! passes. Each kernel copies its inputs out of dfdx once, computes on host slices and hands
 //! its output back as a new tensor.
+//!
+//! Every buffer of a kernel comes from dfdx's allocation cache ([`buffer`]) and returns to it:
+//! a dropped tensor's storage goes into the cache (when it is enabled, as in training), so
+//! outputs allocated elsewhere would grow it by their size at every step, and fresh
+//! allocations fault their pages in every time.
 
 use dfdx::prelude::*;
-
-use pool::Buffer;
+use dfdx::tensor::Storage;
 use rayon::prelude::*;
 
-/// The values of a contiguous tensor, in logical order, in a pooled buffer.
+/// A zeroed `Vec<f32>` (through `Deref`) from dfdx's cache, to which it returns when dropped.
+pub(super) type Buffer = <Cpu as Storage<f32>>::Vec;
+
+/// A zeroed buffer of `len` values from `dev`'s cache.
+///
+/// # Panics
+/// When out of memory, as dfdx's own ops.
+pub(super) fn buffer(dev: &Cpu, len: usize) -> Buffer {
+    dev.try_alloc_len(len).expect("out of memory")
+}
+
+/// The values of a contiguous tensor, in logical order.
 pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Buffer {
-    let mut out = Buffer::take(t.shape().num_elements());
+    let mut out = buffer(t.device(), t.shape().num_elements());
     t.copy_into(&mut out);
     out
+}
+
+/// A tensor of `shape` owning `values` (a buffer of [`buffer`]), without a copy.
+pub(super) fn into_tensor<S: Shape>(
+    dev: &Cpu,
+    mut values: Buffer,
+    shape: S,
+) -> Tensor<S, f32, Cpu> {
+    let data = std::mem::take(&mut *values);
+    // The emptied shell owns no memory; dropped, it would file an empty allocation in the
+    // cache at every call.
+    std::mem::forget(values);
+    dev.tensor_from_vec(data, shape)
 }
 
 /// Takes the gradient buffer of a ghost tensor out of the gradients (allocated as zeros if
@@ -83,6 +111,13 @@ pub(super) fn zip_chunks(
     }
 }
 
+/// A buffer from dfdx's cache holding a copy of `values`.
+pub(super) fn buffer_of(dev: &Cpu, values: &[f32]) -> Buffer {
+    let mut b = buffer(dev, values.len());
+    b.copy_from_slice(values);
+    b
+}
+
 /// `dst[i] += src[i]`.
 pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
@@ -90,9 +125,10 @@ pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+pub(crate) mod attention;
 pub(crate) mod bernoulli;
+pub(crate) mod halves;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod linear_nll;
 pub(crate) mod nll;
-pub(crate) mod pool;

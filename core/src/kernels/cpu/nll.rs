@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, host_values};
+use super::{add_into, buffer, host_values, into_tensor};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::Tr;
 
@@ -24,7 +24,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
     let (logits, mut tape) = logits.split_tape();
     let mut kept = host_values(&logits);
     let mut lse = Vec::with_capacity(rows);
-    let mut out = vec![0.0f32; groups.size()];
+    let mut out = buffer(logits.device(), groups.size());
     for (r, row) in kept.chunks_exact(v.max(1)).enumerate().take(rows) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
@@ -34,7 +34,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
             out[r / per_group] += weights[r] * (row[targets[r]] - l);
         }
     }
-    let out = logits.device().tensor_from_vec(out, (groups,));
+    let out = into_tensor(logits.device(), out, (groups,));
     let (out_ghost, logits_ghost) = (out.ghost(), logits.ghost());
     let (targets, weights) = (targets.to_vec(), weights.to_vec());
     tape.add_backward_op(move |grads| {

@@ -4,53 +4,53 @@
 //! and their means.
 
 use dfdx::prelude::*;
-use dfdx::shapes::Dim;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
+use vaezoo_core::kernels::{AttentionSpec, Weight};
 
-use super::{
-    keep_where_pi_positive, log_pi, masked_softmax, per_head_matmul, per_query, DaVersion,
-    WithWeights,
-};
+use super::{keep_where_pi_positive, log_pi, DaVersion, WithWeights};
 use crate::num::{c, Dev, Real, Tr};
 
 /// Every head's query mapped into the latent space.
 pub struct LatentQuery<E: Real, D: Dev<E>> {
-    /// u = q_h W_{k,h}: the query through the head's key weights (the official
-    /// `projected_u`), `(Batch, Head, Seq, Latent)`.
-    pub u: Tr<(Batch, Head, Seq, Latent), E, D>,
-    /// b = q_h·b_{k,h}, the key bias's per-query constant (HEAD's `projected_b`; it cancels in
-    /// the softmax), `(Batch, Head, Seq)`; `None` without an in-projection bias.
-    pub b: Option<Tr<(Batch, Head, Seq), E, D>>,
+    /// The number of heads.
+    pub heads: Head,
+    /// u = q_h W_{k,h}: each head's query through its key weights (the official
+    /// `projected_u`), heads packed: `(Batch, Seq, heads·P)`, head h in columns
+    /// h·P..(h+1)·P.
+    pub u: Tr<(Batch, Seq, usize), E, D>,
 }
 
 /// Every head's value map from the latent space, in torch's `[out, in]` layout.
 pub struct ValueMap<E: Real, D: Dev<E>> {
-    /// W_{v,h}, `(Head, HeadDim, Latent)`.
-    pub weight: Tr<(Head, HeadDim, Latent), E, D>,
-    /// b_{v,h}, `(Head, HeadDim)`; `None` without an in-projection bias.
-    pub bias: Option<Tr<(Head, HeadDim), E, D>>,
+    /// W_v, `(Model, Latent)`: head h's map W_{v,h} is rows h·E..(h+1)·E.
+    pub weight: Tr<(Model, Latent), E, D>,
+    /// b_v, `(Model,)`; `None` without an in-projection bias.
+    pub bias: Option<Tr<(Model,), E, D>>,
 }
 
 /// Denoising attention to the component Gaussians, for every head, as the official code
 /// computes it. With s = √E (E the head width; v1.0 has one head, so s = √P) and
 /// V_np = σ²_np + s:
 ///
-/// logit[m,n] = Σ_p u_mp μ_np/V_np + b_m + log max(π_n, floor) − ½ Σ_p μ²_np/V_np
+/// logit[m,n] = Σ_p u_mp μ_np/V_np + log max(π_n, floor) − ½ Σ_p μ²_np/V_np
 /// − c₃ Σ_p log V_np, −∞ where the component is dropped (`keep` false or π_n ≤ 0);
 ///
 /// out_m = [Σ_n a[m,n] (σ²_n/V_n ⊙ u_m + s/V_n ⊙ μ_n)] W_{v,h}ᵀ + b_{v,h} Σ_n a[m,n],
 /// a = softmax_n(logit).
 ///
 /// c₃ = 1 (v1.0) or ½ (HEAD). Like the official code, the logit omits −½ Σ_p u²_mp/V_np,
-/// which depends on n when the variances differ (§B.2).
+/// which depends on n when the variances differ (§B.2). HEAD's per-query constant
+/// b = q_h·b_{k,h} is left out: it cancels in the softmax. So does the mass Σ_n a = 1.
 ///
-/// Returns the output and the attention weights (without a tape).
+/// One attention call computes both weighted sums: the keys μ/V and the values
+/// [σ²/V, s·μ/V] are shared by the heads.
+///
+/// Returns the output (heads packed) and the attention weights (without a tape).
 ///
 /// # Shapes
-/// `query.u: (Batch, Head, Seq, Latent)`, `query.b: (Batch, Head, Seq)`,
-/// `mu, log_var: (Batch, Comp, Latent)`, `pi: (Batch, Comp)`,
-/// `value.weight: (Head, HeadDim, Latent)`, `value.bias: (Head, HeadDim)`,
-/// `keep: Batch × Comp` → `(Batch, Head, Seq, HeadDim)`, `(Batch, Head, Seq, Comp)`
+/// `query.u: (Batch, Seq, heads·P)`, `mu, log_var: (Batch, Comp, Latent)`,
+/// `pi: (Batch, Comp)`, `value.weight: (Model, Latent)`, `value.bias: (Model,)`,
+/// `keep: Batch × Comp` → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
 pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     query: LatentQuery<E, D>,
     mu: Tr<(Batch, Comp, Latent), E, D>,
@@ -59,10 +59,13 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     value: ValueMap<E, D>,
     keep: &[bool],
     version: DaVersion,
-) -> WithWeights<(Batch, Head, Seq, HeadDim), E, D> {
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let keep = keep_where_pi_positive(keep, &pi);
-    let LatentQuery { u, b } = query;
-    let s = c::<E>((value.weight.shape().1 .0 as f64).sqrt());
+    let LatentQuery { heads, u } = query;
+    let (batch, seq, _) = *u.shape();
+    let latent = mu.shape().2;
+    let model = value.weight.shape().0;
+    let s = c::<E>(((model.0 / heads.0) as f64).sqrt());
 
     // Per component: V = σ² + s, μ/V, and the prior terms of the logits.
     let var = log_var.exp();
@@ -74,56 +77,37 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     let log_det = biased_var.ln().sum::<(Batch, Comp), Axis<2>>() * version.log_var_weight::<E>();
     let prior = log_pi(pi, version) - half_mahalanobis - log_det;
 
-    // Logits and attention weights.
-    let logits = shared_by_heads(
+    // Per head: Σ_n a σ²/V and Σ_n a s μ/V side by side, then their interpolation with u.
+    let values = (var_ratio, mu_over_v.retaped::<OwnedTape<E, D>>() * s).concat_along(Axis::<2>);
+    let spec = AttentionSpec {
+        heads,
+        shared_kv: true,
+        scale: 1.0,
+        keep: Some(&keep),
+        causal: false,
+        want_weights: true,
+    };
+    let (sums, weights): (Tr<(Batch, Seq, usize), E, D>, _) = D::multi_head_attention(
         u.retaped::<OwnedTape<E, D>>(),
-        mu_over_v
-            .retaped::<OwnedTape<E, D>>()
-            .permute::<_, Axes3<0, 2, 1>>(),
+        mu_over_v,
+        values,
+        Some(prior),
+        spec,
     );
-    let shape = *logits.shape();
-    let logits = logits + per_query(prior, &shape);
-    let logits = match b {
-        Some(b) => logits + b.broadcast_like::<_, Axis<3>>(&shape),
-        None => logits,
-    };
-    let (attn, weights) = masked_softmax(logits, &keep);
-
-    // Interpolation between the query and the means, then the value map.
-    let toward_query = shared_by_heads(attn.retaped::<OwnedTape<E, D>>(), var_ratio) * u;
-    let toward_mean = shared_by_heads(attn.retaped::<OwnedTape<E, D>>(), mu_over_v * s);
-    let ValueMap { weight, bias } = value;
-    let out = per_head_matmul(
-        toward_query + toward_mean,
-        weight.permute::<_, Axes3<0, 2, 1>>(),
+    let rows = batch.0 * seq.0;
+    let per_head = rows * heads.0;
+    let interpolated = D::mul_add_halves(
+        sums.reshape_like(&(per_head, latent + latent)),
+        u.reshape_like(&(per_head, latent)),
     );
-    let out_shape = *out.shape();
-    let out = match bias {
-        Some(bias) => {
-            let mass = attn.sum::<(Batch, Head, Seq), Axis<3>>();
-            out + bias.broadcast_like::<_, Axes2<0, 2>>(&out_shape)
-                * mass.broadcast_like::<_, Axis<3>>(&out_shape)
-        }
-        None => {
-            let (out, tape) = out.split_tape();
-            out.put_tape(tape.merge(attn.split_tape().1))
-        }
-    };
-    (out, weights)
-}
 
-/// Σ_k x[b,h,m,k] y[b,k,j]: every head's rows times the example's matrix `y`, as one batched
-/// matmul over examples (no zero-stride operand, which cuBLAS rejects).
-///
-/// # Shapes
-/// `x: (Batch, Head, Seq, K)`, `y: (Batch, K, J)` → `(Batch, Head, Seq, J)`
-fn shared_by_heads<K: Dim, J: Dim, E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Head, Seq, K), E, D>,
-    y: Tr<(Batch, K, J), E, D>,
-) -> Tr<(Batch, Head, Seq, J), E, D> {
-    let (batch, heads, seq, k) = *x.shape();
-    let j = y.shape().2;
-    x.reshape_like(&(batch, heads.0 * seq.0, k))
-        .matmul(y)
-        .reshape_like(&(batch, heads, seq, j))
+    // The value maps, every head's rows through its block of W_v.
+    let out = D::grouped_linear(
+        interpolated.reshape_like(&(rows, heads.0 * latent.0)),
+        Weight::OutIn(value.weight),
+        value.bias,
+        heads.0,
+    );
+    let weights = weights.expect("the weights were asked for");
+    (out.reshape_like(&(batch, seq, model)), weights)
 }

@@ -8,8 +8,13 @@
 //! - [`denoising_mha_train`], [`denoising_mha_eval`] (§B.3): the official
 //!   `DenoisingMultiheadAttention` as functions of explicit (traced) weights.
 //!
-//! Conventions: batch-first; per-head tensors are `(Batch, Head, …)` where the official code
-//! flattens to `B·nh` with index `b·nh + h`. `keep` is row-major `Batch × Comp`, true = a real
+//! Conventions: batch-first; per-head queries, keys, values, latent queries and outputs are
+//! packed in the last axis as the in-projections give them (head h owns columns
+//! h·E..(h+1)·E, torch's `view(…, nh, E)`); the attention weights are `(Batch, Head, …)`
+//! where the official code flattens to `B·nh` with index `b·nh + h`. The attention itself is
+//! one fused kernel
+//! ([`Kernels::multi_head_attention`](vaezoo_core::kernels::Kernels::multi_head_attention)).
+//! `keep` is row-major `Batch × Comp`, true = a real
 //! component (the official masks are its negation). A component is also dropped where π ≤ 0.
 //! Dropped components get logit −∞ (exactly zero weight and zero gradient); a row with every
 //! component dropped gives NaN, as in torch (NVIB never does this: the prior component at
@@ -29,8 +34,8 @@ pub use sdpa::sdpa;
 pub use train::denoising_attention_train;
 
 use dfdx::prelude::*;
-use dfdx::shapes::Dim;
-use vaezoo_core::axes::{Batch, Comp, Head, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Model, Seq};
+use vaezoo_core::kernels::AttentionSpec;
 
 use crate::num::{c, tiny, Dev, Real, Tr};
 
@@ -39,6 +44,51 @@ pub type Weights<E, D> = Tensor<(Batch, Head, Seq, Comp), E, D>;
 
 /// An output of shape `S` and the attention weights that made it.
 pub type WithWeights<S, E, D> = (Tr<S, E, D>, Weights<E, D>);
+
+/// Per-head queries, keys and values packed in the model width, as the in-projections give
+/// them (torch's layout before its `view(…, nh, E)`): head h owns columns h·E..(h+1)·E,
+/// E = Model / heads.
+pub struct Projected<E: Real, D: Dev<E>> {
+    /// The number of heads; it must divide the `Model` width.
+    pub heads: Head,
+    /// The queries, `(Batch, Seq, Model)`.
+    pub q: Tr<(Batch, Seq, Model), E, D>,
+    /// The keys, `(Batch, Comp, Model)`.
+    pub k: Tr<(Batch, Comp, Model), E, D>,
+    /// The values, `(Batch, Comp, Model)`.
+    pub v: Tr<(Batch, Comp, Model), E, D>,
+}
+
+impl<E: Real, D: Dev<E>> Projected<E, D> {
+    /// E, the width of one head.
+    fn head_width(&self) -> usize {
+        self.q.shape().2 .0 / self.heads.0
+    }
+}
+
+/// softmax(scale · q kᵀ + key_bias, −∞ where `keep` is false) v for every head of `x`, and the
+/// weights.
+///
+/// # Shapes
+/// `key_bias: (Batch, Comp)`, `keep: Batch × Comp` → `(Batch, Seq, Model)`,
+/// `(Batch, Head, Seq, Comp)`
+fn attend<E: Real, D: Dev<E>>(
+    x: Projected<E, D>,
+    key_bias: Option<Tr<(Batch, Comp), E, D>>,
+    keep: &[bool],
+    scale: f64,
+) -> WithWeights<(Batch, Seq, Model), E, D> {
+    let spec = AttentionSpec {
+        heads: x.heads,
+        shared_kv: false,
+        scale,
+        keep: Some(keep),
+        causal: false,
+        want_weights: true,
+    };
+    let (out, weights) = D::multi_head_attention(x.q, x.k, x.v, key_bias, spec);
+    (out, weights.expect("the weights were asked for"))
+}
 
 /// Which official version's constants to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,65 +145,4 @@ fn log_pi<E: Real, D: Dev<E>>(
 ) -> Tr<(Batch, Comp), E, D> {
     let floor = version.pi_floor::<E>().to_f64().expect("a float");
     pi.clamp(floor, f64::INFINITY).ln()
-}
-
-/// Softmax over components after setting the logits of dropped components to −∞; also
-/// returns a tape-free copy of the weights.
-///
-/// # Shapes
-/// `logits: (Batch, Head, Seq, Comp)`, `keep: Batch × Comp` → `(Batch, Head, Seq, Comp)` twice
-fn masked_softmax<E: Real, D: Dev<E>>(
-    logits: Tr<(Batch, Head, Seq, Comp), E, D>,
-    keep: &[bool],
-) -> WithWeights<(Batch, Head, Seq, Comp), E, D> {
-    let shape = *logits.shape();
-    let (b, n) = (shape.0, shape.3);
-    assert_eq!(keep.len(), b.0 * n.0, "keep must be Batch × Comp");
-    // The flags and the −∞ fill per (Batch, Comp), broadcast over heads and queries: nothing of
-    // the logits' size is built on the host or copied (and the fill's gradient, which the
-    // backward accumulates, is spread over Batch × Comp entries rather than one).
-    let flags: Vec<E> = keep
-        .iter()
-        .map(|&k| if k { E::one() } else { E::zero() })
-        .collect();
-    let dev = logits.device().clone();
-    let keep = dev
-        .tensor_from_vec(flags, (b, n))
-        .gt(c::<E>(0.5))
-        .broadcast_like::<_, Axes2<1, 2>>(&shape);
-    let minus_inf = dev
-        .tensor_from_vec(vec![E::neg_infinity(); b.0 * n.0], (b, n))
-        .broadcast_like::<_, Axes2<1, 2>>(&shape);
-    let attn = keep.choose(logits, minus_inf).softmax::<Axis<3>>();
-    let weights = attn.retaped::<NoneTape>();
-    (attn, weights)
-}
-
-/// `(Batch, Comp)` repeated over heads and queries.
-///
-/// # Shapes
-/// `x: (Batch, Comp)`, `like: (Batch, Head, Seq, Comp)` → `(Batch, Head, Seq, Comp)`
-fn per_query<E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Comp), E, D>,
-    like: &(Batch, Head, Seq, Comp),
-) -> Tr<(Batch, Head, Seq, Comp), E, D> {
-    x.broadcast_like::<_, Axes2<1, 2>>(like)
-}
-
-/// x_h w_h for every head h, as one batched matmul over heads (`w` is not broadcast over the
-/// batch: cuBLAS rejects zero-stride operands).
-///
-/// # Shapes
-/// `x: (Batch, Head, N, I)`, `w: (Head, I, O)` → `(Batch, Head, N, O)`
-fn per_head_matmul<N: Dim, I: Dim, O: Dim, E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Head, N, I), E, D>,
-    w: Tr<(Head, I, O), E, D>,
-) -> Tr<(Batch, Head, N, O), E, D> {
-    let (batch, heads, n, i) = *x.shape();
-    let o = w.shape().2;
-    x.permute::<_, Axes4<1, 0, 2, 3>>()
-        .reshape_like(&(heads, batch.0 * n.size(), i))
-        .matmul(w)
-        .reshape_like(&(heads, batch, n, o))
-        .permute::<_, Axes4<1, 0, 2, 3>>()
 }

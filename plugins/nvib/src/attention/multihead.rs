@@ -9,10 +9,12 @@
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
+use vaezoo_core::kernels::Weight;
+use vaezoo_core::layers::Activation;
 
 use super::{
-    denoising_attention_eval, denoising_attention_train, per_head_matmul, DaVersion, LatentQuery,
+    denoising_attention_eval, denoising_attention_train, sdpa, DaVersion, LatentQuery, Projected,
     ValueMap, WithWeights,
 };
 use crate::num::{Dev, Real, Tr};
@@ -73,18 +75,22 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
         bias,
     } = weights;
     let [b_q, b_k, b_v, b_o] = split_bias(bias);
-    let q = split_heads(project(query, w_q, b_q), heads);
-    let k = split_heads(project(z.retaped(), w_k, b_k), heads);
-    let v = split_heads(project(z.retaped(), w_v, b_v), heads);
-    let (out, attn) = denoising_attention_train(q, k, v, pi, z, keep, version);
-    (project(merge_heads(out), w_o, b_o), attn)
+    let x = Projected {
+        heads,
+        q: project(query, w_q, b_q),
+        k: project(z.retaped(), w_k, b_k),
+        v: project(z.retaped(), w_v, b_v),
+    };
+    let (out, attn) = denoising_attention_train(x, pi, z, keep, version);
+    (project(out, w_o, b_o), attn)
 }
 
-/// Evaluation mode: each head's query is mapped into the latent space (u = q_h W_{k,h},
-/// b = q_h·b_{k,h}) and attends to the component Gaussians N(μ, σ²)
+/// Evaluation mode: each head's query is mapped into the latent space (u = q_h W_{k,h}, one
+/// grouped Linear over the heads) and attends to the component Gaussians N(μ, σ²)
 /// ([`denoising_attention_eval`]); the per-head value map is W_{v,h} (+ b_{v,h}), then the
-/// output projection. As the official v1.0 module, [`DaVersion::V1`] leaves out b_{k,h} and
-/// b_{v,h} (a difference only with `bias`; the NVAE has none).
+/// output projection. HEAD's key bias only adds q_h·b_{k,h} to every logit of a query, which
+/// cancels in the softmax. As the official v1.0 module, [`DaVersion::V1`] leaves out b_{v,h}
+/// (a difference only with `bias`; the NVAE has none).
 ///
 /// # Shapes
 /// `query: (Batch, Seq, Model)`, `mu, log_var: (Batch, Comp, Latent)`, `pi: (Batch, Comp)`,
@@ -106,32 +112,31 @@ pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
         out: w_o,
         bias,
     } = weights;
-    let [b_q, b_k, b_v, b_o] = split_bias(bias);
-    let (b_k, b_v) = match version {
-        DaVersion::V1 => (None, None),
-        DaVersion::Head => (b_k, b_v),
+    // b_k only adds q_h·b_{k,h} to every logit of a query, which cancels in the softmax.
+    let [b_q, _, b_v, b_o] = split_bias(bias);
+    let b_v = match version {
+        DaVersion::V1 => None,
+        DaVersion::Head => b_v,
     };
-    let q = split_heads(project(query, w_q, b_q), heads);
-    let (batch, _, seq, head_dim) = *q.shape();
-    let per_head = (heads, head_dim, w_k.shape().1);
-    let b = b_k.map(|b_k| {
-        let shape = (batch, heads, seq, head_dim);
-        (q.retaped::<OwnedTape<E, D>>()
-            * b_k
-                .reshape_like(&(heads, head_dim))
-                .broadcast_like::<_, Axes2<0, 2>>(&shape))
-        .sum::<(Batch, Head, Seq), Axis<3>>()
-    });
+    let q = project(query, w_q, b_q);
+    let (batch, seq, model) = *q.shape();
+    let latent = w_k.shape().1;
+    let u: Tr<(usize, usize), E, D> = D::grouped_linear(
+        q.reshape_like(&(batch.0 * seq.0, model)),
+        Weight::InOut(w_k),
+        None,
+        heads.0,
+    );
     let query = LatentQuery {
-        u: per_head_matmul(q, w_k.reshape_like(&per_head)),
-        b,
+        heads,
+        u: u.reshape_like(&(batch, seq, heads.0 * latent.0)),
     };
     let value = ValueMap {
-        weight: w_v.reshape_like(&per_head),
-        bias: b_v.map(|b_v| b_v.reshape_like(&(heads, head_dim))),
+        weight: w_v,
+        bias: b_v,
     };
     let (out, attn) = denoising_attention_eval(query, mu, log_var, pi, value, keep, version);
-    (project(merge_heads(out), w_o, b_o), attn)
+    (project(out, w_o, b_o), attn)
 }
 
 type Biases<E, D> = [Option<Tr<(Model,), E, D>>; 4];
@@ -144,7 +149,7 @@ fn split_bias<E: Real, D: Dev<E>>(bias: Option<MhaBias<E, D>>) -> Biases<E, D> {
     }
 }
 
-/// x Wᵀ (+ b) for a torch-layout weight, as one 2-D matmul over all Batch·N rows (one large
+/// x Wᵀ (+ b) for a torch-layout weight, as one fused Linear over all Batch·N rows (one large
 /// gemm instead of one per batch element).
 ///
 /// # Shapes
@@ -157,44 +162,13 @@ fn project<N: Dim, I: Dim, E: Real, D: Dev<E>>(
     let (batch, n, i) = *x.shape();
     let model = w.shape().0;
     let rows = batch.0 * n.size();
-    let y = x
-        .reshape_like(&(rows, i))
-        .matmul(w.permute::<_, Axes2<1, 0>>());
-    let y = match b {
-        Some(b) => y + b.broadcast_like::<_, Axis<0>>(&(rows, model)),
-        None => y,
-    };
-    y.reshape_like(&(batch, n, model))
-}
-
-/// The model width split into heads (torch's `view(N, B·nh, E).transpose(0, 1)`).
-///
-/// # Shapes
-/// `x: (Batch, N, Model)` → `(Batch, Head, N, HeadDim)`
-fn split_heads<N: Dim, E: Real, D: Dev<E>>(
-    x: Tr<(Batch, N, Model), E, D>,
-    heads: Head,
-) -> Tr<(Batch, Head, N, HeadDim), E, D> {
-    let (batch, n, model) = *x.shape();
-    assert_eq!(
-        model.0 % heads.0,
-        0,
-        "the heads must divide the model width"
-    );
-    x.reshape_like(&(batch, n, heads, HeadDim(model.0 / heads.0)))
-        .permute::<_, Axes4<0, 2, 1, 3>>()
-}
-
-/// The heads concatenated back into the model width.
-///
-/// # Shapes
-/// `x: (Batch, Head, N, HeadDim)` → `(Batch, N, Model)`
-fn merge_heads<N: Dim, E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Head, N, HeadDim), E, D>,
-) -> Tr<(Batch, N, Model), E, D> {
-    let (batch, heads, n, head_dim) = *x.shape();
-    x.permute::<_, Axes4<0, 2, 1, 3>>()
-        .reshape_like(&(batch, n, Model(heads.0 * head_dim.0)))
+    D::linear(
+        x.reshape_like(&(rows, i)),
+        Weight::OutIn(w),
+        b,
+        Activation::Identity,
+    )
+    .reshape_like(&(batch, n, model))
 }
 
 /// Standard multi-head scaled dot-product attention over the latent's components, with the same
@@ -218,9 +192,12 @@ pub fn sdpa_mha<E: Real, D: Dev<E>>(
         bias,
     } = weights;
     let [b_q, b_k, b_v, b_o] = split_bias(bias);
-    let q = split_heads(project(query, q, b_q), heads);
-    let k = split_heads(project(memory.retaped(), k, b_k), heads);
-    let v = split_heads(project(memory, v, b_v), heads);
-    let (attn, weights) = super::sdpa(q, k, v, keep);
-    (project(merge_heads(attn), out, b_o), weights)
+    let x = Projected {
+        heads,
+        q: project(query, q, b_q),
+        k: project(memory.retaped(), k, b_k),
+        v: project(memory, v, b_v),
+    };
+    let (attn, weights) = sdpa(x, keep);
+    (project(attn, out, b_o), weights)
 }

@@ -2,9 +2,9 @@
 //! `scaled_dot_product_attention_training`, HEAD `denoising_attention_train`).
 
 use dfdx::prelude::*;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Seq};
+use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
 
-use super::{keep_where_pi_positive, log_pi, masked_softmax, per_query, DaVersion, WithWeights};
+use super::{attend, keep_where_pi_positive, log_pi, DaVersion, Projected, WithWeights};
 use crate::num::{c, Dev, Real, Tr};
 
 /// Denoising attention to a sampled latent, for every head:
@@ -12,33 +12,29 @@ use crate::num::{c, Dev, Real, Tr};
 /// logit[m,n] = q_m·k_n/√E + log max(π_n, floor) − ‖Z_n‖²/(2√E), −∞ where the component is
 /// dropped (`keep` false or π_n ≤ 0); out_m = Σ_n softmax_n(logit)[m,n] v_n.
 ///
-/// `q`, `k`, `v` are the per-head projections, in-projection bias included (k and v are
-/// projections of `z`). `z` is the un-projected sample, whose squared norm is taken over all
-/// P latent dimensions but scaled by 1/(2√E) with the head width E; `pi` and `z` are shared by
-/// the heads. Only the π floor depends on `version` (1e-8 in v1.0, the float's tiny in HEAD).
+/// `x` holds the per-head projections, in-projection bias included (k and v are projections
+/// of `z`). `z` is the un-projected sample, whose squared norm is taken over all P latent
+/// dimensions but scaled by 1/(2√E) with the head width E; `pi` and `z` are shared by the
+/// heads. Only the π floor depends on `version` (1e-8 in v1.0, the float's tiny in HEAD).
 ///
-/// Returns the output and the attention weights (without a tape). Attention dropout, which
-/// HEAD applies when `dropout_p > 0`, is not part of this function.
+/// Returns the output (heads packed as the inputs) and the attention weights (without a
+/// tape). Attention dropout, which HEAD applies when `dropout_p > 0`, is not part of this
+/// function.
 ///
 /// # Shapes
-/// `q: (Batch, Head, Seq, HeadDim)`, `k, v: (Batch, Head, Comp, HeadDim)`, `pi: (Batch, Comp)`,
+/// `x.q: (Batch, Seq, Model)`, `x.k, x.v: (Batch, Comp, Model)`, `pi: (Batch, Comp)`,
 /// `z: (Batch, Comp, Latent)`, `keep: Batch × Comp`
-/// → `(Batch, Head, Seq, HeadDim)`, `(Batch, Head, Seq, Comp)`
+/// → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
 pub fn denoising_attention_train<E: Real, D: Dev<E>>(
-    q: Tr<(Batch, Head, Seq, HeadDim), E, D>,
-    k: Tr<(Batch, Head, Comp, HeadDim), E, D>,
-    v: Tr<(Batch, Head, Comp, HeadDim), E, D>,
+    x: Projected<E, D>,
     pi: Tr<(Batch, Comp), E, D>,
     z: Tr<(Batch, Comp, Latent), E, D>,
     keep: &[bool],
     version: DaVersion,
-) -> WithWeights<(Batch, Head, Seq, HeadDim), E, D> {
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let keep = keep_where_pi_positive(keep, &pi);
-    let root_e = (q.shape().3 .0 as f64).sqrt();
-    let logits = (q * c::<E>(1.0 / root_e)).matmul(k.permute::<_, Axes4<0, 1, 3, 2>>());
-    let shape = *logits.shape();
+    let root_e = (x.head_width() as f64).sqrt();
     let half_sq_norm = z.square().sum::<(Batch, Comp), Axis<2>>() * c::<E>(0.5 / root_e);
     let prior = log_pi(pi, version) - half_sq_norm;
-    let (attn, weights) = masked_softmax(logits + per_query(prior, &shape), &keep);
-    (attn.matmul(v), weights)
+    attend(x, Some(prior), &keep, 1.0 / root_e)
 }

@@ -5,14 +5,14 @@
 //! `B·nh` (index `b·nh + h`), which is our `(Batch, Head, …)` row-major layout.
 
 use dfdx::prelude::*;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 use vaezoo_nvib::attention::{
     denoising_attention_eval, denoising_attention_train, denoising_mha_eval, denoising_mha_train,
-    sdpa, DaVersion, LatentQuery, MhaBias, MhaWeights, ValueMap,
+    sdpa, DaVersion, LatentQuery, MhaBias, MhaWeights, Projected, ValueMap,
 };
 use vaezoo_nvib::num::Tr;
 
-use crate::harness::{batch_to_seq, seq_to_batch, Golden, Produced};
+use crate::harness::{batch_to_seq, pack_heads, seq_to_batch, unpack_heads, Golden, Produced};
 
 type T<S> = Tr<S, f64, Cpu>;
 
@@ -66,16 +66,24 @@ fn keep_from(g: &Golden, name: &str, b: usize) -> Result<Vec<bool>, String> {
     Ok(keep)
 }
 
-/// The per-head tensor `[B·nh, N, X]` as `(Batch, Head, N, X)`.
-fn heads<N: Dim, X: Dim>(
-    g: &Golden,
-    name: &str,
-    b: usize,
-    n: N,
-    x: X,
-) -> Result<T<(Batch, Head, N, X)>, String> {
+/// The per-head tensor `[B·nh, N, E]` with the heads packed, as `(Batch, N, Model(nh·E))`.
+fn packed<N: Dim>(g: &Golden, name: &str, b: usize, n: N) -> Result<T<(Batch, N, Model)>, String> {
     let (data, s) = input(g, name)?;
-    Ok(t(data, (Batch(b), Head(s[0] / b), n, x)))
+    let (nh, e) = (s[0] / b, s[2]);
+    let data = pack_heads(&data, b, nh, n.size(), e);
+    Ok(t(data, (Batch(b), n, Model(nh * e))))
+}
+
+/// The per-head `query`, `key` and `value` of `b` examples, heads packed.
+fn projected(g: &Golden, b: usize) -> Result<Projected<f64, Cpu>, String> {
+    let s = &g.input("query")?.shape;
+    let (nt, nl) = (Seq(s[1]), Comp(g.input("key")?.shape[1]));
+    Ok(Projected {
+        heads: Head(s[0] / b),
+        q: packed(g, "query", b, nt)?,
+        k: packed(g, "key", b, nl)?,
+        v: packed(g, "value", b, nl)?,
+    })
 }
 
 /// π `[Nl, B, 1]` (sequence-first) or `[B, Nl, 1]` as `(Batch, Comp)`.
@@ -111,17 +119,19 @@ fn v1_train_fn(g: &Golden) -> Result<Produced, String> {
     let (q, s) = input(g, "q")?;
     let (b, nt, p) = (s[0], s[1], s[2]);
     let nl = g.input("k")?.shape[1];
-    let one = |name: &str, n: usize| -> Result<T<(Batch, Head, Comp, HeadDim)>, String> {
-        Ok(t(
-            input(g, name)?.0,
-            (Batch(b), Head(1), Comp(n), HeadDim(p)),
-        ))
+    // One head: the per-head layout is the packed one.
+    let one = |name: &str| -> Result<T<(Batch, Comp, Model)>, String> {
+        Ok(t(input(g, name)?.0, (Batch(b), Comp(nl), Model(p))))
     };
-    let q = t(q, (Batch(b), Head(1), Seq(nt), HeadDim(p)));
-    let (k, v) = (one("k", nl)?, one("v", nl)?);
+    let x = Projected {
+        heads: Head(1),
+        q: t(q, (Batch(b), Seq(nt), Model(p))),
+        k: one("k")?,
+        v: one("v")?,
+    };
     let keep = keep_from(g, "key_padding_mask", b)?;
     let (pi, z) = (pi_of(g, true)?, latent(g, "Z", true)?);
-    let (out, attn) = denoising_attention_train(q, k, v, pi, z, &keep, DaVersion::V1);
+    let (out, attn) = denoising_attention_train(x, pi, z, &keep, DaVersion::V1);
     Ok(Produced::new()
         .with("output", out.as_vec())
         .with("attn", attn.as_vec()))
@@ -130,12 +140,13 @@ fn v1_train_fn(g: &Golden) -> Result<Produced, String> {
 fn v1_eval_fn(g: &Golden) -> Result<Produced, String> {
     let (u, s) = input(g, "projected_u")?;
     let (b, nt, p) = (s[0], s[1], s[2]);
+    // One head: the per-head layout is the packed one.
     let query = LatentQuery {
-        u: t(u, (Batch(b), Head(1), Seq(nt), Latent(p))),
-        b: None,
+        heads: Head(1),
+        u: t(u, (Batch(b), Seq(nt), p)),
     };
     let value = ValueMap {
-        weight: t(input(g, "w_v")?.0, (Head(1), HeadDim(p), Latent(p))),
+        weight: t(input(g, "w_v")?.0, (Model(p), Latent(p))),
         bias: None,
     };
     let (mu, log_var) = (latent(g, "mu", true)?, latent(g, "logvar", true)?);
@@ -150,36 +161,36 @@ fn v1_eval_fn(g: &Golden) -> Result<Produced, String> {
 /// HEAD's training-time function on the per-head `query`, `key`, `value`.
 fn head_train(g: &Golden, z: &str) -> Result<(Vec<f64>, Vec<f64>), String> {
     let z = latent(g, z, false)?;
-    let (b, nl, _) = *z.shape();
-    let e = HeadDim(*g.input("query")?.shape.last().ok_or("scalar query")?);
-    let nt = Seq(g.input("query")?.shape[1]);
-    let q = heads(g, "query", b.0, nt, e)?;
-    let (k, v) = (heads(g, "key", b.0, nl, e)?, heads(g, "value", b.0, nl, e)?);
-    let keep = keep_from(g, "attn_mask", b.0)?;
-    let (out, attn) =
-        denoising_attention_train(q, k, v, pi_of(g, false)?, z, &keep, DaVersion::Head);
-    Ok((out.as_vec(), attn.as_vec()))
+    let b = z.shape().0 .0;
+    let x = projected(g, b)?;
+    let (nh, (_, nt, model)) = (x.heads.0, *x.q.shape());
+    let keep = keep_from(g, "attn_mask", b)?;
+    let (out, attn) = denoising_attention_train(x, pi_of(g, false)?, z, &keep, DaVersion::Head);
+    let out = unpack_heads(&out.as_vec(), b, nh, nt.0, model.0 / nh);
+    Ok((out, attn.as_vec()))
 }
 
-/// HEAD's evaluation-time function on `projected_u`, `projected_b`, `w_v`, `b_v`.
+/// HEAD's evaluation-time function on `projected_u`, `w_v`, `b_v` (`projected_b`, a
+/// per-query constant of the logits, cancels in the softmax).
 fn head_eval(g: &Golden) -> Result<(Vec<f64>, Vec<f64>), String> {
     let (u, s) = input(g, "projected_u")?;
-    let (b, nh, nt, p) = (Batch(s[0]), Head(s[1]), Seq(s[2]), Latent(s[3]));
-    let e = HeadDim(g.input("w_v")?.shape[1]);
+    let (b, nh, nt, p) = (s[0], s[1], s[2], s[3]);
+    let e = g.input("w_v")?.shape[1];
     let query = LatentQuery {
-        u: t(u, (b, nh, nt, p)),
-        b: Some(t(input(g, "projected_b")?.0, (b, nh, nt))),
+        heads: Head(nh),
+        u: t(pack_heads(&u, b, nh, nt, p), (Batch(b), Seq(nt), nh * p)),
     };
+    let model = Model(nh * e);
     let value = ValueMap {
-        weight: t(input(g, "w_v")?.0, (nh, e, p)),
-        bias: Some(t(input(g, "b_v")?.0, (nh, e))),
+        weight: t(input(g, "w_v")?.0, (model, Latent(p))),
+        bias: Some(t(input(g, "b_v")?.0, (model,))),
     };
     let (mu, log_var) = (latent(g, "mu", false)?, latent(g, "logvar", false)?);
-    let keep = keep_from(g, "attn_mask", b.0)?;
+    let keep = keep_from(g, "attn_mask", b)?;
     let pi = pi_of(g, false)?;
     let (out, attn) =
         denoising_attention_eval(query, mu, log_var, pi, value, &keep, DaVersion::Head);
-    Ok((out.as_vec(), attn.as_vec()))
+    Ok((unpack_heads(&out.as_vec(), b, nh, nt, e), attn.as_vec()))
 }
 
 fn head_train_fn(g: &Golden) -> Result<Produced, String> {
@@ -278,18 +289,14 @@ fn mha(g: &Golden, version: DaVersion, train: bool) -> Result<Produced, String> 
 fn sdpa_equiv_train(g: &Golden) -> Result<Produced, String> {
     let (da_out, da_attn) = head_train(g, "Z")?;
     let b = g.input("Z")?.shape[0];
-    let e = HeadDim(*g.input("query")?.shape.last().ok_or("scalar query")?);
-    let (nt, nl) = (
-        Seq(g.input("query")?.shape[1]),
-        Comp(g.input("key")?.shape[1]),
-    );
-    let q = heads(g, "query", b, nt, e)?;
-    let (k, v) = (heads(g, "key", b, nl, e)?, heads(g, "value", b, nl, e)?);
-    let (out, attn) = sdpa(q, k, v, &keep_from(g, "attn_mask", b)?);
+    let x = projected(g, b)?;
+    let (nh, (_, nt, model)) = (x.heads.0, *x.q.shape());
+    let (out, attn) = sdpa(x, &keep_from(g, "attn_mask", b)?);
+    let out = unpack_heads(&out.as_vec(), b, nh, nt.0, model.0 / nh);
     Ok(Produced::new()
         .with("denoising_output", da_out)
         .with("denoising_attn", da_attn)
-        .with("sdpa_output", out.as_vec())
+        .with("sdpa_output", out)
         .with("sdpa_attn", attn.as_vec()))
 }
 

@@ -267,3 +267,28 @@ pub fn seq_to_batch(data: &[f64], n: usize, b: usize, x: usize) -> Vec<f64> {
 pub fn batch_to_seq(data: &[f64], b: usize, n: usize, x: usize) -> Vec<f64> {
     seq_to_batch(data, b, n, x)
 }
+
+/// `[B·nh, N, E]` (the official per-head layout) → `[B, N, nh·E]` (ours: the heads packed in
+/// the last axis, as the in-projection gives them).
+pub fn pack_heads(data: &[f64], b: usize, nh: usize, n: usize, e: usize) -> Vec<f64> {
+    assert_eq!(data.len(), b * nh * n * e);
+    let mut out = vec![0.0; data.len()];
+    for (r, row) in data.chunks(e).enumerate() {
+        let (bi, h, i) = (r / (nh * n), r / n % nh, r % n);
+        let dst = ((bi * n + i) * nh + h) * e;
+        out[dst..dst + e].copy_from_slice(row);
+    }
+    out
+}
+
+/// `[B, N, nh·E]` (ours) → `[B·nh, N, E]` (the official per-head layout).
+pub fn unpack_heads(data: &[f64], b: usize, nh: usize, n: usize, e: usize) -> Vec<f64> {
+    assert_eq!(data.len(), b * nh * n * e);
+    let mut out = vec![0.0; data.len()];
+    for (r, row) in data.chunks(e).enumerate() {
+        let (bi, i, h) = (r / (n * nh), r / nh % n, r % nh);
+        let dst = ((bi * nh + h) * n + i) * e;
+        out[dst..dst + e].copy_from_slice(row);
+    }
+    out
+}

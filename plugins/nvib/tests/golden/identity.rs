@@ -2,13 +2,13 @@
 //! mode makes denoising attention over the real tokens, renormalised, equal scaled dot-product
 //! attention over the encoder outputs.
 
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 use vaezoo_core::dfdx::prelude::*;
-use vaezoo_nvib::attention::{denoising_attention_train, sdpa, DaVersion};
+use vaezoo_nvib::attention::{denoising_attention_train, sdpa, DaVersion, Projected};
 use vaezoo_nvib::init::{head_init, Taus};
 use vaezoo_nvib::layer::{forward, AlphaWeights, PriorComponent, Version, Weights};
 
-use crate::harness::{batch_to_seq, seq_to_batch, Golden, Produced};
+use crate::harness::{batch_to_seq, seq_to_batch, unpack_heads, Golden, Produced};
 
 type T<S> = Tensor<S, f64, Cpu, OwnedTape<f64, Cpu>>;
 
@@ -17,30 +17,14 @@ pub fn run(g: &Golden) -> Option<Result<Produced, String>> {
     (g.case == "identity_init_vs_sdpa").then(|| identity(g))
 }
 
-/// `x W_partᵀ + b_part` per row, for part 0 (q), 1 (k) or 2 (v) of the packed in-projection,
-/// split into heads: `rows × P` → `(Batch, Head, N, HeadDim)` flat, from batch-first rows.
-#[allow(clippy::too_many_arguments)]
-fn project(
-    x: &[f64],
-    w: &[f64],
-    bias: &[f64],
-    part: usize,
-    b: usize,
-    n: usize,
-    p: usize,
-    nh: usize,
-) -> Vec<f64> {
-    let e = p / nh;
-    let mut out = vec![0.0; b * nh * n * e];
-    for bi in 0..b {
-        for i in 0..n {
-            let row = &x[(bi * n + i) * p..(bi * n + i + 1) * p];
-            for o in 0..p {
-                let wr = &w[(part * p + o) * p..(part * p + o + 1) * p];
-                let y = bias[part * p + o] + row.iter().zip(wr).map(|(a, b)| a * b).sum::<f64>();
-                let (h, j) = (o / e, o % e);
-                out[((bi * nh + h) * n + i) * e + j] = y;
-            }
+/// `x W_partᵀ + b_part` per row, for part 0 (q), 1 (k) or 2 (v) of the packed in-projection:
+/// `rows × P` → `rows × P` (the heads packed in the last axis).
+fn project(x: &[f64], w: &[f64], bias: &[f64], part: usize, p: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(p) {
+        for o in 0..p {
+            let wr = &w[(part * p + o) * p..(part * p + o + 1) * p];
+            out.push(bias[part * p + o] + row.iter().zip(wr).map(|(a, b)| a * b).sum::<f64>());
         }
     }
     out
@@ -93,30 +77,35 @@ fn identity(g: &Golden) -> Result<Produced, String> {
     let bias = g.input("in_proj_bias")?.f64s();
     let q_rows = seq_to_batch(&g.input("raw_query")?.f64s(), nt, b, p);
     let z_rows = out.z.as_vec();
-    let heads = |v: Vec<f64>, n: usize| -> T<(Batch, Head, Comp, HeadDim)> {
-        dev.tensor_from_vec(v, (Batch(b), Head(nh), Comp(n), HeadDim(e)))
+    // The queries, keys and values of `rows` (`n` per example), heads packed.
+    let projected = |rows: &[f64], n: usize| -> Projected<f64, Cpu> {
+        let kv = |part: usize| {
+            dev.tensor_from_vec(
+                project(rows, &w, &bias, part, p),
+                (Batch(b), Comp(n), Model(p)),
+            )
             .leaky_trace()
-    };
-    let q = || -> T<(Batch, Head, Seq, HeadDim)> {
-        let v = project(&q_rows, &w, &bias, 0, b, nt, p, nh);
-        dev.tensor_from_vec(v, (Batch(b), Head(nh), Seq(nt), HeadDim(e)))
-            .leaky_trace()
+        };
+        Projected {
+            heads: Head(nh),
+            q: dev
+                .tensor_from_vec(
+                    project(&q_rows, &w, &bias, 0, p),
+                    (Batch(b), Seq(nt), Model(p)),
+                )
+                .leaky_trace(),
+            k: kv(1),
+            v: kv(2),
+        }
     };
     let (da_out, da_attn) = denoising_attention_train(
-        q(),
-        heads(project(&z_rows, &w, &bias, 1, b, nl, p, nh), nl),
-        heads(project(&z_rows, &w, &bias, 2, b, nl, p, nh), nl),
+        projected(&z_rows, nl),
         out.pi.retaped(),
         out.z.retaped(),
         &out.keep,
         DaVersion::Head,
     );
-    let (sd_out, sd_attn) = sdpa(
-        q(),
-        heads(project(&x_rows, &w, &bias, 1, b, ns, p, nh), ns),
-        heads(project(&x_rows, &w, &bias, 2, b, ns, p, nh), ns),
-        &keep_src,
-    );
+    let (sd_out, sd_attn) = sdpa(projected(&x_rows, ns), &keep_src);
     let da = da_attn.as_vec();
     let renormalised: Vec<f64> = da
         .chunks(nl)
@@ -130,8 +119,11 @@ fn identity(g: &Golden) -> Result<Produced, String> {
         .with("nvib_alpha", batch_to_seq(&out.alpha.as_vec(), b, nl, 1))
         .with("nvib_logvar", batch_to_seq(&out.log_var.as_vec(), b, nl, p))
         .with("denoising_attn", da)
-        .with("denoising_output", da_out.as_vec())
+        .with(
+            "denoising_output",
+            unpack_heads(&da_out.as_vec(), b, nh, nt, e),
+        )
         .with("sdpa_attn", sd_attn.as_vec())
-        .with("sdpa_output", sd_out.as_vec())
+        .with("sdpa_output", unpack_heads(&sd_out.as_vec(), b, nh, nt, e))
         .with("denoising_attn_tokens_renormalised", renormalised))
 }

@@ -7,14 +7,18 @@ use super::*;
 type Flat = T<(usize,)>;
 
 /// Compares the tape's gradient of `loss` with respect to every input with central
-/// differences (step 1e-6; pass iff |tape − numeric| ≤ 1e-7 + 1e-6·|numeric|).
+/// differences (step 1e-6; pass iff |tape − numeric| ≤ 1e-7 + 1e-6·|numeric|). An input the
+/// loss does not read has gradient zero.
 fn check(inputs: &[Vec<f64>], loss: impl Fn(Vec<Flat>) -> T<()>) {
     let dev = Cpu::default();
     let leaves: Vec<_> = inputs
         .iter()
         .map(|x| dev.tensor_from_vec(x.clone(), (x.len(),)))
         .collect();
-    let grads = loss(leaves.iter().map(|l| l.leaky_trace()).collect()).backward();
+    let mut grads = loss(leaves.iter().map(|l| l.leaky_trace()).collect()).backward();
+    for leaf in &leaves {
+        grads.get_or_alloc_mut(leaf).expect("a gradient buffer");
+    }
     let value = |xs: &[Vec<f64>]| loss(xs.iter().map(|x| t(x, (x.len(),))).collect()).as_vec()[0];
     let h = 1e-6;
     for (i, leaf) in leaves.iter().enumerate() {
@@ -40,6 +44,17 @@ fn weighted_sum<S: Shape>(out: T<S>) -> T<()> {
     (out * Cpu::default().tensor_from_vec(w, shape)).sum()
 }
 
+/// The flat queries, keys and values of `H` heads, packed.
+fn packed(q: Flat, k: Flat, v: Flat) -> Projected<f64, Cpu> {
+    let m = Model(H * E);
+    Projected {
+        heads: Head(H),
+        q: q.reshape_like(&(Batch(B), Seq(NT), m)),
+        k: k.reshape_like(&(Batch(B), Comp(NL), m)),
+        v: v.reshape_like(&(Batch(B), Comp(NL), m)),
+    }
+}
+
 fn train_inputs() -> Vec<Vec<f64>> {
     vec![
         randn(1, B * H * NT * E),
@@ -54,12 +69,7 @@ fn train_inputs() -> Vec<Vec<f64>> {
 fn sdpa_gradients() {
     check(&train_inputs()[..3], |x| {
         let [q, k, v]: [Flat; 3] = x.try_into().unwrap();
-        let (out, _) = sdpa(
-            q.reshape_like(&(Batch(B), Head(H), Seq(NT), HeadDim(E))),
-            k.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-            v.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-            &keep(),
-        );
+        let (out, _) = sdpa(packed(q, k, v), &keep());
         weighted_sum(out)
     });
 }
@@ -70,9 +80,7 @@ fn train_gradients() {
         check(&train_inputs(), |x| {
             let [q, k, v, pi, z]: [Flat; 5] = x.try_into().unwrap();
             let (out, _) = denoising_attention_train(
-                q.reshape_like(&(Batch(B), Head(H), Seq(NT), HeadDim(E))),
-                k.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-                v.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
+                packed(q, k, v),
                 pi.reshape_like(&(Batch(B), Comp(NL))),
                 z.reshape_like(&(Batch(B), Comp(NL), Latent(P))),
                 &keep(),
@@ -86,8 +94,7 @@ fn train_gradients() {
 #[test]
 fn eval_gradients() {
     let inputs = vec![
-        randn(1, B * H * NT * P),
-        randn(2, B * H * NT),
+        randn(1, B * NT * H * P),
         randn(3, B * NL * P),
         randn(4, B * NL * P),
         pi_values(5),
@@ -96,14 +103,14 @@ fn eval_gradients() {
     ];
     for version in [DaVersion::V1, DaVersion::Head] {
         check(&inputs, |x| {
-            let [u, b, mu, log_var, pi, w_v, b_v]: [Flat; 7] = x.try_into().unwrap();
+            let [u, mu, log_var, pi, w_v, b_v]: [Flat; 6] = x.try_into().unwrap();
             let query = LatentQuery {
-                u: u.reshape_like(&(Batch(B), Head(H), Seq(NT), Latent(P))),
-                b: Some(b.reshape_like(&(Batch(B), Head(H), Seq(NT)))),
+                heads: Head(H),
+                u: u.reshape_like(&(Batch(B), Seq(NT), H * P)),
             };
             let value = ValueMap {
-                weight: w_v.reshape_like(&(Head(H), HeadDim(E), Latent(P))),
-                bias: Some(b_v.reshape_like(&(Head(H), HeadDim(E)))),
+                weight: w_v.reshape_like(&(Model(H * E), Latent(P))),
+                bias: Some(b_v.reshape_like(&(Model(H * E),))),
             };
             let (out, _) = denoising_attention_eval(
                 query,
@@ -169,7 +176,7 @@ fn module_train_gradients() {
 
 #[test]
 fn module_eval_gradients() {
-    // v1.0 ignores b_k and b_v in evaluation, so only HEAD has gradients for every input.
+    // v1.0 ignores b_v in evaluation (and b_k cancels in the softmax, for both versions).
     check(&mha_inputs(2), |mut x| {
         let (pi, log_var, mu) = (x.pop().unwrap(), x.pop().unwrap(), x.pop().unwrap());
         let q = x.remove(0);
@@ -201,9 +208,7 @@ fn a_zero_pi_component_has_zero_and_finite_gradients() {
         .try_into()
         .unwrap();
     let (out, _) = denoising_attention_train(
-        q.reshape_like(&(Batch(B), Head(H), Seq(NT), HeadDim(E))),
-        k.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
-        v.reshape_like(&(Batch(B), Head(H), Comp(NL), HeadDim(E))),
+        packed(q, k, v),
         pi.reshape_like(&(Batch(B), Comp(NL))),
         z.reshape_like(&(Batch(B), Comp(NL), Latent(P))),
         &keep(),
@@ -214,12 +219,12 @@ fn a_zero_pi_component_has_zero_and_finite_gradients() {
         assert!(grads.get(leaf).as_vec().iter().all(|g| g.is_finite()));
     }
     assert_eq!(grads.get(&leaves[3]).as_vec()[2], 0.0, "dL/dπ");
-    // Component 2 of example 0: its value rows and its latent get no gradient.
+    // Component 2 of example 0: its value row (every head) and its latent get no gradient.
     let v_rows = grads.get(&leaves[2]).as_vec();
-    for h in 0..H {
-        let row = (h * NL + 2) * E;
-        assert!(v_rows[row..row + E].iter().all(|&g| g == 0.0), "dL/dv");
-    }
+    assert!(
+        v_rows[2 * H * E..3 * H * E].iter().all(|&g| g == 0.0),
+        "dL/dv"
+    );
     assert!(grads.get(&leaves[4]).as_vec()[2 * P..3 * P]
         .iter()
         .all(|&g| g == 0.0));

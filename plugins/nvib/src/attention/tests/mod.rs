@@ -1,13 +1,15 @@
 //! Unit tests of the attention functions: the equivalences of §B.4, masking, and (in
-//! [`gradients`]) finite-difference checks of every gradient, all in f64.
+//! [`gradients`]) finite-difference checks of every gradient, all in f64; [`fast_path`] checks
+//! the fused f32 kernels against them.
 
+mod fast_path;
 mod gradients;
 
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
-use vaezoo_core::axes::{Batch, Comp, Head, HeadDim, Latent, Model, Seq};
+use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 
 use super::*;
 
@@ -45,8 +47,15 @@ fn t<S: Shape>(values: &[f64], shape: S) -> T<S> {
         .put_tape(OwnedTape::default())
 }
 
-fn per_head<N: Dim>(values: &[f64], n: N) -> T<(Batch, Head, N, HeadDim)> {
-    t(values, (Batch(B), Head(H), n, HeadDim(E)))
+/// Queries, keys and values of `H` heads from `B·NT·H·E`, `B·NL·H·E` and `B·NL·H·E` values.
+fn projected(q: &[f64], k: &[f64], v: &[f64]) -> Projected<f64, Cpu> {
+    let m = Model(H * E);
+    Projected {
+        heads: Head(H),
+        q: t(q, (Batch(B), Seq(NT), m)),
+        k: t(k, (Batch(B), Comp(NL), m)),
+        v: t(v, (Batch(B), Comp(NL), m)),
+    }
 }
 
 fn comps(values: &[f64]) -> T<(Batch, Comp, Latent)> {
@@ -110,17 +119,10 @@ fn uniform_pi_and_zero_latent_give_scaled_dot_product_attention() {
     );
     let keep = keep();
     let pi: Vec<f64> = keep.iter().map(|&k| if k { 0.25 } else { 0.0 }).collect();
-    let (want, want_attn) = sdpa(
-        per_head(&q, Seq(NT)),
-        per_head(&k, Comp(NL)),
-        per_head(&v, Comp(NL)),
-        &keep,
-    );
+    let (want, want_attn) = sdpa(projected(&q, &k, &v), &keep);
     for version in [DaVersion::V1, DaVersion::Head] {
         let (got, attn) = denoising_attention_train(
-            per_head(&q, Seq(NT)),
-            per_head(&k, Comp(NL)),
-            per_head(&v, Comp(NL)),
+            projected(&q, &k, &v),
             pis(&pi),
             comps(&vec![0.0; B * NL * P]),
             &keep,
@@ -175,23 +177,18 @@ fn weights_of(keep: &[bool], pi: &[f64]) -> [Vec<f64>; 3] {
         randn(3, B * H * NL * E),
     );
     let (_, train) = denoising_attention_train(
-        per_head(&q, Seq(NT)),
-        per_head(&k, Comp(NL)),
-        per_head(&v, Comp(NL)),
+        projected(&q, &k, &v),
         pis(pi),
         comps(&randn(4, B * NL * P)),
         keep,
         DaVersion::Head,
     );
     let query = LatentQuery {
-        u: t(
-            &randn(6, B * H * NT * P),
-            (Batch(B), Head(H), Seq(NT), Latent(P)),
-        ),
-        b: None,
+        heads: Head(H),
+        u: t(&randn(6, B * NT * H * P), (Batch(B), Seq(NT), H * P)),
     };
     let value = ValueMap {
-        weight: t(&randn(7, H * E * P), (Head(H), HeadDim(E), Latent(P))),
+        weight: t(&randn(7, H * E * P), (Model(H * E), Latent(P))),
         bias: None,
     };
     let (_, eval) = denoising_attention_eval(
@@ -203,12 +200,7 @@ fn weights_of(keep: &[bool], pi: &[f64]) -> [Vec<f64>; 3] {
         keep,
         DaVersion::V1,
     );
-    let (_, plain) = sdpa(
-        per_head(&q, Seq(NT)),
-        per_head(&k, Comp(NL)),
-        per_head(&v, Comp(NL)),
-        keep,
-    );
+    let (_, plain) = sdpa(projected(&q, &k, &v), keep);
     [train.as_vec(), eval.as_vec(), plain.as_vec()]
 }
 

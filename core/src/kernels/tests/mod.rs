@@ -1,5 +1,7 @@
 //! The CPU kernels against the generic dfdx compositions (values and gradients, f32 within
-//! 1e-5 relative) and against finite differences.
+//! 1e-5 relative) and against finite differences; the attention kernel's in [`attention`].
+
+mod attention;
 
 use dfdx::prelude::*;
 
@@ -143,6 +145,80 @@ fn linear_gradients_match_finite_differences() {
                 .unwrap_or_else(|e| panic!("{act:?}, out_in {out_in}: {e}"));
         }
     }
+}
+
+/// Groups of the grouped Linear tests.
+const G: usize = 3;
+
+fn grouped_loss(p: &ParamStore<Cpu>, out_in: bool, bias: bool, fast: bool) -> Traced<(), Cpu> {
+    let x = p.get(ParamId(0), (M, G * K));
+    let w = if out_in {
+        Weight::OutIn(p.get(ParamId(1), (G * N, K)))
+    } else {
+        Weight::InOut(p.get(ParamId(1), (G * K, N)))
+    };
+    let b = bias.then(|| p.get(ParamId(2), (G * N,)));
+    let y: Traced<(usize, usize), Cpu> = if fast {
+        cpu::linear::grouped(x, w, b, Activation::Identity, G, None)
+    } else {
+        generic::grouped_linear(x, w, b, G)
+    };
+    read_out(p, y, 3)
+}
+
+fn grouped_store() -> ParamStore<Cpu> {
+    store(
+        &[("x", &[M, G * K]), ("w", &[G * K * N]), ("b", &[G * N])],
+        M * G * N,
+    )
+}
+
+#[test]
+fn grouped_linear_matches_the_generic_ops() {
+    let p = grouped_store();
+    for out_in in [false, true] {
+        for bias in [false, true] {
+            same_as_generic(
+                &p,
+                |p| grouped_loss(p, out_in, bias, true),
+                |p| grouped_loss(p, out_in, bias, false),
+            );
+        }
+    }
+}
+
+#[test]
+fn grouped_linear_gradients_match_finite_differences() {
+    for out_in in [false, true] {
+        let mut p = grouped_store();
+        GradCheck::default()
+            .run(&mut p, |p| grouped_loss(p, out_in, true, true))
+            .unwrap_or_else(|e| panic!("out_in {out_in}: {e}"));
+    }
+}
+
+fn halves_loss(p: &ParamStore<Cpu>, fast: bool) -> Traced<(), Cpu> {
+    let (x, u) = (p.get(ParamId(0), (M, 2 * K)), p.get(ParamId(1), (M, K)));
+    let y = if fast {
+        cpu::halves::forward(x, u)
+    } else {
+        generic::mul_add_halves(x, u)
+    };
+    read_out(p, y, 2)
+}
+
+#[test]
+fn mul_add_halves_matches_the_generic_ops() {
+    let p = store(&[("x", &[M, 2 * K]), ("u", &[M, K])], M * K);
+    same_as_generic(&p, |p| halves_loss(p, true), |p| halves_loss(p, false));
+}
+
+#[test]
+fn mul_add_halves_gradients_match_finite_differences() {
+    let mut p = store(&[("x", &[M, 2 * K]), ("u", &[M, K])], M * K);
+    GradCheck::default()
+        .run(&mut p, |p| halves_loss(p, true))
+        .unwrap();
 }
 
 fn layer_norm_store() -> ParamStore<Cpu> {

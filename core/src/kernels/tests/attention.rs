@@ -1,0 +1,232 @@
+//! The fused attention against the generic composition (output, weights and every gradient,
+//! f32 within 1e-5 relative) over heads, shared keys, key bias and masks, and against finite
+//! differences.
+
+use dfdx::prelude::*;
+
+use super::{assert_close, evaluate, read_out, store};
+use crate::axes::Head;
+use crate::backend::Traced;
+use crate::gradcheck::GradCheck;
+use crate::kernels::{cpu, generic, Attended, AttentionSpec};
+use crate::params::{ParamId, ParamStore};
+
+type Weights = Tensor<(usize, Head, usize, usize), f32, Cpu>;
+
+/// One configuration: the sizes, what is shared or added, and which keys are hidden.
+#[derive(Clone, Debug)]
+struct Case {
+    batch: usize,
+    heads: usize,
+    nq: usize,
+    nk: usize,
+    dk: usize,
+    dv: usize,
+    shared: bool,
+    bias: bool,
+    causal: bool,
+    /// `Batch × Key`, or `None` for every key.
+    keep: Option<Vec<bool>>,
+}
+
+impl Case {
+    fn small(heads: usize, nq: usize) -> Self {
+        Self {
+            batch: 2,
+            heads,
+            nq,
+            nk: 4,
+            dk: 2,
+            dv: 3,
+            shared: false,
+            bias: false,
+            causal: false,
+            keep: None,
+        }
+    }
+
+    /// Hides some keys, never the first (so that every causal query sees one).
+    fn padded(mut self) -> Self {
+        let keep = (0..self.batch * self.nk)
+            .map(|i| i % self.nk == 0 || (i / self.nk + i % self.nk) % 3 != 0)
+            .collect();
+        self.keep = Some(keep);
+        self
+    }
+
+    /// The widths of q, k and v.
+    fn widths(&self) -> [usize; 3] {
+        let kv = if self.shared { 1 } else { self.heads };
+        [self.heads * self.dk, kv * self.dk, kv * self.dv]
+    }
+
+    fn store(&self) -> ParamStore<Cpu> {
+        let ([wq, wk, wv], b) = (self.widths(), self.batch);
+        let out = b * self.nq * self.heads * self.dv;
+        store(
+            &[
+                ("q", &[b, self.nq, wq]),
+                ("k", &[b, self.nk, wk]),
+                ("v", &[b, self.nk, wv]),
+                ("bias", &[b, self.nk]),
+            ],
+            out,
+        )
+    }
+
+    fn spec(&self, want_weights: bool) -> AttentionSpec<'_> {
+        AttentionSpec {
+            heads: Head(self.heads),
+            shared_kv: self.shared,
+            scale: 1.0 / (self.dk as f64).sqrt(),
+            keep: self.keep.as_deref(),
+            causal: self.causal,
+            want_weights,
+        }
+    }
+
+    fn attend(
+        &self,
+        p: &ParamStore<Cpu>,
+        fast: bool,
+        no_query_tape: bool,
+    ) -> Attended<usize, usize, usize, usize, f32, Cpu> {
+        let ([wq, wk, wv], b) = (self.widths(), self.batch);
+        let q = p.get(ParamId(0), (b, self.nq, wq));
+        let k = p.get(ParamId(1), (b, self.nk, wk));
+        let v = p.get(ParamId(2), (b, self.nk, wv));
+        let bias = self.bias.then(|| p.get(ParamId(3), (b, self.nk)));
+        let spec = self.spec(true);
+        match (fast, no_query_tape) {
+            (true, true) => cpu::attention::forward(q.retaped::<NoneTape>(), k, v, bias, spec),
+            (true, false) => cpu::attention::forward(q, k, v, bias, spec),
+            (false, _) => generic::multi_head_attention(q, k, v, bias, spec),
+        }
+    }
+
+    fn loss(&self, p: &ParamStore<Cpu>, fast: bool) -> Traced<(), Cpu> {
+        read_out(p, self.attend(p, fast, false).0, 4)
+    }
+
+    /// Output, weights and every gradient as the generic ops give them. (The outputs are
+    /// compared rather than the loss, a sum whose terms cancel.)
+    fn check_against_generic(&self) {
+        let p = self.store();
+        let (fast, slow) = (self.attend(&p, true, false), self.attend(&p, false, false));
+        assert_close("output", &fast.0.as_vec(), &slow.0.as_vec());
+        let weights = |w: Option<Weights>| w.expect("weights were asked for").as_vec();
+        assert_close("weights", &weights(fast.1), &weights(slow.1));
+        let (_, fast) = evaluate(&p, |p| self.loss(p, true));
+        let (_, slow) = evaluate(&p, |p| self.loss(p, false));
+        for (i, (f, s)) in fast.iter().zip(&slow).enumerate() {
+            assert_close(p.name(i), f, s);
+        }
+    }
+}
+
+#[test]
+fn attention_matches_the_generic_ops() {
+    for heads in [1, 2, 4] {
+        for shared in [false, true] {
+            for bias in [false, true] {
+                for nq in [3, 4] {
+                    for (padded, causal) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                    {
+                        let mut case = Case::small(heads, nq);
+                        (case.shared, case.bias, case.causal) = (shared, bias, causal);
+                        if padded {
+                            case = case.padded();
+                        }
+                        case.check_against_generic();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_attention_runs_in_parallel_and_matches_the_generic_ops() {
+    // 8·4·16·16·(16 + 16) multiply-adds: over the threshold of the parallel path.
+    let mut case = Case {
+        batch: 8,
+        heads: 4,
+        nq: 16,
+        nk: 16,
+        dk: 16,
+        dv: 16,
+        bias: true,
+        causal: true,
+        ..Case::small(4, 16)
+    }
+    .padded();
+    case.check_against_generic();
+    case.shared = true;
+    case.check_against_generic();
+}
+
+#[test]
+fn attention_returns_the_softmax_weights() {
+    let mut case = Case::small(2, 3).padded();
+    case.causal = true;
+    let p = case.store();
+    let (_, weights) = case.attend(&p, true, false);
+    let weights = weights.expect("weights were asked for");
+    assert_eq!(*weights.shape(), (2, Head(2), 3, 4));
+    let keep = case.keep.as_ref().unwrap();
+    for (r, row) in weights.as_vec().chunks(case.nk).enumerate() {
+        let (e, query) = (r / (case.heads * case.nq), r % case.nq);
+        let sum: f32 = row.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6, "row {r} sums to {sum}");
+        for (key, &w) in row.iter().enumerate() {
+            let visible = keep[e * case.nk + key] && key <= query;
+            assert_eq!(w > 0.0, visible, "row {r}, key {key}: weight {w}");
+        }
+    }
+    let (_, none) = cpu::attention::forward::<_, _, _, _, _, _, usize, _, _, _>(
+        p.get(ParamId(0), (2, 3, 4)),
+        p.get(ParamId(1), (2, 4, 4)),
+        p.get(ParamId(2), (2, 4, 6)),
+        None,
+        case.spec(false),
+    );
+    assert!(none.is_none(), "no weights unless asked for");
+}
+
+#[test]
+fn a_query_that_sees_no_key_gives_nan() {
+    let mut case = Case::small(2, 3);
+    case.keep = Some((0..8).map(|i| i < 4).collect()); // the second example hides every key
+    let p = case.store();
+    for fast in [true, false] {
+        let out = case.attend(&p, fast, false).0.as_vec();
+        let (first, second) = out.split_at(out.len() / 2);
+        assert!(first.iter().all(|v| v.is_finite()), "fast {fast}");
+        assert!(second.iter().all(|v| v.is_nan()), "fast {fast}");
+    }
+}
+
+#[test]
+fn attention_computes_no_gradient_for_an_input_without_a_tape() {
+    let case = Case::small(2, 3);
+    let p = case.store();
+    let (_, grads) = evaluate(&p, |p| read_out(p, case.attend(p, true, true).0, 4));
+    assert!(grads[0].iter().all(|&g| g == 0.0), "no query gradient");
+    assert!(grads[1].iter().any(|&g| g != 0.0), "key gradient");
+    assert!(grads[2].iter().any(|&g| g != 0.0), "value gradient");
+}
+
+#[test]
+fn attention_gradients_match_finite_differences() {
+    let mut causal = Case::small(2, 3).padded();
+    (causal.bias, causal.causal) = (true, true);
+    let mut shared = Case::small(2, 4).padded();
+    (shared.bias, shared.shared) = (true, true);
+    for case in [causal, shared] {
+        let mut p = case.store();
+        GradCheck::default()
+            .run(&mut p, |p| case.loss(p, true))
+            .unwrap_or_else(|e| panic!("{case:?}: {e}"));
+    }
+}
