@@ -1,0 +1,204 @@
+//! The kernels as compositions of dfdx's generic ops: the CUDA path, the f64 reference and
+//! what the CPU fast path is tested against. The attention's are in [`attention`].
+
+mod attention;
+
+pub use attention::multi_head_attention;
+pub(crate) use attention::HeadDims;
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+use num_traits::Float;
+
+use super::{Tr, Weight};
+use crate::layers::Activation;
+
+/// See [`super::Kernels::linear`].
+pub fn linear<M, K, N, E, D, T>(
+    x: Tensor<(M, K), E, D, T>,
+    weight: Weight<K, N, E, D>,
+    bias: Option<Tr<(N,), E, D>>,
+    activation: Activation,
+) -> Tr<(M, N), E, D>
+where
+    M: Dim,
+    K: Dim,
+    N: Dim,
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+    OwnedTape<E, D>: Merge<T>,
+{
+    let (x, x_tape) = x.split_tape();
+    let x = x.put_tape(OwnedTape::default().merge(x_tape));
+    let y = match weight {
+        Weight::InOut(w) => x.matmul(w),
+        Weight::OutIn(w) => x.matmul(w.permute::<_, Axes2<1, 0>>()),
+    };
+    let y = match bias {
+        Some(b) => {
+            let shape = *y.shape();
+            y + b.broadcast_like(&shape)
+        }
+        None => y,
+    };
+    activation.apply(y)
+}
+
+/// See [`super::Kernels::grouped_linear`].
+pub fn grouped_linear<M, I, O, K, N, E, D, T>(
+    x: Tensor<(M, I), E, D, T>,
+    weight: Weight<K, N, E, D>,
+    bias: Option<Tr<(O,), E, D>>,
+    groups: usize,
+) -> Tr<(M, O), E, D>
+where
+    M: Dim,
+    I: Dim,
+    O: Dim,
+    K: Dim,
+    N: Dim,
+    E: Dtype + Float,
+    D: Device<E>,
+    T: Tape<E, D>,
+    OwnedTape<E, D>: Merge<T>,
+{
+    let (m, i) = *x.shape();
+    let dims = GroupDims::new(i.size(), &weight, groups);
+    let out_dim: O = dims.out_dim();
+    let (k, n) = (dims.k, dims.n);
+    // (M, G·k) → (G, M, k) times (G, k, n) → (G, M, n) → (M, G·n)
+    let x = traced(x)
+        .reshape_like(&(m, groups, k))
+        .permute::<_, Axes3<1, 0, 2>>();
+    let w = match weight {
+        Weight::InOut(w) => w.reshape_like(&(groups, k, n)),
+        Weight::OutIn(w) => w
+            .reshape_like(&(groups, n, k))
+            .permute::<_, Axes3<0, 2, 1>>(),
+    };
+    let y = x
+        .matmul(w)
+        .permute::<_, Axes3<1, 0, 2>>()
+        .reshape_like(&(m, out_dim));
+    match bias {
+        Some(b) => {
+            let shape = *y.shape();
+            y + b.broadcast_like(&shape)
+        }
+        None => y,
+    }
+}
+
+/// The per-group sizes of a grouped Linear, checked against each other.
+pub(crate) struct GroupDims {
+    /// Input columns per group.
+    pub k: usize,
+    /// Output columns per group.
+    pub n: usize,
+    groups: usize,
+}
+
+impl GroupDims {
+    /// # Panics
+    /// As [`super::Kernels::grouped_linear`].
+    pub fn new<K: Dim, N: Dim, E: Dtype, D: Storage<E>>(
+        in_width: usize,
+        weight: &Weight<K, N, E, D>,
+        groups: usize,
+    ) -> Self {
+        assert!(groups > 0, "no groups");
+        // The weight's rows hold the groups' blocks: InOut (G·k, n), OutIn (G·n, k).
+        let (rows, cols) = match weight {
+            Weight::InOut(w) => (w.shape().0.size(), w.shape().1.size()),
+            Weight::OutIn(w) => (w.shape().0.size(), w.shape().1.size()),
+        };
+        assert_eq!(
+            rows % groups,
+            0,
+            "{groups} groups do not divide the weight's {rows} rows"
+        );
+        let (k, n) = match weight {
+            Weight::InOut(_) => (rows / groups, cols),
+            Weight::OutIn(_) => (cols, rows / groups),
+        };
+        assert_eq!(
+            in_width,
+            groups * k,
+            "input {in_width} wide for {groups} groups of {k}"
+        );
+        Self { k, n, groups }
+    }
+
+    /// The output axis, `groups · n` wide.
+    pub fn out_dim<O: Dim>(&self) -> O {
+        O::from_size(self.groups * self.n).expect("the output axis is groups · n wide")
+    }
+}
+
+/// See [`super::Kernels::layer_norm`].
+pub fn layer_norm<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    x: Tr<(M, N), E, D>,
+    gamma: Tr<(N,), E, D>,
+    beta: Tr<(N,), E, D>,
+    eps: f64,
+) -> Tr<(M, N), E, D> {
+    let shape = *x.shape();
+    x.normalize::<Axis<1>>(eps) * gamma.broadcast_like(&shape) + beta.broadcast_like(&shape)
+}
+
+/// See [`super::Kernels::weighted_nll`].
+///
+/// # Panics
+/// If `targets` or `weights` do not have one entry per row, a target is outside the
+/// vocabulary, or the rows do not split into `groups` equal groups (caller bugs: the layers
+/// check their inputs first).
+pub fn weighted_nll<R: Dim, V: Dim, G: Dim, E: Dtype + Float, D: Device<E>>(
+    logits: Tr<(R, V), E, D>,
+    targets: &[usize],
+    weights: &[E],
+    groups: G,
+) -> Tr<(G,), E, D> {
+    let (rows, vocab) = *logits.shape();
+    let rows = rows.size();
+    check_nll_inputs(rows, vocab.size(), targets, weights, groups.size());
+    let dev = logits.device().clone();
+    let log_p = logits
+        .reshape_like(&(rows, vocab))
+        .log_softmax::<Axis<1>>()
+        .select(dev.tensor_from_vec(targets.to_vec(), (rows,)));
+    let weighted = log_p * dev.tensor_from_vec(weights.to_vec(), (rows,));
+    weighted
+        .reshape_like(&(groups, rows / groups.size()))
+        .sum::<(G,), Axis<1>>()
+}
+
+/// The preconditions of [`weighted_nll`], shared with the CPU kernel.
+pub(crate) fn check_nll_inputs(
+    rows: usize,
+    vocab: usize,
+    targets: &[usize],
+    weights: &[impl Copy],
+    groups: usize,
+) {
+    assert_eq!(targets.len(), rows, "one target per row");
+    assert_eq!(weights.len(), rows, "one weight per row");
+    assert!(
+        groups > 0 && rows % groups == 0,
+        "{rows} rows in {groups} groups"
+    );
+    assert!(
+        targets.iter().all(|&t| t < vocab),
+        "target outside the vocabulary"
+    );
+}
+
+/// `x` on an owned tape (an empty one if it carried none).
+pub(super) fn traced<S: Shape, E: Dtype, D: Device<E>, T>(x: Tensor<S, E, D, T>) -> Tr<S, E, D>
+where
+    T: Tape<E, D>,
+    OwnedTape<E, D>: Merge<T>,
+{
+    let (x, tape) = x.split_tape();
+    x.put_tape(OwnedTape::default().merge(tape))
+}
