@@ -1,8 +1,9 @@
 //! The attention's backward pass. With A the weights and G the gradient of what the product
 //! attended (for gated values `[G ⊙ q, G]`, and G ⊙ gate added to the queries' gradient, the
-//! gate A V_gate computed again), per product: dV = Aᵀ G; dS = A ⊙ (G Vᵀ − rowsum(G Vᵀ ⊙ A)); dQ = scale · dS K;
-//! dK = scale · dSᵀ Q; d key_bias = Σ over heads and queries of dS. Only the gradients of
-//! inputs on a tape are computed.
+//! gate A V_gate computed again), per product: dV = Aᵀ G;
+//! dS = A ⊙ (G Vᵀ − rowsum(G Vᵀ ⊙ A)); dQ = scale · dS K; dK = scale · dSᵀ Q;
+//! d key_bias = Σ over heads and queries of dS. Only the gradients of inputs on a tape are
+//! computed.
 
 use dfdx::prelude::*;
 
