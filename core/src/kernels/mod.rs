@@ -48,6 +48,10 @@ pub struct AttentionSpec<'a> {
     pub keep: Option<&'a [bool]>,
     /// Also hides from query i every key j > i (torch's `is_causal`, aligned at the first key).
     pub causal: bool,
+    /// Whether the values hold, per head, a gate and then a shift as wide as the queries, the
+    /// output being `gate ⊙ q + shift` with both attention-weighted: NVIB's evaluation-time
+    /// interpolation between each query and the attended means.
+    pub query_gate: bool,
     /// Whether to return the attention weights too.
     pub want_weights: bool,
 }
@@ -117,21 +121,6 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
         OwnedTape<E, Self>: Merge<T>,
     {
         generic::grouped_linear(x, weight, bias, groups)
-    }
-
-    /// `x[r, j] · u[r, j] + x[r, C + j]`: each row of `x` holds a gate, then a shift, for the
-    /// same row of `u` (NVIB's evaluation-time interpolation between a query and the means).
-    ///
-    /// # Shapes
-    /// `x: (R, 2·C)`, `u: (R, C)` → `(R, C)`
-    ///
-    /// # Panics
-    /// If `x` is not twice as wide as `u` (a caller bug).
-    fn mul_add_halves<R: Dim, C2: Dim, C: Dim>(
-        x: Tr<(R, C2), E, Self>,
-        u: Tr<(R, C), E, Self>,
-    ) -> Tr<(R, C), E, Self> {
-        generic::mul_add_halves(x, u)
     }
 
     /// Row-wise LayerNorm over the last axis, `(x − mean) / sqrt(var + eps) · γ + β`.
@@ -216,7 +205,8 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     /// # Shapes
     /// `q: (B, Q, heads·dk)`, `k: (B, K, heads·dk)`, `v: (B, K, heads·dv)` (`shared_kv`:
     /// `k: (B, K, dk)`, `v: (B, K, dv)`), `key_bias: (B, K)`, `keep: B × K`
-    /// → `(B, Q, heads·dv)`, weights `(B, Head, Q, K)`
+    /// → `(B, Q, heads·dv)` (`query_gate`: `dv = 2·dk` → `(B, Q, heads·dk)`),
+    /// weights `(B, Head, Q, K)`
     ///
     /// # Panics
     /// If the heads do not divide the widths, the widths disagree, `O` is not `heads·dv` wide
@@ -287,17 +277,6 @@ impl Kernels<f32> for Cpu {
             cpu::linear::grouped(x, weight, bias, Activation::Identity, groups, None)
         } else {
             generic::grouped_linear(x, weight, bias, groups)
-        }
-    }
-
-    fn mul_add_halves<R: Dim, C2: Dim, C: Dim>(
-        x: Tr<(R, C2), f32, Self>,
-        u: Tr<(R, C), f32, Self>,
-    ) -> Tr<(R, C), f32, Self> {
-        if fast_path_enabled() {
-            cpu::halves::forward(x, u)
-        } else {
-            generic::mul_add_halves(x, u)
         }
     }
 

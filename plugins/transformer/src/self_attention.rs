@@ -151,6 +151,7 @@ impl SelfAttention {
             scale: 1.0 / ((self.width.0 / self.heads.0) as f64).sqrt(),
             keep,
             causal,
+            query_gate: false,
             want_weights: false,
         };
         let (out, _) = D::multi_head_attention(q, k, v, None, spec);

@@ -12,13 +12,13 @@ use dfdx::tensor::Storage;
 use rayon::prelude::*;
 
 /// A zeroed `Vec<f32>` (through `Deref`) from dfdx's cache, to which it returns when dropped.
-pub(super) type Buffer = <Cpu as Storage<f32>>::Vec;
+pub(crate) type Buffer = <Cpu as Storage<f32>>::Vec;
 
 /// A zeroed buffer of `len` values from `dev`'s cache.
 ///
 /// # Panics
 /// When out of memory, as dfdx's own ops.
-pub(super) fn buffer(dev: &Cpu, len: usize) -> Buffer {
+pub(crate) fn buffer(dev: &Cpu, len: usize) -> Buffer {
     dev.try_alloc_len(len).expect("out of memory")
 }
 
@@ -119,7 +119,7 @@ pub(super) fn buffer_of(dev: &Cpu, values: &[f32]) -> Buffer {
 }
 
 /// `dst[i] += src[i]`.
-pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
+pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d += *s;
     }
@@ -127,7 +127,6 @@ pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
 
 pub(crate) mod attention;
 pub(crate) mod bernoulli;
-pub(crate) mod halves;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod linear_nll;

@@ -1,6 +1,6 @@
 //! The fused attention against the generic composition (output, weights and every gradient,
-//! f32 within 1e-5 relative) over heads, shared keys, key bias and masks, and against finite
-//! differences.
+//! f32 within 1e-5 relative) over heads, shared keys, gated values, key bias and masks, and
+//! against finite differences.
 
 use dfdx::prelude::*;
 
@@ -23,6 +23,8 @@ struct Case {
     dk: usize,
     dv: usize,
     shared: bool,
+    /// Values of a gate and a shift (`dv = 2·dk`) combined with the queries.
+    gate: bool,
     bias: bool,
     causal: bool,
     /// `Batch × Key`, or `None` for every key.
@@ -39,9 +41,25 @@ impl Case {
             dk: 2,
             dv: 3,
             shared: false,
+            gate: false,
             bias: false,
             causal: false,
             keep: None,
+        }
+    }
+
+    /// Gated values: a gate and a shift per head, as wide as the queries.
+    fn gated(mut self) -> Self {
+        (self.gate, self.dv) = (true, 2 * self.dk);
+        self
+    }
+
+    /// A head's output width.
+    fn d_out(&self) -> usize {
+        if self.gate {
+            self.dk
+        } else {
+            self.dv
         }
     }
 
@@ -62,7 +80,7 @@ impl Case {
 
     fn store(&self) -> ParamStore<Cpu> {
         let ([wq, wk, wv], b) = (self.widths(), self.batch);
-        let out = b * self.nq * self.heads * self.dv;
+        let out = b * self.nq * self.heads * self.d_out();
         store(
             &[
                 ("q", &[b, self.nq, wq]),
@@ -81,6 +99,7 @@ impl Case {
             scale: 1.0 / (self.dk as f64).sqrt(),
             keep: self.keep.as_deref(),
             causal: self.causal,
+            query_gate: self.gate,
             want_weights,
         }
     }
@@ -127,7 +146,7 @@ impl Case {
 #[test]
 fn attention_matches_the_generic_ops() {
     for heads in [1, 2, 4] {
-        for shared in [false, true] {
+        for (shared, gate) in [(false, false), (true, false), (false, true), (true, true)] {
             for bias in [false, true] {
                 for nq in [3, 4] {
                     for (padded, causal) in
@@ -135,6 +154,9 @@ fn attention_matches_the_generic_ops() {
                     {
                         let mut case = Case::small(heads, nq);
                         (case.shared, case.bias, case.causal) = (shared, bias, causal);
+                        if gate {
+                            case = case.gated();
+                        }
                         if padded {
                             case = case.padded();
                         }
@@ -164,6 +186,7 @@ fn large_attention_runs_in_parallel_and_matches_the_generic_ops() {
     case.check_against_generic();
     case.shared = true;
     case.check_against_generic();
+    case.gated().check_against_generic();
 }
 
 #[test]
@@ -223,7 +246,8 @@ fn attention_gradients_match_finite_differences() {
     (causal.bias, causal.causal) = (true, true);
     let mut shared = Case::small(2, 4).padded();
     (shared.bias, shared.shared) = (true, true);
-    for case in [causal, shared] {
+    let gated = shared.clone().gated();
+    for case in [causal, shared, gated] {
         let mut p = case.store();
         GradCheck::default()
             .run(&mut p, |p| case.loss(p, true))

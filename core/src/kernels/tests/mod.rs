@@ -198,30 +198,6 @@ fn grouped_linear_gradients_match_finite_differences() {
     }
 }
 
-fn halves_loss(p: &ParamStore<Cpu>, fast: bool) -> Traced<(), Cpu> {
-    let (x, u) = (p.get(ParamId(0), (M, 2 * K)), p.get(ParamId(1), (M, K)));
-    let y = if fast {
-        cpu::halves::forward(x, u)
-    } else {
-        generic::mul_add_halves(x, u)
-    };
-    read_out(p, y, 2)
-}
-
-#[test]
-fn mul_add_halves_matches_the_generic_ops() {
-    let p = store(&[("x", &[M, 2 * K]), ("u", &[M, K])], M * K);
-    same_as_generic(&p, |p| halves_loss(p, true), |p| halves_loss(p, false));
-}
-
-#[test]
-fn mul_add_halves_gradients_match_finite_differences() {
-    let mut p = store(&[("x", &[M, 2 * K]), ("u", &[M, K])], M * K);
-    GradCheck::default()
-        .run(&mut p, |p| halves_loss(p, true))
-        .unwrap();
-}
-
 fn layer_norm_store() -> ParamStore<Cpu> {
     store(&[("x", &[M, K]), ("gamma", &[K]), ("beta", &[K])], M * K)
 }

@@ -42,8 +42,8 @@ pub struct ValueMap<E: Real, D: Dev<E>> {
 /// which depends on n when the variances differ (§B.2). HEAD's per-query constant
 /// b = q_h·b_{k,h} is left out: it cancels in the softmax. So does the mass Σ_n a = 1.
 ///
-/// One attention call computes both weighted sums: the keys μ/V and the values
-/// [σ²/V, s·μ/V] are shared by the heads.
+/// One attention call computes both weighted sums and the interpolation: the keys μ/V and
+/// the values [σ²/V, s·μ/V] (a gate for u and a shift) are shared by the heads.
 ///
 /// Returns the output (heads packed) and the attention weights (without a tape).
 ///
@@ -63,8 +63,7 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     let keep = keep_where_pi_positive(keep, &pi);
     let LatentQuery { heads, u } = query;
     let (batch, seq, _) = *u.shape();
-    let latent = mu.shape().2;
-    let model = value.weight.shape().0;
+    let (model, latent) = *value.weight.shape();
     let s = c::<E>(((model.0 / heads.0) as f64).sqrt());
 
     // Per component: V = σ² + s, μ/V, and the prior terms of the logits.
@@ -77,7 +76,7 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     let log_det = biased_var.ln().sum::<(Batch, Comp), Axis<2>>() * version.log_var_weight::<E>();
     let prior = log_pi(pi, version) - half_mahalanobis - log_det;
 
-    // Per head: Σ_n a σ²/V and Σ_n a s μ/V side by side, then their interpolation with u.
+    // Per head: (Σ_n a σ²/V) ⊙ u + Σ_n a s μ/V, the values holding the gate and the shift.
     let values = (var_ratio, mu_over_v.retaped::<OwnedTape<E, D>>() * s).concat_along(Axis::<2>);
     let spec = AttentionSpec {
         heads,
@@ -85,21 +84,12 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
         scale: 1.0,
         keep: Some(&keep),
         causal: false,
+        query_gate: true,
         want_weights: true,
     };
-    let (sums, weights): (Tr<(Batch, Seq, usize), E, D>, _) = D::multi_head_attention(
-        u.retaped::<OwnedTape<E, D>>(),
-        mu_over_v,
-        values,
-        Some(prior),
-        spec,
-    );
+    let (interpolated, weights): (Tr<(Batch, Seq, usize), E, D>, _) =
+        D::multi_head_attention(u, mu_over_v, values, Some(prior), spec);
     let rows = batch.0 * seq.0;
-    let per_head = rows * heads.0;
-    let interpolated = D::mul_add_halves(
-        sums.reshape_like(&(per_head, latent + latent)),
-        u.reshape_like(&(per_head, latent)),
-    );
 
     // The value maps, every head's rows through its block of W_v.
     let out = D::grouped_linear(

@@ -84,6 +84,7 @@ fn attend<E: Real, D: Dev<E>>(
         scale,
         keep: Some(keep),
         causal: false,
+        query_gate: false,
         want_weights: true,
     };
     let (out, weights) = D::multi_head_attention(x.q, x.k, x.v, key_bias, spec);

@@ -1,0 +1,198 @@
+//! The attention's backward pass. With A the weights and G the gradient of what the product
+//! attended (for gated values `[G ⊙ q, G]`, and G ⊙ gate added to the queries' gradient, the
+//! gate A V_gate computed again), per product: dV = Aᵀ G;
+//! dS = A ⊙ (G Vᵀ − rowsum(G Vᵀ ⊙ A)); dQ = scale · dS K; dK = scale · dSᵀ Q;
+//! d key_bias = Σ over heads and queries of dS. Only the gradients of inputs on a tape are
+//! computed.
+
+use dfdx::prelude::*;
+
+use super::layout::Layout;
+use super::{for_each_example, slabs, softmax, Inputs};
+use crate::kernels::cpu::{buffer, Buffer};
+use crate::kernels::gemm::{matmul_into, View};
+
+/// Which inputs carry a tape (and get a gradient).
+#[derive(Clone, Copy)]
+pub(super) struct Wanted {
+    pub q: bool,
+    pub k: bool,
+    pub v: bool,
+    pub bias: bool,
+}
+
+/// The inputs' gradients, empty where not wanted.
+pub(super) struct InputGrads {
+    pub q: Buffer,
+    pub k: Buffer,
+    pub v: Buffer,
+    pub bias: Buffer,
+}
+
+/// What the forward pass keeps.
+pub(super) struct Saved {
+    pub inputs: Inputs,
+    /// The weights, per example and product.
+    pub attn: Buffer,
+    pub scale: f32,
+}
+
+/// One example's gradient slabs (empty where not needed).
+struct ExampleGrads<'a> {
+    q: &'a mut [f32],
+    k: &'a mut [f32],
+    v: &'a mut [f32],
+    bias: &'a mut [f32],
+}
+
+/// The gradients of the inputs given `g`, the output's.
+pub(super) fn run(l: &Layout, dev: &Cpu, saved: &Saved, g: &[f32], wanted: Wanted) -> InputGrads {
+    let b = saved.attn.len() / l.example_weights().max(1);
+    let inputs = &saved.inputs;
+    let sized = |wanted: bool, len: usize| buffer(dev, if wanted { len } else { 0 });
+    let mut grads = InputGrads {
+        q: sized(wanted.q, inputs.q.len()),
+        k: sized(wanted.k, inputs.k.len()),
+        v: sized(wanted.v, inputs.v.len()),
+        bias: sized(wanted.bias, b * l.nk),
+    };
+    let tasks: Vec<_> = slabs(&mut grads.q, l.nq * l.wq, b)
+        .into_iter()
+        .zip(slabs(&mut grads.k, l.nk * l.wk, b))
+        .zip(slabs(&mut grads.v, l.nk * l.wv, b))
+        .zip(slabs(&mut grads.bias, l.nk, b))
+        .map(|(((q, k), v), bias)| ExampleGrads { q, k, v, bias })
+        .collect();
+    let gated = if l.gate { l.dv + l.dk } else { 0 };
+    let scratch = l.rows() * (l.nk + 1 + gated);
+    for_each_example(l, tasks, scratch, |e, grads, scratch| {
+        let example = Example {
+            inputs: inputs.example(l, e),
+            attn: &saved.attn[e * l.example_weights()..],
+            g: &g[e * l.nq * l.wo..],
+        };
+        example.backward(l, grads, scratch, saved.scale);
+    });
+    grads
+}
+
+/// One example's inputs, weights and output gradient.
+struct Example<'a> {
+    inputs: (&'a [f32], &'a [f32], &'a [f32]),
+    attn: &'a [f32],
+    g: &'a [f32],
+}
+
+impl Example<'_> {
+    /// Adds the example's gradients, with `scratch` as room for the scores (`nk × rows`), a
+    /// sum per row and, for gated values, the attended values' gradient (`rows × dv`) and the
+    /// gate (`rows × dk`).
+    fn backward(&self, l: &Layout, grads: ExampleGrads, scratch: &mut [f32], scale: f32) {
+        let (scores, scratch) = scratch.split_at_mut(l.rows() * l.nk);
+        let (dot, scratch) = scratch.split_at_mut(l.rows());
+        let (attended, gates) = scratch.split_at_mut(l.rows() * if l.gate { l.dv } else { 0 });
+        let (q, k, v) = self.inputs;
+        let (rows, nk, threads) = (l.rows(), l.nk, l.threads);
+        let want_scores = !(grads.q.is_empty() && grads.k.is_empty() && grads.bias.is_empty());
+        for p in 0..l.products() {
+            // The weights key by key, Aᵀ (nk × rows).
+            let at = &self.attn[p * rows * nk..(p + 1) * rows * nk];
+            let a = View::transposed(at, rows);
+            let (start, rs) = l.block(p, l.d_out());
+            let (q_start, q_rs) = l.block(p, l.dk);
+            if l.gate {
+                // The gradient of [gate, shift] is [G ⊙ q, G]; the query's gets G ⊙ gate.
+                if !grads.q.is_empty() {
+                    let dst = (&mut *gates, l.dk);
+                    matmul_into(
+                        (rows, nk, l.dk),
+                        dst,
+                        false,
+                        a,
+                        l.v(v, p, false),
+                        1.0,
+                        threads,
+                    );
+                }
+                for (r, d) in attended.chunks_exact_mut(l.dv).enumerate() {
+                    let (d_gate, d_shift) = d.split_at_mut(l.dk);
+                    let g = &self.g[start + r * rs..][..l.dk];
+                    let q_row = &q[q_start + r * q_rs..][..l.dk];
+                    for ((d, g), q) in d_gate.iter_mut().zip(g).zip(q_row) {
+                        *d = g * q;
+                    }
+                    d_shift.copy_from_slice(g);
+                    if !grads.q.is_empty() {
+                        let gate = &gates[r * l.dk..][..l.dk];
+                        let dq = &mut grads.q[q_start + r * q_rs..][..l.dk];
+                        for ((dq, g), gate) in dq.iter_mut().zip(g).zip(gate) {
+                            *dq += g * gate;
+                        }
+                    }
+                }
+            }
+            // G (rows × dv), or its transpose.
+            let g_view = |transposed: bool| {
+                if l.gate {
+                    View::strided(&*attended, l.dv, transposed)
+                } else {
+                    View::strided(&self.g[start..], rs, transposed)
+                }
+            };
+            if !grads.v.is_empty() {
+                // dV += Aᵀ G
+                let dst = (&mut grads.v[p * l.dv..], l.wv);
+                let at = View::rows(at, rows);
+                matmul_into((nk, rows, l.dv), dst, true, at, g_view(false), 1.0, threads);
+            }
+            if !want_scores {
+                continue;
+            }
+            // dAᵀ = V Gᵀ (nk × rows), then dSᵀ in place.
+            let (vp, gt) = (l.v(v, p, false), g_view(true));
+            matmul_into(
+                (nk, l.dv, rows),
+                (&mut *scores, rows),
+                false,
+                vp,
+                gt,
+                1.0,
+                threads,
+            );
+            softmax::backward(rows, scores, at, dot);
+            if !grads.bias.is_empty() {
+                for (d, row) in grads.bias.iter_mut().zip(scores.chunks_exact(rows)) {
+                    *d += row.iter().sum::<f32>();
+                }
+            }
+            if !grads.q.is_empty() {
+                // dQ += scale · dS K
+                let dst = (&mut grads.q[q_start..], q_rs);
+                let ds = View::transposed(scores, rows);
+                matmul_into(
+                    (rows, nk, l.dk),
+                    dst,
+                    true,
+                    ds,
+                    l.k(k, p, false),
+                    scale,
+                    threads,
+                );
+            }
+            if !grads.k.is_empty() {
+                // dK += scale · dSᵀ Q
+                let dst = (&mut grads.k[p * l.dk..], l.wk);
+                let dst_t = View::rows(scores, rows);
+                matmul_into(
+                    (nk, rows, l.dk),
+                    dst,
+                    true,
+                    dst_t,
+                    l.q(q, p, false),
+                    scale,
+                    threads,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The sizes of one attention call and how its examples split into products: one per head,
+//! or one for all heads when the keys and values are shared.
+
+use dfdx::prelude::*;
+
+use super::PARALLEL_MIN_MACS;
+use crate::kernels::cpu::{buffer, Buffer};
+use crate::kernels::gemm::{Threads, View};
+use crate::kernels::generic::HeadDims;
+
+/// The sizes of a call, the row widths of its packed tensors, and how it runs.
+#[derive(Clone, Copy)]
+pub(super) struct Layout {
+    pub heads: usize,
+    pub nq: usize,
+    pub nk: usize,
+    pub dk: usize,
+    pub dv: usize,
+    pub shared: bool,
+    pub gate: bool,
+    /// Row widths of q, k, v and the output.
+    pub wq: usize,
+    pub wk: usize,
+    pub wv: usize,
+    pub wo: usize,
+    /// Whether the examples run on rayon's pool (each GEMM then on one thread).
+    pub parallel: bool,
+    /// The threads of each GEMM.
+    pub threads: Threads,
+}
+
+impl Layout {
+    pub fn new(dims: &HeadDims, batch: usize, nq: usize, nk: usize) -> Self {
+        let (heads, dk, dv) = (dims.heads, dims.dk, dims.dv);
+        let kv_heads = if dims.shared { 1 } else { heads };
+        let macs = batch * heads * nq * nk * (dk + dv);
+        let parallel = batch > 1 && rayon::current_num_threads() > 1 && macs >= PARALLEL_MIN_MACS;
+        Self {
+            heads,
+            nq,
+            nk,
+            dk,
+            dv,
+            shared: dims.shared,
+            gate: dims.gate,
+            wq: heads * dk,
+            wk: kv_heads * dk,
+            wv: kv_heads * dv,
+            wo: heads * dims.d_out(),
+            parallel,
+            threads: if parallel {
+                Threads::One
+            } else {
+                Threads::BySize
+            },
+        }
+    }
+
+    /// A head's output width.
+    pub fn d_out(&self) -> usize {
+        if self.gate {
+            self.dk
+        } else {
+            self.dv
+        }
+    }
+
+    /// Products per example.
+    pub fn products(&self) -> usize {
+        if self.shared {
+            1
+        } else {
+            self.heads
+        }
+    }
+
+    /// Rows (queries, or (query, head) pairs) per product.
+    pub fn rows(&self) -> usize {
+        if self.shared {
+            self.nq * self.heads
+        } else {
+            self.nq
+        }
+    }
+
+    /// The attention weights of one example.
+    pub fn example_weights(&self) -> usize {
+        self.heads * self.nq * self.nk
+    }
+
+    /// Where product `p`'s rows start in an example's packed rows `d` wide per head (the
+    /// queries, or the output), and how far apart they are.
+    pub fn block(&self, p: usize, d: usize) -> (usize, usize) {
+        if self.shared {
+            (0, d)
+        } else {
+            (p * d, self.heads * d)
+        }
+    }
+
+    /// Product `p`'s queries (`rows × dk`) in one example's `q`, or their transpose.
+    pub fn q<'a>(&self, q: &'a [f32], p: usize, transposed: bool) -> View<'a> {
+        let (start, rs) = self.block(p, self.dk);
+        View::strided(&q[start..], rs, transposed)
+    }
+
+    /// The first row of a product that sees key `j` under a causal mask.
+    pub fn first_row_seeing(&self, j: usize) -> usize {
+        if self.shared {
+            j * self.heads
+        } else {
+            j
+        }
+    }
+
+    /// Product `p`'s keys (`nk × dk`), or their transpose.
+    pub fn k<'a>(&self, k: &'a [f32], p: usize, transposed: bool) -> View<'a> {
+        View::strided(&k[p * self.dk..], self.wk, transposed)
+    }
+
+    /// Product `p`'s values (`nk × dv`), or their transpose.
+    pub fn v<'a>(&self, v: &'a [f32], p: usize, transposed: bool) -> View<'a> {
+        View::strided(&v[p * self.dv..], self.wv, transposed)
+    }
+
+    /// The weights `(B, heads, Q, K)` from the products' scores, kept `(K, rows)`.
+    pub fn weights_by_head(&self, dev: &Cpu, attn: &Buffer) -> Buffer {
+        let mut w = buffer(dev, attn.len());
+        let (nh, nq, nk, rows) = (self.heads, self.nq, self.nk, self.rows());
+        for (i, column) in attn.chunks_exact(rows.max(1)).enumerate() {
+            // column i: example e, product p, key j
+            let (e, p, j) = (i / (self.products() * nk), i / nk % self.products(), i % nk);
+            for (r, &a) in column.iter().enumerate() {
+                let (h, query) = if self.shared {
+                    (r % nh, r / nh)
+                } else {
+                    (p, r)
+                };
+                w[((e * nh + h) * nq + query) * nk + j] = a;
+            }
+        }
+        w
+    }
+}

@@ -1,0 +1,234 @@
+//! Fused multi-head attention on the packed `(B, N, heads·d)` layout. Per example and head: the
+//! logits as one small GEMM over strided views of the packed inputs (no head is copied out),
+//! kept key by key (`Kᵀ`-major, so that the softmax runs along contiguous queries), the key
+//! bias, the mask and the softmax in place ([`softmax`]), and the output written straight
+//! into its block of columns. Keys and values shared by the heads make one product of every head at
+//! once: the packed `(Q, heads·d)` queries are a row-major `(Q·heads, d)` matrix, whose rows
+//! are the (query, head) pairs. Gated values (`query_gate`) are combined with the queries in
+//! the same pass. The weights are kept for the backward pass ([`backward`]), which computes
+//! only the gradients of the inputs on a tape. Large calls run the examples in parallel, each
+//! GEMM then on one thread.
+
+mod backward;
+mod layout;
+mod softmax;
+
+use dfdx::prelude::*;
+use dfdx::shapes::Dim;
+use rayon::prelude::*;
+
+use super::{add_into, buffer, host_values, into_tensor, Buffer};
+use crate::axes::Head;
+use crate::kernels::gemm::{matmul_into, View};
+use crate::kernels::generic::HeadDims;
+use crate::kernels::{Attended, AttentionSpec, Tr};
+use layout::Layout;
+
+/// Below this many multiply-adds a call runs on the calling thread: waking rayon's pool costs
+/// 20–30 µs, more than the products save.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// See [`crate::kernels::Kernels::multi_head_attention`].
+#[allow(clippy::type_complexity)]
+pub(crate) fn forward<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
+    q: Tensor<(B, Q, DQ), f32, Cpu, TQ>,
+    k: Tensor<(B, K, DK), f32, Cpu, TK>,
+    v: Tensor<(B, K, DV), f32, Cpu, TV>,
+    key_bias: Option<Tr<(B, K), f32, Cpu>>,
+    spec: AttentionSpec,
+) -> Attended<B, Q, K, O, f32, Cpu>
+where
+    TQ: Tape<f32, Cpu>,
+    TK: Tape<f32, Cpu>,
+    TV: Tape<f32, Cpu>,
+    OwnedTape<f32, Cpu>: Merge<TQ> + Merge<TK> + Merge<TV>,
+{
+    let (batch, nq, _) = *q.shape();
+    let nk = k.shape().1;
+    let dims = HeadDims::new(&spec, q.shape(), k.shape(), v.shape());
+    let out_dim: O = dims.out_dim();
+    let b = batch.size();
+    let l = Layout::new(&dims, b, nq.size(), nk.size());
+    // Flat, contiguous views keep the tensors' ids, so gradients land in their buffers.
+    let (q, q_tape) = q.reshape_like(&(b * l.nq * l.wq,)).split_tape();
+    let (k, k_tape) = k.reshape_like(&(b * l.nk * l.wk,)).split_tape();
+    let (v, v_tape) = v.reshape_like(&(b * l.nk * l.wv,)).split_tape();
+    let mut tape = OwnedTape::<f32, Cpu>::default()
+        .merge(q_tape)
+        .merge(k_tape)
+        .merge(v_tape);
+    let inputs = Inputs {
+        q: host_values(&q),
+        k: host_values(&k),
+        v: host_values(&v),
+    };
+    let bias = key_bias.map(|bias| {
+        let (bias, bias_tape) = bias.reshape_like(&(b * l.nk,)).split_tape();
+        tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), bias_tape);
+        (host_values(&bias), bias.ghost())
+    });
+
+    let dev = q.device().clone();
+    let mut attn = buffer(&dev, b * l.example_weights());
+    let mut out = buffer(&dev, b * l.nq * l.wo);
+    let tasks: Vec<_> = slabs(&mut attn, l.example_weights(), b)
+        .into_iter()
+        .zip(slabs(&mut out, l.nq * l.wo, b))
+        .collect();
+    let scale = spec.scale as f32;
+    let bias_values = bias.as_ref().map(|(values, _)| values.as_slice());
+    let gated = if l.gate { l.rows() * l.dv } else { 0 };
+    for_each_example(
+        &l,
+        tasks,
+        gated + 2 * l.rows(),
+        |e, (attn, out), scratch| {
+            let (attended, columns) = scratch.split_at_mut(gated);
+            let (q, k, v) = inputs.example(&l, e);
+            let (rows, nk) = (l.rows(), l.nk);
+            let hidden = Hidden {
+                keep: spec.keep.map(|keep| &keep[e * nk..(e + 1) * nk]),
+                causal: spec.causal,
+            };
+            for p in 0..l.products() {
+                // The scores key by key, Sᵀ = scale · K Qᵀ (nk × rows): the product's many rows
+                // are the GEMM's long side, and the softmax runs along them.
+                let st = &mut attn[p * rows * nk..(p + 1) * rows * nk];
+                let (kp, qt) = (l.k(k, p, false), l.q(q, p, true));
+                matmul_into(
+                    (nk, l.dk, rows),
+                    (&mut *st, rows),
+                    false,
+                    kp,
+                    qt,
+                    scale,
+                    l.threads,
+                );
+                let bias = bias_values.map(|b| &b[e * nk..(e + 1) * nk]);
+                softmax::forward(&l, st, bias, hidden, columns);
+                let (start, rs) = l.block(p, l.d_out());
+                let (a, vp) = (View::transposed(st, rows), l.v(v, p, false));
+                let dims = (rows, nk, l.dv);
+                if !l.gate {
+                    matmul_into(dims, (&mut out[start..], rs), false, a, vp, 1.0, l.threads);
+                    continue;
+                }
+                // gate ⊙ q + shift, row by row, from the attended [gate, shift].
+                matmul_into(dims, (&mut *attended, l.dv), false, a, vp, 1.0, l.threads);
+                let (q_start, q_rs) = l.block(p, l.dk);
+                for (r, row) in attended.chunks_exact(l.dv).enumerate() {
+                    let (gate, shift) = row.split_at(l.dk);
+                    let q = &q[q_start + r * q_rs..][..l.dk];
+                    let o = &mut out[start + r * rs..][..l.dk];
+                    for (((o, g), s), q) in o.iter_mut().zip(gate).zip(shift).zip(q) {
+                        *o = g * q + s;
+                    }
+                }
+            }
+        },
+    );
+
+    let out = into_tensor(&dev, out, (batch, nq, out_dim));
+    let weights = spec.want_weights.then(|| {
+        into_tensor(
+            &dev,
+            l.weights_by_head(&dev, &attn),
+            (batch, Head(l.heads), nq, nk),
+        )
+    });
+    let out_ghost = out.ghost();
+    let (q_ghost, k_ghost, v_ghost) = (q.ghost(), k.ghost(), v.ghost());
+    let bias_ghost = bias.map(|(_, ghost)| ghost);
+    let wanted = backward::Wanted {
+        q: TQ::OWNS_TAPE,
+        k: TK::OWNS_TAPE,
+        v: TV::OWNS_TAPE,
+        bias: bias_ghost.is_some(),
+    };
+    let saved = backward::Saved {
+        inputs,
+        attn,
+        scale,
+    };
+    tape.add_backward_op(move |grads| {
+        grads.try_alloc_for(&out_ghost)?;
+        let g = take_grad!(grads, &out_ghost);
+        let computed = backward::run(&l, &dev, &saved, &g, wanted);
+        put_grad!(grads, &out_ghost, g);
+        // Added one after the other: the inputs may be one tensor.
+        if wanted.q {
+            add_into(grads.get_or_alloc_mut(&q_ghost)?, &computed.q);
+        }
+        if wanted.k {
+            add_into(grads.get_or_alloc_mut(&k_ghost)?, &computed.k);
+        }
+        if wanted.v {
+            add_into(grads.get_or_alloc_mut(&v_ghost)?, &computed.v);
+        }
+        if let Some(ghost) = &bias_ghost {
+            add_into(grads.get_or_alloc_mut(ghost)?, &computed.bias);
+        }
+        Ok(())
+    });
+    (out.put_tape(tape), weights)
+}
+
+/// The host copies of a call's queries, keys and values.
+struct Inputs {
+    q: Buffer,
+    k: Buffer,
+    v: Buffer,
+}
+
+impl Inputs {
+    /// Example `e`'s queries, keys and values.
+    fn example(&self, l: &Layout, e: usize) -> (&[f32], &[f32], &[f32]) {
+        let (nq, nk) = (l.nq, l.nk);
+        (
+            &self.q[e * nq * l.wq..(e + 1) * nq * l.wq],
+            &self.k[e * nk * l.wk..(e + 1) * nk * l.wk],
+            &self.v[e * nk * l.wv..(e + 1) * nk * l.wv],
+        )
+    }
+}
+
+/// The keys an example hides: `keep` false, or (causal) after the query.
+#[derive(Clone, Copy)]
+struct Hidden<'a> {
+    keep: Option<&'a [bool]>,
+    causal: bool,
+}
+
+/// `buf` cut into `batch` slabs of `len` (empty slabs where `buf` is empty).
+fn slabs(buf: &mut [f32], len: usize, batch: usize) -> Vec<&mut [f32]> {
+    let mut chunks = buf.chunks_mut(len.max(1));
+    (0..batch)
+        .map(|_| chunks.next().unwrap_or_default())
+        .collect()
+}
+
+/// `f(e, task, scratch)` for every example `e` that has queries and keys (none: a zero output
+/// and no gradient, as the generic ops give), on rayon's pool when the layout says so. Each
+/// thread gets a scratch buffer of `scratch` values of its own.
+fn for_each_example<T: Send>(
+    l: &Layout,
+    tasks: Vec<T>,
+    scratch: usize,
+    f: impl Fn(usize, T, &mut [f32]) + Sync,
+) {
+    if l.nq == 0 || l.nk == 0 {
+        return;
+    }
+    if l.parallel {
+        tasks
+            .into_par_iter()
+            .enumerate()
+            .for_each_init(|| vec![0.0; scratch], |s, (e, t)| f(e, t, s));
+    } else {
+        let mut s = vec![0.0; scratch];
+        tasks
+            .into_iter()
+            .enumerate()
+            .for_each(|(e, t)| f(e, t, &mut s));
+    }
+}
