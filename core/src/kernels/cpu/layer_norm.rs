@@ -25,7 +25,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
     let rows = normed.len().checked_div(n).unwrap_or(0);
     let mut rstd = Vec::with_capacity(rows);
-    let mut y = vec![0.0; normed.len()];
+    let mut y = super::cached_zeros(x.device(), normed.len());
     for (row, out) in normed.chunks_exact_mut(n).zip(y.chunks_exact_mut(n)) {
         let mean = row.iter().sum::<f32>() / n as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;

@@ -42,7 +42,7 @@ where
     let xs = host_values(&x);
     let ws = host_values(&w);
 
-    let mut y = vec![0.0; mk * ns];
+    let mut y = super::cached_zeros(x.device(), mk * ns);
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);

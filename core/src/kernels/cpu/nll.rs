@@ -24,7 +24,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
     let (logits, mut tape) = logits.split_tape();
     let mut kept = host_values(&logits);
     let mut lse = Vec::with_capacity(rows);
-    let mut out = vec![0.0f32; groups.size()];
+    let mut out = super::cached_zeros(logits.device(), groups.size());
     for (r, row) in kept.chunks_exact(v.max(1)).enumerate().take(rows) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
