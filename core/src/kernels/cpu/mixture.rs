@@ -7,6 +7,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
+use super::fastmath::exp;
 use super::{cached_values, cached_zeros, recycle};
 use crate::kernels::mixture::{check_rows, GaussianRows, Row};
 use crate::kernels::Tr;
@@ -157,9 +158,11 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
             m.copy_from_slice(src_m);
             l.copy_from_slice(src_l);
             let e = &eps[o * ps..(o + 1) * ps];
-            for j in 0..ps {
-                s[j] = (src_l[j] * 0.5).exp() * e[j];
-                z[j] = src_m[j] + s[j];
+            for ((s, &l), &e) in s.iter_mut().zip(src_l).zip(e) {
+                *s = exp(l * 0.5) * e;
+            }
+            for ((z, &m), &s) in z.iter_mut().zip(src_m).zip(&*s) {
+                *z = m + s;
             }
         }
     };
@@ -203,11 +206,13 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
             {
                 for &o in readers.of(k * ROWS_PER_TASK + i) {
                     let span = o * ps..(o + 1) * ps;
-                    let (gz, gm, gl, s) = (&gz[span.clone()], &gm[span.clone()], &gl[span], &noise);
-                    let s = &s[o * ps..(o + 1) * ps];
-                    for j in 0..ps {
-                        dm[j] += gm[j] + gz[j];
-                        dl[j] += gl[j] + 0.5 * (gz[j] * s[j]);
+                    let (gz, gm) = (&gz[span.clone()], &gm[span.clone()]);
+                    let (gl, s) = (&gl[span.clone()], &noise[span]);
+                    for ((dm, &gm), &gz) in dm.iter_mut().zip(gm).zip(gz) {
+                        *dm += gm + gz;
+                    }
+                    for ((dl, &gl), (&gz, &s)) in dl.iter_mut().zip(gl).zip(gz.iter().zip(s)) {
+                        *dl += gl + 0.5 * (gz * s);
                     }
                 }
             }

@@ -60,6 +60,7 @@ pub(super) fn add_into(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+mod fastmath;
 pub(crate) mod kl_gaussian;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
