@@ -3,7 +3,9 @@
 
 use num_traits::Float;
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use rand_distr::Distribution;
+
+mod ziggurat;
 
 /// The seedable, serialisable generator every vaezoo run draws from.
 pub type HostRng = rand_chacha::ChaCha8Rng;
@@ -20,13 +22,19 @@ pub fn normal_vec(rng: &mut HostRng, n: usize) -> Vec<f32> {
 
 /// `n` standard-normal draws as [`normal_vec`] makes them (f32 values), converted to `E` in the
 /// same pass.
-pub fn normal_vec_as<E: Float>(rng: &mut HostRng, n: usize) -> Vec<E> {
-    (0..n)
-        .map(|_| {
-            let x: f32 = StandardNormal.sample(rng);
-            E::from(x).expect("an f32 converts to the float type")
-        })
-        .collect()
+pub fn normal_vec_as<E: Float + Send>(rng: &mut HostRng, n: usize) -> Vec<E> {
+    let mut out = vec![E::zero(); n];
+    fill_normal(rng, &mut out);
+    out
+}
+
+/// Fills `out` with the draws [`normal_vec_as`] makes. Long runs are drawn in parallel, with the
+/// same values and the same consumption of the generator as drawing one at a time (see
+/// [`ziggurat`]).
+pub fn fill_normal<E: Float + Send>(rng: &mut HostRng, out: &mut [E]) {
+    ziggurat::fill(rng, out, |x| {
+        E::from(x).expect("an f32 converts to the float type")
+    });
 }
 
 /// `n` uniform draws in `[low, high)`.
