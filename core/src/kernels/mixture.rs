@@ -13,6 +13,7 @@ use num_traits::Float;
 
 use super::{cpu, fast_path_enabled, Tr};
 use crate::custom_op::HostGrad;
+use crate::rng::{normal_vec_as, HostRng};
 
 /// Where one row of an assembled latent comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +24,15 @@ pub enum Row {
     Source(usize),
     /// Zeros (a dropped component, e.g. a padded position).
     Zero,
+}
+
+/// The noise ε of [`MixtureKernels::gaussian_rows`], one standard normal per output element
+/// (row-major).
+pub enum Eps<'a, E> {
+    /// Exactly these values.
+    Given(&'a [E]),
+    /// Drawn from the host generator, as `rng::normal_vec_as` draws them.
+    Draw(&'a mut HostRng),
 }
 
 /// The three `(rows, P)` outputs of [`MixtureKernels::gaussian_rows`]. The gradients of all
@@ -62,16 +72,16 @@ pub trait MixtureKernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     /// in one pass.
     ///
     /// # Shapes
-    /// `mu, log_var: (R, P)`, `prior: (P, P)`, `rows: N`, `eps: N·P` → three `(N, P)`
+    /// `mu, log_var: (R, P)`, `prior: (P, P)`, `rows: N`, `eps`: N·P → three `(N, P)`
     ///
     /// # Panics
-    /// As [`assemble_rows`](Self::assemble_rows), or if `eps` is not `N·P` long.
+    /// As [`assemble_rows`](Self::assemble_rows), or if given `eps` are not `N·P`.
     fn gaussian_rows<R: Dim, P: Dim>(
         mu: Tr<(R, P), E, Self>,
         log_var: Tr<(R, P), E, Self>,
         prior: (&[E], &[E]),
         rows: &[Row],
-        eps: &[E],
+        eps: Eps<E>,
     ) -> GaussianRows<P, E, Self> {
         generic_gaussian_rows(mu, log_var, prior, rows, eps)
     }
@@ -120,7 +130,7 @@ impl MixtureKernels<f32> for Cpu {
         log_var: Tr<(R, P), f32, Self>,
         prior: (&[f32], &[f32]),
         rows: &[Row],
-        eps: &[f32],
+        eps: Eps<f32>,
     ) -> GaussianRows<P, f32, Self> {
         if fast_path_enabled() {
             cpu::mixture::gaussian_rows(mu, log_var, prior, rows, eps)
@@ -202,15 +212,19 @@ pub fn generic_gaussian_rows<R: Dim, P: Dim, E: Dtype + Float, D: Device<E>>(
     log_var: Tr<(R, P), E, D>,
     prior: (&[E], &[E]),
     rows: &[Row],
-    eps: &[E],
+    eps: Eps<E>,
 ) -> GaussianRows<P, E, D> {
     let p = mu.shape().1;
-    assert_eq!(eps.len(), rows.len() * p.size(), "one ε per output element");
+    let n = rows.len() * p.size();
+    let mut eps = match eps {
+        Eps::Given(eps) => eps.to_vec(),
+        Eps::Draw(rng) => normal_vec_as(rng, n),
+    };
+    assert_eq!(eps.len(), n, "one ε per output element");
     let dev = mu.device().clone();
     let mu = generic_assemble_rows(mu, prior.0, rows);
     let log_var = generic_assemble_rows(log_var, prior.1, rows);
     // ε = 0 makes z exactly 0 at zero rows (μ = logσ² = 0 there).
-    let mut eps = eps.to_vec();
     for (e, row) in eps.chunks_mut(p.size()).zip(rows) {
         if *row == Row::Zero {
             e.fill(E::zero());

@@ -21,7 +21,7 @@ use num_traits::Float;
 
 use crate::custom_op::HostGrad;
 use crate::layers::Activation;
-pub use mixture::{GaussianRows, MixtureKernels, Row};
+pub use mixture::{Eps, GaussianRows, MixtureKernels, Row};
 
 /// A tensor recording its operations on a tape, in element type `E`.
 pub type Tr<S, E, D> = Tensor<S, E, D, OwnedTape<E, D>>;

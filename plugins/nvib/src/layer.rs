@@ -13,9 +13,9 @@ use dfdx::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
-use vaezoo_core::kernels::{Row, Weight};
+use vaezoo_core::kernels::{Eps, Row, Weight};
 use vaezoo_core::layers::Activation::{Identity, Relu};
-use vaezoo_core::rng::{normal_vec, normal_vec_as, uniform_vec, HostRng};
+use vaezoo_core::rng::{normal_vec, uniform_vec, HostRng};
 
 use crate::dirichlet::{
     pi_head_eval, pi_head_train, pi_head_train_kappa, pi_v1_eval, pi_v1_train_kappa,
@@ -214,23 +214,22 @@ pub fn forward<E: Real, D: Dev<E>>(
             (mu.retaped(), pi, mu, log_var, alpha)
         }
         Some(noise) => {
-            let (eps_z, pi) = match noise {
-                Noise::Host(rng) => {
-                    let n = batch.0 * kn.0 * latent.0;
-                    let eps = normal_vec_as(rng, n);
-                    let pi = sample_pi(alpha.retaped(), &keep_nl, kappa, version, rng);
-                    (eps, pi)
-                }
-                Noise::Given { eps_z, dirichlet } => (
-                    eps_z,
-                    given_pi(alpha.retaped(), &keep_nl, kappa, version, dirichlet),
-                ),
-            };
             let rows_kn: Vec<Row> = rows_nl
                 .chunks(nl.0)
                 .flat_map(|row| (0..kappa).flat_map(move |_| row.iter().copied()))
                 .collect();
-            let g = D::gaussian_rows(mu_src, lv_src, (&prior_mu, &prior_lv), &rows_kn, &eps_z);
+            let prior_rows = (&prior_mu[..], &prior_lv[..]);
+            // ε for z is drawn before the Dirichlet noise.
+            let (g, pi) = match noise {
+                Noise::Host(rng) => (
+                    D::gaussian_rows(mu_src, lv_src, prior_rows, &rows_kn, Eps::Draw(rng)),
+                    sample_pi(alpha.retaped(), &keep_nl, kappa, version, rng),
+                ),
+                Noise::Given { eps_z, dirichlet } => (
+                    D::gaussian_rows(mu_src, lv_src, prior_rows, &rows_kn, Eps::Given(&eps_z)),
+                    given_pi(alpha.retaped(), &keep_nl, kappa, version, dirichlet),
+                ),
+            };
             let alpha = match kappa {
                 1 => alpha,
                 // The multi-sample path of both versions: each copy holds α/κ (α's history

@@ -6,6 +6,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::host_values;
+use super::scratch::{give_back, scratch_values};
 use crate::kernels::gemm::{matmul, View};
 use crate::kernels::{Tr, Weight};
 use crate::layers::Activation;
@@ -39,8 +40,9 @@ where
     let ns = n.size();
     let (w, w_tape) = w.split_tape();
     let mut tape = w_tape.merge(x_tape);
-    let xs = host_values(&x);
-    let ws = host_values(&w);
+    // Copies kept for the backward pass, in pooled buffers given back after it.
+    let xs = scratch_values(&x);
+    let ws = scratch_values(&w);
 
     let mut y = super::cached_zeros(x.device(), mk * ns);
     let b_ghost = bias.map(|b| {
@@ -126,6 +128,8 @@ where
             matmul((mk, ns, ks), gx, true, View::rows(&g, ns), wt);
         }
         put_grad!(grads, &out_ghost, g);
+        give_back(xs);
+        give_back(ws);
         Ok(())
     });
     out.put_tape(tape)

@@ -7,10 +7,12 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
+use super::cached_zeros;
 use super::fastmath::exp;
-use super::{cached_values, cached_zeros, recycle};
-use crate::kernels::mixture::{check_rows, GaussianRows, Row};
+use super::scratch::{give_back, scratch, scratch_values};
+use crate::kernels::mixture::{check_rows, Eps, GaussianRows, Row};
 use crate::kernels::Tr;
+use crate::rng::fill_normal;
 
 /// Element counts from which a pass runs on rayon's pool (waking it costs 20–30 µs).
 pub(super) const PARALLEL_MIN: usize = 1 << 17;
@@ -71,7 +73,7 @@ pub(crate) fn assemble_rows<R: Dim, P: Dim>(
     // Flat and contiguous: the gradient buffer is then in logical order.
     let (src, mut tape) = src.reshape_like(&(rs * ps,)).split_tape();
     let dev = src.device().clone();
-    let values = cached_values(&src);
+    let values = scratch_values(&src);
     let mut out = cached_zeros(&dev, rows.len() * ps);
     let fill = |(k, block): (usize, &mut [f32])| {
         for (o, dst) in block.chunks_exact_mut(ps).enumerate() {
@@ -88,7 +90,7 @@ pub(crate) fn assemble_rows<R: Dim, P: Dim>(
     } else {
         out.chunks_mut(block).enumerate().for_each(fill);
     }
-    recycle(&dev, values);
+    give_back(values);
     let out = dev.tensor_from_vec(out, (rows.len(), p));
 
     let (src_ghost, out_ghost) = (src.ghost(), out.ghost());
@@ -123,24 +125,33 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
     log_var: Tr<(R, P), f32, Cpu>,
     prior: (&[f32], &[f32]),
     rows: &[Row],
-    eps: &[f32],
+    eps: Eps<f32>,
 ) -> GaussianRows<P, f32, Cpu> {
     let (r, p) = *mu.shape();
     let (rs, ps, n) = (r.size(), p.size(), rows.len());
     assert_eq!(*log_var.shape(), (r, p), "mu and log_var shapes");
     check_rows(rs, ps, prior.0, rows);
     check_rows(rs, ps, prior.1, rows);
+    let mut drawn = Vec::new();
+    let eps = match eps {
+        Eps::Given(eps) => eps,
+        Eps::Draw(rng) => {
+            drawn = scratch(n * ps);
+            fill_normal(rng, &mut drawn);
+            &drawn
+        }
+    };
     assert_eq!(eps.len(), n * ps, "one ε per output element");
     let (mu, mu_tape) = mu.reshape_like(&(rs * ps,)).split_tape();
     let (log_var, lv_tape) = log_var.reshape_like(&(rs * ps,)).split_tape();
     let mut tape = mu_tape.merge(lv_tape);
     let dev = mu.device().clone();
-    let (ms, ls) = (cached_values(&mu), cached_values(&log_var));
+    let (ms, ls) = (scratch_values(&mu), scratch_values(&log_var));
     let mut z = cached_zeros(&dev, n * ps);
     let mut mu_out = cached_zeros(&dev, n * ps);
     let mut lv_out = cached_zeros(&dev, n * ps);
     // ε·exp(½ logσ²), what the backward pass needs for d z / d logσ².
-    let mut noise = cached_zeros(&dev, n * ps);
+    let mut noise = scratch(n * ps);
     let fill = |(k, (((z, m), l), s)): Chunk4| {
         for (i, (((z, m), l), s)) in z
             .chunks_exact_mut(ps)
@@ -182,8 +193,9 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
             .enumerate()
             .for_each(fill);
     }
-    recycle(&dev, ms);
-    recycle(&dev, ls);
+    give_back(ms);
+    give_back(ls);
+    give_back(drawn);
     let z = dev.tensor_from_vec(z, (n, p));
     let mu_out = dev.tensor_from_vec(mu_out, (n, p));
     let lv_out = dev.tensor_from_vec(lv_out, (n, p));
@@ -233,7 +245,7 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
         put_grad!(grads, &z_ghost, gz);
         put_grad!(grads, &mo_ghost, gm);
         put_grad!(grads, &lo_ghost, gl);
-        recycle(&dev, noise);
+        give_back(noise);
         Ok(())
     });
     GaussianRows {

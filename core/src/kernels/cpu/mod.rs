@@ -24,19 +24,6 @@ pub(super) fn cached_zeros(dev: &Cpu, n: usize) -> Vec<f32> {
     buf
 }
 
-/// The values of a contiguous tensor, in logical order, in a buffer from [`cached_zeros`].
-pub(super) fn cached_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut out = cached_zeros(t.device(), t.shape().num_elements());
-    t.copy_into(&mut out);
-    out
-}
-
-/// Gives a buffer taken with [`cached_zeros`] back to dfdx's cache (frees it when it is off).
-pub(super) fn recycle(dev: &Cpu, buf: Vec<f32>) {
-    let n = buf.len();
-    drop(dev.tensor_from_vec(buf, (n,)));
-}
-
 /// Takes the gradient buffer of a ghost tensor out of the gradients (allocated as zeros if
 /// absent), to be read while other gradients are written, and handed back with [`put_grad`].
 /// (Macros: dfdx does not export the trait that names ghost tensors.)
@@ -66,3 +53,4 @@ pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod mixture;
 pub(crate) mod nll;
+mod scratch;

@@ -62,9 +62,9 @@ fn gaussian_loss(
     let log_var = p.get(ParamId(1), (sources, width));
     let eps = eps(rows.len() * width);
     let out = if fast {
-        cpu::mixture::gaussian_rows(mu, log_var, prior, rows, &eps)
+        cpu::mixture::gaussian_rows(mu, log_var, prior, rows, Eps::Given(&eps))
     } else {
-        generic_gaussian_rows(mu, log_var, prior, rows, &eps)
+        generic_gaussian_rows(mu, log_var, prior, rows, Eps::Given(&eps))
     };
     read_out(p, out.z, 2) + read_out(p, out.mu, 2) * 0.5 - read_out(p, out.log_var, 2) / 3.0
 }
@@ -200,6 +200,37 @@ fn kl_gaussian_mixture_gradients_match_finite_differences() {
         .unwrap();
 }
 
+/// ε drawn by the kernel are those `normal_vec` draws, and the generator ends where it does.
+#[test]
+fn drawn_noise_is_the_generators_normals() {
+    let p = rows_store(SOURCES, P, ROWS.len());
+    let prior = (&PRIOR_MU[..], &PRIOR_LV[..]);
+    let (mu, log_var) = (
+        p.get(ParamId(0), (SOURCES, P)),
+        p.get(ParamId(1), (SOURCES, P)),
+    );
+    let mut reference = seeded(4);
+    let eps = normal_vec(&mut reference, ROWS.len() * P);
+    let given = cpu::mixture::gaussian_rows(
+        mu.retaped(),
+        log_var.retaped(),
+        prior,
+        &ROWS,
+        Eps::Given(&eps),
+    );
+    for fast in [true, false] {
+        let mut rng = seeded(4);
+        let (mu, log_var) = (mu.retaped(), log_var.retaped());
+        let drawn = if fast {
+            cpu::mixture::gaussian_rows(mu, log_var, prior, &ROWS, Eps::Draw(&mut rng))
+        } else {
+            generic_gaussian_rows(mu, log_var, prior, &ROWS, Eps::Draw(&mut rng))
+        };
+        assert_close("z", &drawn.z.as_vec(), &given.z.as_vec());
+        assert_eq!(rng.get_word_pos(), reference.get_word_pos());
+    }
+}
+
 #[test]
 fn f64_takes_the_generic_path() {
     let dev = Cpu::default();
@@ -217,9 +248,14 @@ fn f64_takes_the_generic_path() {
     );
     let leaf = |v: &[f64]| dev.tensor_from_vec(v.to_vec(), (SOURCES, P)).leaky_trace();
     let prior = (&prior.0[..], &prior.1[..]);
-    let via_trait =
-        <Cpu as MixtureKernels<f64>>::gaussian_rows(leaf(&mu), leaf(&lv), prior, &ROWS, &eps);
-    let generic = generic_gaussian_rows(leaf(&mu), leaf(&lv), prior, &ROWS, &eps);
+    let via_trait = <Cpu as MixtureKernels<f64>>::gaussian_rows(
+        leaf(&mu),
+        leaf(&lv),
+        prior,
+        &ROWS,
+        Eps::Given(&eps),
+    );
+    let generic = generic_gaussian_rows(leaf(&mu), leaf(&lv), prior, &ROWS, Eps::Given(&eps));
     assert_eq!(via_trait.z.as_vec(), generic.z.as_vec());
     assert_eq!(via_trait.log_var.as_vec(), generic.log_var.as_vec());
 }
