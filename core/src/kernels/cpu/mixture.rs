@@ -25,6 +25,20 @@ pub(super) fn parallel(elements: usize) -> bool {
     elements >= PARALLEL_MIN && rayon::current_num_threads() > 1
 }
 
+/// `(a(), b())`, side by side on rayon's pool when `elements` are worth it (each of the copies
+/// and fills this is used for is one memory-bound pass).
+pub(super) fn join<A: Send, B: Send>(
+    elements: usize,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if parallel(elements) {
+        rayon::join(a, b)
+    } else {
+        (a(), b())
+    }
+}
+
 /// For each source row, the output rows that read it: `rows[start[r]..start[r + 1]]`.
 struct Readers {
     start: Vec<usize>,
@@ -73,8 +87,8 @@ pub(crate) fn assemble_rows<R: Dim, P: Dim>(
     // Flat and contiguous: the gradient buffer is then in logical order.
     let (src, mut tape) = src.reshape_like(&(rs * ps,)).split_tape();
     let dev = src.device().clone();
-    let values = scratch_values(&src);
-    let mut out = cached_zeros(&dev, rows.len() * ps);
+    let size = rows.len() * ps;
+    let (values, mut out) = join(size, || scratch_values(&src), || cached_zeros(&dev, size));
     let fill = |(k, block): (usize, &mut [f32])| {
         for (o, dst) in block.chunks_exact_mut(ps).enumerate() {
             match rows[k * ROWS_PER_TASK + o] {
@@ -146,10 +160,13 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
     let (log_var, lv_tape) = log_var.reshape_like(&(rs * ps,)).split_tape();
     let mut tape = mu_tape.merge(lv_tape);
     let dev = mu.device().clone();
-    let (ms, ls) = (scratch_values(&mu), scratch_values(&log_var));
-    let mut z = cached_zeros(&dev, n * ps);
-    let mut mu_out = cached_zeros(&dev, n * ps);
-    let mut lv_out = cached_zeros(&dev, n * ps);
+    // Two input copies and three zeroed outputs, side by side.
+    let zeros = || cached_zeros(&dev, n * ps);
+    let ((ms, ls), (mut z, (mut mu_out, mut lv_out))) = join(
+        n * ps,
+        || join(n * ps, || scratch_values(&mu), || scratch_values(&log_var)),
+        || join(n * ps, zeros, || join(n * ps, zeros, zeros)),
+    );
     // ε·exp(½ logσ²), what the backward pass needs for d z / d logσ².
     let mut noise = scratch(n * ps);
     let fill = |(k, (((z, m), l), s)): Chunk4| {
