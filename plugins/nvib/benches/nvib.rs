@@ -67,25 +67,17 @@ fn peak_rss_mb() -> f64 {
 }
 
 /// Σ x·g, the loss through which a consumer's gradient `g` reaches `x`, as one (1 × N)·(N × 1)
-/// product through the fused Linear: a single pass each way, where dfdx's element-wise product
-/// and sum take two (and compute a gradient for the constant `g` too), which would cost more
-/// than the layer's own kernels.
+/// product through the fused Linear, `g` the untraced input and `x` the weight: a single pass
+/// each way, where dfdx's element-wise product and sum take two (and compute a gradient for the
+/// constant `g` too), which would cost more than the layer's own kernels.
 fn upstream<S: Shape>(
     x: Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>,
     g: &T<S>,
 ) -> Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>> {
     let n = x.shape().num_elements();
-    let w = g
-        .clone()
-        .reshape_like(&(n, 1usize))
-        .put_tape(OwnedTape::default());
-    let y = Cpu::linear(
-        x.reshape_like(&(1usize, n)),
-        Weight::InOut(w),
-        None,
-        Activation::Identity,
-    );
-    y.reshape_like(&())
+    let g = g.clone().reshape_like(&(1usize, n));
+    let w = Weight::InOut(x.reshape_like(&(n, 1usize)));
+    Cpu::linear(g, w, None, Activation::Identity).reshape_like(&())
 }
 
 fn report(workload: &str, steps: usize, median_ms: f64) {
