@@ -6,6 +6,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::host_values;
+use super::mixture::join;
 use super::scratch::{give_back, scratch_values};
 use crate::kernels::gemm::{matmul, View};
 use crate::kernels::{Tr, Weight};
@@ -41,8 +42,7 @@ where
     let (w, w_tape) = w.split_tape();
     let mut tape = w_tape.merge(x_tape);
     // Copies kept for the backward pass, in pooled buffers given back after it.
-    let xs = scratch_values(&x);
-    let ws = scratch_values(&w);
+    let (xs, ws) = join(mk * ks, || scratch_values(&x), || scratch_values(&w));
 
     let mut y = super::cached_zeros(x.device(), mk * ns);
     let b_ghost = bias.map(|b| {
