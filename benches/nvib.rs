@@ -3,7 +3,8 @@
 //! constants (π floor 1e-8, evaluation penalty Σ log V) as the reference's.
 //!
 //! - `nvib_layer_fwd_bwd`: the v1 layer in training (Gaussian + Dirichlet sampling), KL_G and
-//!   KL_D; backward of Σ z·gz + Σ π·gπ + mean KL_G + mean KL_D to the input and the weights;
+//!   KL_D; backward of Σ z·gz + Σ π·gπ + mean KL_G + mean KL_D to the input and the weights
+//!   (Σ z·gz as one product through the fused Linear, see [`upstream`]);
 //! - `denoising_attention_fwd_bwd`: training-time multi-head denoising attention (in and out
 //!   projections, no biases) on a fixed latent; backward of Σ out·g to the query, z, π and
 //!   the weights;
@@ -21,6 +22,8 @@ use serde_json::json;
 use vaezoo::device::cpu;
 use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 use vaezoo_core::dfdx::prelude::*;
+use vaezoo_core::kernels::{Kernels, Weight};
+use vaezoo_core::layers::Activation;
 use vaezoo_core::rng::{normal_vec, seeded, uniform_vec};
 use vaezoo_nvib::attention::{denoising_mha_eval, denoising_mha_train, DaVersion, MhaWeights};
 use vaezoo_nvib::kl::{kl_dirichlet, kl_gaussian, DpPrior};
@@ -47,6 +50,20 @@ fn tensor<S: Shape>(dev: &Cpu, seed: u64, scale: f32, shape: S) -> T<S> {
 fn report(workload: &str, timing: &Timing) {
     let config = json!({"ns": NS, "nl": NS + 1, "nt": NT, "dim": P, "heads": HEADS});
     common::report(workload, B, timing, "samples_per_s", config);
+}
+
+/// Σ x·g, the loss through which a consumer's gradient `g` reaches `x`, as one (1 × N)·(N × 1)
+/// product through the fused Linear, `g` the untraced input and `x` the weight: a single pass
+/// each way, where dfdx's element-wise product and sum take two (and compute a gradient for the
+/// constant `g` too), which would cost more than the layer's own kernels.
+fn upstream<S: Shape>(
+    x: Tensor<S, f32, Cpu, OwnedTape<f32, Cpu>>,
+    g: &T<S>,
+) -> Tensor<(), f32, Cpu, OwnedTape<f32, Cpu>> {
+    let n = x.shape().num_elements();
+    let g = g.clone().reshape_like(&(1usize, n));
+    let w = Weight::InOut(x.reshape_like(&(n, 1usize)));
+    Cpu::linear(g, w, None, Activation::Identity).reshape_like(&())
 }
 
 fn main() -> vaezoo::Result<()> {
@@ -115,7 +132,7 @@ fn main() -> vaezoo::Result<()> {
                 .1
                 .merge(out.log_var.split_tape().1)
                 .merge(out.alpha.split_tape().1);
-            let loss = (out.z * gz.clone()).sum::<(), _>()
+            let loss = upstream(out.z, &gz)
                 + (out.pi * gpi.clone()).sum::<(), _>()
                 + kl_g.mean()
                 + kl_d.mean();

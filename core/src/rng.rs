@@ -1,8 +1,11 @@
 //! The host random-number generator: all randomness (initialisation, noise, shuffling) comes
 //! from it, so a checkpoint that stores its state resumes bit for bit.
 
+use num_traits::Float;
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
+use rand_distr::Distribution;
+
+mod ziggurat;
 
 /// The seedable, serialisable generator every vaezoo run draws from.
 pub type HostRng = rand_chacha::ChaCha8Rng;
@@ -14,11 +17,40 @@ pub fn seeded(seed: u64) -> HostRng {
 
 /// `n` standard-normal draws.
 pub fn normal_vec(rng: &mut HostRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+    normal_vec_as(rng, n)
+}
+
+/// `n` standard-normal draws as [`normal_vec`] makes them (f32 values), converted to `E` in the
+/// same pass.
+pub fn normal_vec_as<E: Float + Send>(rng: &mut HostRng, n: usize) -> Vec<E> {
+    let mut out = vec![E::zero(); n];
+    fill_normal(rng, &mut out);
+    out
+}
+
+/// Fills `out` with the draws [`normal_vec_as`] makes. Long runs are drawn in parallel, with the
+/// same values and the same consumption of the generator as drawing one at a time (see
+/// [`ziggurat`]).
+pub fn fill_normal<E: Float + Send>(rng: &mut HostRng, out: &mut [E]) {
+    ziggurat::fill(rng, out, |x| {
+        E::from(x).expect("an f32 converts to the float type")
+    });
 }
 
 /// `n` uniform draws in `[low, high)`.
 pub fn uniform_vec(rng: &mut HostRng, n: usize, low: f32, high: f32) -> Vec<f32> {
     let dist = rand_distr::Uniform::new(low, high);
     (0..n).map(|_| dist.sample(rng)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_draws_convert_exactly() {
+        let narrow = normal_vec(&mut seeded(3), 100);
+        let wide: Vec<f64> = normal_vec_as(&mut seeded(3), 100);
+        assert!(wide.iter().zip(&narrow).all(|(&w, &v)| w == f64::from(v)));
+    }
 }

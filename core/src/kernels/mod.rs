@@ -13,6 +13,7 @@
 pub(crate) mod cpu;
 mod gemm;
 pub mod generic;
+pub mod mixture;
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
@@ -21,6 +22,7 @@ use num_traits::Float;
 use crate::axes::Head;
 use crate::custom_op::HostGrad;
 use crate::layers::Activation;
+pub use mixture::{Eps, GaussianRows, MixtureKernels, Row};
 
 /// A tensor recording its operations on a tape, in element type `E`.
 pub type Tr<S, E, D> = Tensor<S, E, D, OwnedTape<E, D>>;
@@ -67,7 +69,7 @@ pub fn fast_path_enabled() -> bool {
 }
 
 /// The fused operations a device provides; the defaults are dfdx's generic ops.
-pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
+pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E> {
     /// `act(x · W + b)`. `x` may carry no tape (an input that needs no gradient).
     ///
     /// # Shapes

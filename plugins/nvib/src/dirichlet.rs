@@ -15,7 +15,7 @@ use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp};
 
 use crate::num::{c, tiny, Dev, Real};
-use crate::special::lgamma;
+use crate::special::{lgamma, lgamma_f64};
 
 /// What is added to a normaliser Σγ.
 #[derive(Clone, Copy)]
@@ -209,6 +209,29 @@ pub fn gamma_v1_approx<E: Real, D: Dev<E>, T: Tape<E, D>>(
     zero_unless(kept, large.choose(gauss, inv_cdf))
 }
 
+/// Whether each Gamma of [`gamma_v1_approx`] is positive, by the same arithmetic in `E` (values
+/// only): dropped components, and inverse-CDF draws that underflow, give 0.
+fn gamma_v1_positive<E: Real>(alpha: &[E], keep: &[bool], u: &[E]) -> Vec<bool> {
+    let floor = c::<E>(1e-8);
+    alpha
+        .iter()
+        .zip(keep)
+        .zip(u)
+        .map(|((&alpha, &kept), &u)| {
+            if !(kept && alpha > E::zero()) {
+                return false;
+            }
+            let a = num_traits::clamp(alpha, floor, E::infinity());
+            if a > c(0.63) {
+                return true; // the Gaussian approximation is at least 1e-8
+            }
+            let small = num_traits::clamp(a, floor, c(0.63));
+            let lg = c::<E>(lgamma_f64(small.to_f64().unwrap_or(f64::NAN)));
+            (((small.ln() + u.ln()) + lg) * small.recip()).exp() > E::zero()
+        })
+        .collect()
+}
+
 /// v1 `reparameterize_dirichlet` in train mode: [`gamma_v1_approx`] normalised per row,
 /// π = γ / Σγ, with π = 0 (not the official NaN) for dropped components and all-dropped rows.
 ///
@@ -249,6 +272,15 @@ pub fn pi_v1_train_kappa<E: Real, D: Dev<E>, T: Tape<E, D>>(
     let (b, n) = *alpha.shape();
     check_len("keep", keep.len(), b.0 * n.0);
     let rho = pi_v1_train(alpha.retaped::<T>(), keep, eps_rho, u_rho);
+    if kappa == 1 {
+        // A lone copy: σ = γ/γ is exactly 1 where its Gamma is positive (0 where it is not)
+        // and carries no gradient, so only the sub-Gammas' signs are needed.
+        check_len("eps_sub", eps_sub.len(), b.0 * n.0);
+        check_len("u_sub", u_sub.len(), b.0 * n.0);
+        let positive = gamma_v1_positive(&alpha.as_vec(), keep, &u_sub);
+        let sigma = flags::<_, E, D>(alpha.device(), (b, n), positive);
+        return zero_unless(sigma, carry_tape(alpha, rho));
+    }
     let keep_rep = repeat_keep(keep, b.0, n.0, kappa);
     let alpha_rep = repeat_components(alpha, kappa) / c::<E>(kappa as f64);
     let gamma_sub = gamma_v1_approx(alpha_rep, &keep_rep, eps_sub, u_sub);

@@ -104,31 +104,9 @@ pub fn kl_gaussian<E: Real, D: Dev<E>>(
     keep: &[bool],
     prior: &DpPrior,
 ) -> Tr<(Batch,), E, D> {
-    let shape = *mu.shape();
-    let (batch, comp, latent) = shape;
-    assert_eq!(keep.len(), batch.0 * comp.0, "one keep flag per row");
-    let dev = mu.device().clone();
-    let (prior_mu, prior_var) = prior.per_dim(latent.0);
-    let prior_logvar: Vec<f64> = prior_var.iter().map(|v| v.ln()).collect();
-    let row = |v: &[f64]| {
-        dev.tensor_from_vec(v.iter().map(|&x| c::<E>(x)).collect(), (latent,))
-            .broadcast_like(&shape)
-    };
-    let (prior_mu, prior_var, prior_logvar) = (row(&prior_mu), row(&prior_var), row(&prior_logvar));
-    // Padded rows become the prior itself, whose KL is exactly 0. The row flags are broadcast
-    // over Latent, not repeated on the host.
-    let keep2 = keep_tensor::<_, E, D>(&dev, keep, (batch, comp));
-    let keep3 = keep2.clone().broadcast_like::<_, Axis<2>>(&shape);
-    let mu = keep3.clone().choose(mu, prior_mu.clone());
-    let log_ratio = keep3.choose(logvar, prior_logvar.clone()) - prior_logvar;
-    let kl = log_ratio.with_empty_tape().exp() + (mu - prior_mu).square() / prior_var
-        - log_ratio
-        - c::<E>(1.0);
-    let kl = kl.mean::<(Batch, Comp), Axis<2>>();
-    let alpha = keep2.choose(alpha, dev.zeros_like(&(batch, comp)));
-    let alpha0_q = alpha.with_empty_tape().sum::<(Batch,), Axis<1>>();
-    let expected_pi = alpha / alpha0_q.broadcast_like(&(batch, comp));
-    (expected_pi * kl).sum::<(Batch,), Axis<1>>() * c::<E>(0.5 * prior.kappa as f64)
+    let (prior_mu, prior_var) = prior.per_dim(mu.shape().2 .0);
+    let scale = 0.5 * prior.kappa as f64;
+    D::kl_gaussian_mixture(mu, logvar, alpha, keep, &prior_mu, &prior_var, scale)
 }
 
 /// KL_D (§A.6) of one batch element and its derivative d KL_D / d α₀q, in f64: with k₀ kept

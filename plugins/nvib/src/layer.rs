@@ -13,6 +13,8 @@ use dfdx::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
+use vaezoo_core::kernels::{Eps, Row, Weight};
+use vaezoo_core::layers::Activation::{Identity, Relu};
 use vaezoo_core::rng::{normal_vec, uniform_vec, HostRng};
 
 use crate::dirichlet::{
@@ -131,7 +133,8 @@ pub struct Output<E: Real, D: Dev<E>> {
     pub stats: Stats,
 }
 
-/// The NVIB layer's forward pass.
+/// The NVIB layer's forward pass: the projections through the device's fused Linear, the latent
+/// rows (prior component, κ copies, zeros) assembled and z drawn by its mixture kernels.
 ///
 /// # Shapes
 /// `x: (Batch, Seq, Model)`, `keep_src`: Batch × Seq → latent `(Batch, κ·(Seq + 1), Latent)`
@@ -145,147 +148,101 @@ pub fn forward<E: Real, D: Dev<E>>(
     kappa: usize,
     noise: Option<Noise<E>>,
 ) -> Output<E, D> {
-    let (batch, seq, _) = *x.shape();
+    let (batch, seq, model) = *x.shape();
     let latent = w.mu_b.shape().0;
-    let dev = x.device().clone();
     let nl = Comp(seq.0 + 1);
-    let comps = |s: Seq| Comp(s.0);
-
-    let mu = linear(x.retaped(), w.mu_w, w.mu_b).reshape_like(&(batch, comps(seq), latent));
-    let log_var =
-        linear(x.retaped(), w.log_var_w, w.log_var_b).reshape_like(&(batch, comps(seq), latent));
-    let (alpha_src, log_alpha_src) = match w.alpha {
-        AlphaWeights::V1 { w: wa, b } => {
-            let a = project(x, wa, b).relu();
-            (a, None)
-        }
-        AlphaWeights::Head { w_lin, w_quad, b } => {
-            let sq = x.retaped::<OwnedTape<E, D>>().square();
-            let quad = dot(sq, w_quad);
-            let log_a = project(x, w_lin, b) + quad;
-            (log_a.retaped::<OwnedTape<E, D>>().exp(), Some(log_a))
-        }
-    };
-
-    // Prepend the prior component.
-    let row = |values: Vec<f64>| -> Tr<(Batch, Comp, Latent), E, D> {
-        let one: Vec<E> = PriorComponent::per_dim(&values, latent.0)
-            .into_iter()
-            .map(c)
-            .collect();
-        let t: Tensor<(Latent,), E, D> = dev.tensor_from_vec(one, (latent,));
-        t.broadcast_like(&(batch, Comp(1), latent))
-            .put_tape(Default::default())
-    };
-    let mu = (row(prior.mu.clone()), mu).concat_along(Axis::<1>);
-    let log_var =
-        (row(prior.var.iter().map(|v| v.ln()).collect()), log_var).concat_along(Axis::<1>);
-    let first = |v: f64| -> Tr<(Batch, Comp), E, D> {
-        dev.tensor_from_vec(vec![c(v); batch.0], (batch, Comp(1)))
-            .put_tape(Default::default())
-    };
-    let to_comp = |t: Tr<(Batch, Seq), E, D>| t.reshape_like(&(batch, comps(seq)));
-    let alpha = (first(prior.alpha), to_comp(alpha_src)).concat_along(Axis::<1>);
-    let log_alpha =
-        log_alpha_src.map(|la| (first(prior.alpha.ln()), to_comp(la)).concat_along(Axis::<1>));
     let keep_nl: Vec<bool> = (0..batch.0)
         .flat_map(|b| {
             std::iter::once(true).chain(keep_src[b * seq.0..(b + 1) * seq.0].iter().copied())
         })
         .collect();
+    let (x, rows_nl) = source_rows(x, keep_src, version);
 
-    // κ copies (row k·Nl + i is copy k of component i) and the sampling.
+    let mu_src = D::linear(
+        x.retaped::<OwnedTape<E, D>>(),
+        Weight::InOut(w.mu_w),
+        Some(w.mu_b),
+        Identity,
+    );
+    let lv_src = D::linear(
+        x.retaped::<OwnedTape<E, D>>(),
+        Weight::InOut(w.log_var_w),
+        Some(w.log_var_b),
+        Identity,
+    );
+    let column = |w: Tr<(Model,), E, D>| Weight::InOut(w.reshape_like(&(model, Const::<1>)));
+    let scalar = |b: Tr<(), E, D>| Some(b.reshape_like(&(Const::<1>,)));
+    let (alpha_src, log_alpha_src) = match w.alpha {
+        AlphaWeights::V1 { w: wa, b } => (D::linear(x, column(wa), scalar(b), Relu), None),
+        AlphaWeights::Head { w_lin, w_quad, b } => {
+            let sq = x.retaped::<OwnedTape<E, D>>().square();
+            let quad = D::linear(sq, column(w_quad), None, Identity);
+            let log_a = D::linear(x, column(w_lin), scalar(b), Identity) + quad;
+            (log_a.retaped::<OwnedTape<E, D>>().exp(), Some(log_a))
+        }
+    };
+
+    // The prior component is row 0 of every batch element.
+    let to_comp = |t: Tr<(usize, Const<1>), E, D>| t.reshape_like(&(batch, nl));
+    let alpha = to_comp(D::assemble_rows(alpha_src, &[c(prior.alpha)], &rows_nl));
+    let log_alpha =
+        log_alpha_src.map(|la| to_comp(D::assemble_rows(la, &[c(prior.alpha.ln())], &rows_nl)));
+    let per_dim = |values: Vec<f64>| -> Vec<E> {
+        PriorComponent::per_dim(&values, latent.0)
+            .into_iter()
+            .map(c)
+            .collect()
+    };
+    let prior_mu = per_dim(prior.mu.clone());
+    let prior_lv = per_dim(prior.var.iter().map(|v| v.ln()).collect());
+
+    // κ copies (row k·Nl + i is copy k of component i) exist in training only; evaluation
+    // uses the means of the Nl components.
     let kn = Comp(kappa * nl.0);
-    // κ copies exist in training only; evaluation uses the means of the Nl components.
     let copies = if noise.is_some() { kappa } else { 1 };
     let keep = repeat_keep(&keep_nl, batch.0, nl.0, copies);
+    let to_latent =
+        |t: Tr<(usize, Latent), E, D>, comps: Comp| t.reshape_like(&(batch, comps, latent));
     let (z, pi, mu, log_var, alpha) = match noise {
         None => {
             let pi = match version {
                 Version::V1 => pi_v1_eval(alpha.retaped(), &keep_nl),
                 Version::Head => pi_head_eval(alpha.retaped(), &keep_nl),
             };
+            let mu = to_latent(D::assemble_rows(mu_src, &prior_mu, &rows_nl), nl);
+            let log_var = to_latent(D::assemble_rows(lv_src, &prior_lv, &rows_nl), nl);
             (mu.retaped(), pi, mu, log_var, alpha)
         }
         Some(noise) => {
-            let (mu, log_var) = (repeat3(mu, kappa), repeat3(log_var, kappa));
-            let (eps_z, pi) = match noise {
-                Noise::Host(rng) => {
-                    let n = batch.0 * kn.0 * latent.0;
-                    let eps = normal_vec(rng, n)
-                        .into_iter()
-                        .map(|v| c(f64::from(v)))
-                        .collect();
-                    (
-                        eps,
-                        sample_pi(alpha.retaped(), &keep_nl, kappa, version, rng),
-                    )
-                }
-                Noise::Given { eps_z, dirichlet } => {
-                    let pi = match (version, dirichlet) {
-                        (
-                            Version::V1,
-                            DirichletNoise::V1 {
-                                eps_rho,
-                                u_rho,
-                                eps_sub,
-                                u_sub,
-                            },
-                        ) => pi_v1_train_kappa(
-                            alpha.retaped(),
-                            &keep_nl,
-                            kappa,
-                            eps_rho,
-                            u_rho,
-                            eps_sub,
-                            u_sub,
-                        ),
-                        (Version::Head, DirichletNoise::Head { gamma, gamma_sub }) => {
-                            let rho = gamma_from_samples(alpha.retaped(), gamma);
-                            if kappa == 1 {
-                                pi_head_train(alpha.retaped(), &keep_nl, rho)
-                            } else {
-                                let sub = gamma_from_samples(per_copy(&alpha, kappa), gamma_sub);
-                                pi_head_train_kappa(alpha.retaped(), &keep_nl, kappa, rho, sub)
-                            }
-                        }
-                        _ => panic!("the Dirichlet noise does not match the NVIB version"),
-                    };
-                    (eps_z, pi)
-                }
+            let rows_kn: Vec<Row> = rows_nl
+                .chunks(nl.0)
+                .flat_map(|row| (0..kappa).flat_map(move |_| row.iter().copied()))
+                .collect();
+            let prior_rows = (&prior_mu[..], &prior_lv[..]);
+            // ε for z is drawn before the Dirichlet noise.
+            let (g, pi) = match noise {
+                Noise::Host(rng) => (
+                    D::gaussian_rows(mu_src, lv_src, prior_rows, &rows_kn, Eps::Draw(rng)),
+                    sample_pi(alpha.retaped(), &keep_nl, kappa, version, rng),
+                ),
+                Noise::Given { eps_z, dirichlet } => (
+                    D::gaussian_rows(mu_src, lv_src, prior_rows, &rows_kn, Eps::Given(&eps_z)),
+                    given_pi(alpha.retaped(), &keep_nl, kappa, version, dirichlet),
+                ),
             };
-            let z = sample_z(&dev, &mu, &log_var, eps_z);
             let alpha = match kappa {
                 1 => alpha,
                 // The multi-sample path of both versions: each copy holds α/κ (α's history
                 // moves along with it).
                 _ => repeat_components(alpha, kappa) / c::<E>(kappa as f64),
             };
+            let (z, mu, log_var) = (
+                to_latent(g.z, kn),
+                to_latent(g.mu, kn),
+                to_latent(g.log_var, kn),
+            );
             (z, pi, mu, log_var, alpha)
         }
-    };
-    finish(z, pi, mu, log_var, alpha, log_alpha, keep, version)
-}
-
-/// v1 zeroes μ, logσ², α and z at padded positions; both compute the statistics.
-#[allow(clippy::too_many_arguments)]
-fn finish<E: Real, D: Dev<E>>(
-    z: Tr<(Batch, Comp, Latent), E, D>,
-    pi: Tr<(Batch, Comp), E, D>,
-    mu: Tr<(Batch, Comp, Latent), E, D>,
-    log_var: Tr<(Batch, Comp, Latent), E, D>,
-    alpha: Tr<(Batch, Comp), E, D>,
-    log_alpha: Option<Tr<(Batch, Comp), E, D>>,
-    keep: Vec<bool>,
-    version: Version,
-) -> Output<E, D> {
-    let (z, mu, log_var, alpha) = match version {
-        Version::V1 => {
-            let m2 = mask_tensor(z.device(), &keep, *alpha.shape());
-            let m3 = m2.clone().broadcast_like(z.shape());
-            (z * m3.clone(), mu * m3.clone(), log_var * m3, alpha * m2)
-        }
-        Version::Head => (z, mu, log_var, alpha),
     };
     let stats = statistics(
         &alpha.as_vec(),
@@ -306,89 +263,72 @@ fn finish<E: Real, D: Dev<E>>(
     }
 }
 
-/// x W + b as one 2-D matmul over all Batch·Seq rows (one large gemm instead of one per batch
-/// element).
+/// The rows the projections read, and where each of the Batch·Nl components comes from: the
+/// prior row, a projected row, or zeros. v1 zeroes μ, logσ², α and z at padded positions, so
+/// only kept positions are projected there; head projects every position.
 ///
 /// # Shapes
-/// `x: (Batch, Seq, Model)`, `w: (Model, Latent)` → `(Batch, Seq, Latent)`
-fn linear<E: Real, D: Dev<E>>(
+/// `x: (Batch, Seq, Model)` → `(rows, Model)` and Batch·(Seq + 1) sources
+fn source_rows<E: Real, D: Dev<E>>(
     x: Tr<(Batch, Seq, Model), E, D>,
-    w: Tr<(Model, Latent), E, D>,
-    b: Tr<(Latent,), E, D>,
-) -> Tr<(Batch, Seq, Latent), E, D> {
+    keep_src: &[bool],
+    version: Version,
+) -> (Tr<(usize, Model), E, D>, Vec<Row>) {
     let (batch, seq, model) = *x.shape();
-    let latent = w.shape().1;
-    let rows = batch.0 * seq.0;
-    let y = x.reshape_like(&(rows, model)).matmul(w);
-    (y + b.broadcast_like(&(rows, latent))).reshape_like(&(batch, seq, latent))
-}
-
-/// x·w (+ b) for a single output, as one matrix-vector product over all Batch·Seq rows.
-///
-/// # Shapes
-/// `x: (Batch, Seq, Model)` → `(Batch, Seq)`
-fn dot<E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Seq, Model), E, D>,
-    w: Tr<(Model,), E, D>,
-) -> Tr<(Batch, Seq), E, D> {
-    let (batch, seq, model) = *x.shape();
-    x.reshape_like(&(batch.0 * seq.0, model))
-        .matmul(w)
-        .reshape_like(&(batch, seq))
-}
-
-/// x·w + b for a single output.
-///
-/// # Shapes
-/// `x: (Batch, Seq, Model)` → `(Batch, Seq)`
-fn project<E: Real, D: Dev<E>>(
-    x: Tr<(Batch, Seq, Model), E, D>,
-    w: Tr<(Model,), E, D>,
-    b: Tr<(), E, D>,
-) -> Tr<(Batch, Seq), E, D> {
-    let xw = dot(x, w);
-    let s2 = *xw.shape();
-    xw + b.broadcast_like(&s2)
-}
-
-fn mask_tensor<E: Real, D: Dev<E>>(
-    dev: &D,
-    keep: &[bool],
-    shape: (Batch, Comp),
-) -> Tensor<(Batch, Comp), E, D> {
-    let m = keep
-        .iter()
-        .map(|&k| if k { E::one() } else { E::zero() })
-        .collect();
-    dev.tensor_from_vec(m, shape)
-}
-
-/// κ copies along Comp (row k·Nl + i = copy k of component i).
-///
-/// # Shapes
-/// `(Batch, Nl, Latent)` → `(Batch, κ·Nl, Latent)`
-fn repeat3<E: Real, D: Dev<E>>(
-    t: Tr<(Batch, Comp, Latent), E, D>,
-    kappa: usize,
-) -> Tr<(Batch, Comp, Latent), E, D> {
-    if kappa == 1 {
-        return t;
+    let compact = version == Version::V1 && keep_src.contains(&false);
+    let mut kept = Vec::new();
+    let mut rows = Vec::with_capacity(batch.0 * (seq.0 + 1));
+    for (s, &k) in keep_src.iter().enumerate() {
+        if s % seq.0 == 0 {
+            rows.push(Row::Prior);
+        }
+        rows.push(if !compact {
+            Row::Source(s)
+        } else if k {
+            kept.push(Row::Source(s));
+            Row::Source(kept.len() - 1)
+        } else {
+            Row::Zero
+        });
     }
-    let (b, n, l) = *t.shape();
-    t.broadcast_like(&(b, kappa, n, l))
-        .reshape_like(&(b, Comp(kappa * n.0), l))
+    let x = x.reshape_like(&(batch.0 * seq.0, model));
+    let x = if compact {
+        D::assemble_rows(x, &[], &kept)
+    } else {
+        x
+    };
+    (x, rows)
 }
 
-/// z = μ + ε ⊙ exp(½ logσ²).
-fn sample_z<E: Real, D: Dev<E>>(
-    dev: &D,
-    mu: &Tr<(Batch, Comp, Latent), E, D>,
-    log_var: &Tr<(Batch, Comp, Latent), E, D>,
-    eps: Vec<E>,
-) -> Tr<(Batch, Comp, Latent), E, D> {
-    let eps = dev.tensor_from_vec(eps, *mu.shape());
-    mu.retaped::<OwnedTape<E, D>>()
-        + (log_var.retaped::<OwnedTape<E, D>>() * c::<E>(0.5)).exp() * eps
+/// π from the given Dirichlet noise of the version.
+fn given_pi<E: Real, D: Dev<E>>(
+    alpha: Tr<(Batch, Comp), E, D>,
+    keep_nl: &[bool],
+    kappa: usize,
+    version: Version,
+    dirichlet: DirichletNoise<E>,
+) -> Tr<(Batch, Comp), E, D> {
+    match (version, dirichlet) {
+        (
+            Version::V1,
+            DirichletNoise::V1 {
+                eps_rho,
+                u_rho,
+                eps_sub,
+                u_sub,
+            },
+        ) => pi_v1_train_kappa(alpha, keep_nl, kappa, eps_rho, u_rho, eps_sub, u_sub),
+        (Version::Head, DirichletNoise::Head { gamma, gamma_sub }) => {
+            let rho = gamma_from_samples(alpha.retaped(), gamma);
+            if kappa == 1 {
+                pi_head_train(alpha, keep_nl, rho)
+            } else {
+                let sub = gamma_from_samples(per_copy(&alpha, kappa), gamma_sub);
+                pi_head_train_kappa(alpha, keep_nl, kappa, rho, sub)
+            }
+        }
+        _ => panic!("the Dirichlet noise does not match the NVIB version"),
+    }
 }
 
 /// The pseudo-counts of the κ copies, α/κ each (row k·Nl + i = copy k of component i).

@@ -30,16 +30,24 @@ pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Buffer {
 }
 
 /// A tensor of `shape` owning `values` (a buffer of [`buffer`]), without a copy.
-pub(super) fn into_tensor<S: Shape>(
-    dev: &Cpu,
-    mut values: Buffer,
-    shape: S,
-) -> Tensor<S, f32, Cpu> {
+pub(super) fn into_tensor<S: Shape>(dev: &Cpu, values: Buffer, shape: S) -> Tensor<S, f32, Cpu> {
+    dev.tensor_from_vec(into_vec(values), shape)
+}
+
+/// A zeroed vector of `n` values from dfdx's allocation cache, for an output tensor (see
+/// [`into_tensor`]): dfdx files a dropped tensor's buffer in its cache, so outputs taken from
+/// elsewhere would grow it at every step.
+pub(super) fn cached_zeros(dev: &Cpu, n: usize) -> Vec<f32> {
+    into_vec(buffer(dev, n))
+}
+
+/// The vector inside a cached buffer, which leaves the cache with it.
+fn into_vec(mut values: Buffer) -> Vec<f32> {
     let data = std::mem::take(&mut *values);
     // The emptied shell owns no memory; dropped, it would file an empty allocation in the
     // cache at every call.
     std::mem::forget(values);
-    dev.tensor_from_vec(data, shape)
+    data
 }
 
 /// Takes the gradient buffer of a ghost tensor out of the gradients (allocated as zeros if
@@ -127,7 +135,11 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
 
 pub(crate) mod attention;
 pub(crate) mod bernoulli;
+mod fastmath;
+pub(crate) mod kl_gaussian;
 pub(crate) mod layer_norm;
 pub(crate) mod linear;
 pub(crate) mod linear_nll;
+pub(crate) mod mixture;
 pub(crate) mod nll;
+mod scratch;

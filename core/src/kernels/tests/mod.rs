@@ -19,7 +19,7 @@ const N: usize = 4;
 
 /// A store of `(name, shape)` parameters drawn from N(0, 1), plus a fixed readout `r` of
 /// `readout` values that turns an output into a scalar loss with a non-trivial gradient.
-fn store(shapes: &[(&str, &[usize])], readout: usize) -> ParamStore<Cpu> {
+pub(super) fn store(shapes: &[(&str, &[usize])], readout: usize) -> ParamStore<Cpu> {
     let mut rng = seeded(7);
     let mut pb = ParamBuilder::new(&mut rng);
     for (name, shape) in shapes {
@@ -29,14 +29,18 @@ fn store(shapes: &[(&str, &[usize])], readout: usize) -> ParamStore<Cpu> {
     ParamStore::new(&Cpu::default(), pb.finish())
 }
 
-fn read_out<S: Shape>(p: &ParamStore<Cpu>, y: Traced<S, Cpu>, id: usize) -> Traced<(), Cpu> {
+pub(super) fn read_out<S: Shape>(
+    p: &ParamStore<Cpu>,
+    y: Traced<S, Cpu>,
+    id: usize,
+) -> Traced<(), Cpu> {
     let n = y.shape().num_elements();
     let r = p.get(ParamId(id), (n,)).retaped::<NoneTape>();
     (y.reshape_like(&(n,)) * r).sum()
 }
 
 /// The loss and every parameter's gradient.
-fn evaluate(
+pub(super) fn evaluate(
     p: &ParamStore<Cpu>,
     loss: impl Fn(&ParamStore<Cpu>) -> Traced<(), Cpu>,
 ) -> (f32, Vec<Vec<f32>>) {
@@ -48,7 +52,7 @@ fn evaluate(
     (value, out)
 }
 
-fn assert_close(what: &str, fast: &[f32], slow: &[f32]) {
+pub(super) fn assert_close(what: &str, fast: &[f32], slow: &[f32]) {
     let scale = slow.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
     for (i, (f, s)) in fast.iter().zip(slow).enumerate() {
         assert!(
@@ -58,7 +62,7 @@ fn assert_close(what: &str, fast: &[f32], slow: &[f32]) {
     }
 }
 
-fn same_as_generic(
+pub(super) fn same_as_generic(
     p: &ParamStore<Cpu>,
     fast: impl Fn(&ParamStore<Cpu>) -> Traced<(), Cpu>,
     slow: impl Fn(&ParamStore<Cpu>) -> Traced<(), Cpu>,

@@ -173,3 +173,44 @@ fn subnormal_gammas_keep_the_gradient_finite_in_f32() {
     let grad = (pi * w).sum().backward().get(&alpha).as_vec();
     assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
 }
+
+/// κ = 1 skips the sub-Dirichlet (σ = γ/γ); values and gradients are those of the general
+/// composition, in f64 and in f32, with a sub-Gamma that underflows to 0 (tiny α, tiny u).
+#[test]
+fn kappa_one_equals_the_general_composition() {
+    fn both<E: Real>(alpha: &[E], u_sub: &[E]) -> [(Vec<E>, Vec<E>); 2]
+    where
+        Cpu: Dev<E>,
+    {
+        let dev = Cpu::default();
+        let x = dev.tensor_from_vec(alpha.to_vec(), (Batch(B), Comp(N)));
+        let noise = |v: &[f64]| v.iter().map(|&x| c::<E>(x)).collect::<Vec<E>>();
+        let (e, u) = (noise(&EPS[..8]), noise(&U[..8]));
+        let w: Vec<E> = (0..B * N).map(|i| c((i % 3) as f64 - 0.8)).collect();
+        let run = |general: bool| {
+            let a = x.leaky_trace();
+            let pi = if general {
+                let rho = pi_v1_train(a.retaped(), &KEEP, e.clone(), u.clone());
+                let sub = gamma_v1_approx(a, &KEEP, e.clone(), u_sub.to_vec());
+                rho * normalise_copies(sub, 1, Offset::IfEmpty)
+            } else {
+                pi_v1_train_kappa(a, &KEEP, 1, e.clone(), u.clone(), e.clone(), u_sub.to_vec())
+            };
+            let values = pi.as_vec();
+            let l = (pi * dev.tensor_from_vec(w.clone(), (Batch(B), Comp(N)))).sum();
+            (values, l.backward().get(&x).as_vec())
+        };
+        [run(true), run(false)]
+    }
+    let mut u_sub = U[8..].to_vec();
+    u_sub[3] = 1e-30; // α = 0.05: exp((ln u + ln a + lnΓ(a))/a) underflows
+    let [general, short] = both::<f64>(&ALPHA, &u_sub);
+    assert_eq!(general, short);
+    let (alpha32, u32): (Vec<f32>, Vec<f32>) = (
+        ALPHA.iter().map(|&a| a as f32).collect(),
+        u_sub.iter().map(|&u| (u as f32).max(1e-30)).collect(),
+    );
+    let [general, short] = both::<f32>(&alpha32, &u32);
+    assert_eq!(general, short);
+    assert_eq!(short.0[3], 0.0, "the underflowed component");
+}
