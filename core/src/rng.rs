@@ -3,9 +3,7 @@
 
 use num_traits::Float;
 use rand::SeedableRng;
-use rand_distr::Distribution;
-
-mod ziggurat;
+use rand_distr::{Distribution, StandardNormal};
 
 /// The seedable, serialisable generator every vaezoo run draws from.
 pub type HostRng = rand_chacha::ChaCha8Rng;
@@ -28,13 +26,13 @@ pub fn normal_vec_as<E: Float + Send>(rng: &mut HostRng, n: usize) -> Vec<E> {
     out
 }
 
-/// Fills `out` with the draws [`normal_vec_as`] makes. Long runs are drawn in parallel, with the
-/// same values and the same consumption of the generator as drawing one at a time (see
-/// [`ziggurat`]).
-pub fn fill_normal<E: Float + Send>(rng: &mut HostRng, out: &mut [E]) {
-    ziggurat::fill(rng, out, |x| {
-        E::from(x).expect("an f32 converts to the float type")
-    });
+/// Fills `out` with the draws [`normal_vec_as`] makes: f32 standard normals, one after
+/// another, converted to `E`.
+pub fn fill_normal<E: Float>(rng: &mut HostRng, out: &mut [E]) {
+    for o in out {
+        let x: f32 = StandardNormal.sample(rng);
+        *o = E::from(x).expect("an f32 converts to the float type");
+    }
 }
 
 /// `n` uniform draws in `[low, high)`.
