@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::cached_zeros;
 use super::fastmath::exp;
 use super::mixture::{join, parallel, ROWS_PER_TASK};
-use super::scratch::{give_back, scratch, scratch_values};
+use super::{buffer, host_values};
 use crate::kernels::mixture::check_kl_inputs;
 use crate::kernels::Tr;
 
@@ -34,7 +34,7 @@ pub(crate) fn forward<B: Dim, C: Dim, P: Dim>(
     let (alpha, alpha_tape) = alpha.reshape_like(&(bs * cs,)).split_tape();
     let mut tape = mu_tape.merge(lv_tape).merge(alpha_tape);
     let dev = mu.device().clone();
-    let (ms, ls) = join(n, || scratch_values(&mu), || scratch_values(&log_var));
+    let (ms, ls) = join(n, || host_values(&mu), || host_values(&log_var));
     let prior = Prior {
         mu: prior_mu.iter().map(|&v| v as f32).collect(),
         inv_var: prior_var.iter().map(|&v| (1.0 / v) as f32).collect(),
@@ -44,7 +44,7 @@ pub(crate) fn forward<B: Dim, C: Dim, P: Dim>(
 
     // Per kept row: t = mean_p KL; per element: exp(logσ² − logσ²_p), for the backward pass.
     let mut t = vec![0.0f32; bs * cs];
-    let mut ratio = scratch(n);
+    let mut ratio = buffer(&dev, n);
     let row_kl = |(row, (t, ratio)): (usize, (&mut f32, &mut [f32]))| {
         if keep[row] {
             let span = row * ps..(row + 1) * ps;
@@ -64,7 +64,7 @@ pub(crate) fn forward<B: Dim, C: Dim, P: Dim>(
             .for_each(row_kl);
     }
     // E[π] = α / Σ_kept α per batch element.
-    give_back(ls);
+    drop(ls);
     let alphas = alpha.as_vec();
     let mut pi: Vec<f32> = alphas
         .iter()
@@ -128,8 +128,8 @@ pub(crate) fn forward<B: Dim, C: Dim, P: Dim>(
         put_grad!(grads, &mu_ghost, gm);
         put_grad!(grads, &lv_ghost, gl);
         put_grad!(grads, &out_ghost, g);
-        give_back(ms);
-        give_back(ratio);
+        drop(ms);
+        drop(ratio);
         Ok(())
     });
     out.put_tape(tape)

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use super::cached_zeros;
 use super::fastmath::exp;
-use super::scratch::{give_back, scratch, scratch_values};
+use super::{buffer, host_values};
 use crate::kernels::mixture::{check_rows, Eps, GaussianRows, Row};
 use crate::kernels::Tr;
 use crate::rng::fill_normal;
@@ -88,7 +88,7 @@ pub(crate) fn assemble_rows<R: Dim, P: Dim>(
     let (src, mut tape) = src.reshape_like(&(rs * ps,)).split_tape();
     let dev = src.device().clone();
     let size = rows.len() * ps;
-    let (values, mut out) = join(size, || scratch_values(&src), || cached_zeros(&dev, size));
+    let (values, mut out) = join(size, || host_values(&src), || cached_zeros(&dev, size));
     let fill = |(k, block): (usize, &mut [f32])| {
         for (o, dst) in block.chunks_exact_mut(ps).enumerate() {
             match rows[k * ROWS_PER_TASK + o] {
@@ -104,7 +104,7 @@ pub(crate) fn assemble_rows<R: Dim, P: Dim>(
     } else {
         out.chunks_mut(block).enumerate().for_each(fill);
     }
-    give_back(values);
+    drop(values);
     let out = dev.tensor_from_vec(out, (rows.len(), p));
 
     let (src_ghost, out_ghost) = (src.ghost(), out.ghost());
@@ -146,13 +146,13 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
     assert_eq!(*log_var.shape(), (r, p), "mu and log_var shapes");
     check_rows(rs, ps, prior.0, rows);
     check_rows(rs, ps, prior.1, rows);
-    let mut drawn = Vec::new();
-    let eps = match eps {
+    let mut drawn = None;
+    let eps: &[f32] = match eps {
         Eps::Given(eps) => eps,
         Eps::Draw(rng) => {
-            drawn = scratch(n * ps);
-            fill_normal(rng, &mut drawn);
-            &drawn
+            let d = drawn.insert(buffer(mu.device(), n * ps));
+            fill_normal(rng, d);
+            &d[..]
         }
     };
     assert_eq!(eps.len(), n * ps, "one ε per output element");
@@ -164,11 +164,11 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
     let zeros = || cached_zeros(&dev, n * ps);
     let ((ms, ls), (mut z, (mut mu_out, mut lv_out))) = join(
         n * ps,
-        || join(n * ps, || scratch_values(&mu), || scratch_values(&log_var)),
+        || join(n * ps, || host_values(&mu), || host_values(&log_var)),
         || join(n * ps, zeros, || join(n * ps, zeros, zeros)),
     );
     // ε·exp(½ logσ²), what the backward pass needs for d z / d logσ².
-    let mut noise = scratch(n * ps);
+    let mut noise = buffer(&dev, n * ps);
     let fill = |(k, (((z, m), l), s)): Chunk4| {
         for (i, (((z, m), l), s)) in z
             .chunks_exact_mut(ps)
@@ -210,9 +210,9 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
             .enumerate()
             .for_each(fill);
     }
-    give_back(ms);
-    give_back(ls);
-    give_back(drawn);
+    drop(ms);
+    drop(ls);
+    drop(drawn);
     let z = dev.tensor_from_vec(z, (n, p));
     let mu_out = dev.tensor_from_vec(mu_out, (n, p));
     let lv_out = dev.tensor_from_vec(lv_out, (n, p));
@@ -262,7 +262,7 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
         put_grad!(grads, &z_ghost, gz);
         put_grad!(grads, &mo_ghost, gm);
         put_grad!(grads, &lo_ghost, gl);
-        give_back(noise);
+        drop(noise);
         Ok(())
     });
     GaussianRows {

@@ -142,4 +142,3 @@ pub(crate) mod linear;
 pub(crate) mod linear_nll;
 pub(crate) mod mixture;
 pub(crate) mod nll;
-mod scratch;
