@@ -87,19 +87,21 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
         generic::linear(x, weight, bias, activation)
     }
 
-    /// [`Self::linear`] of the rows whose flag in `rows` is true; the other rows of the output
-    /// are zero and pass no gradient back (padding positions, whose values nothing reads).
+    /// `act(x · W + b) ⊙ dropout` of the rows whose flag in `rows` is true; the other rows of
+    /// the output are zero and pass no gradient back (padding positions, whose values nothing
+    /// reads). `dropout` is a dropout layer's scaled keep mask over the output (`None`: none).
     ///
     /// # Shapes
-    /// `x: (M, K)`, `W: (K, N)` or `(N, K)`, `b: (N,)`, `rows: M` → `(M, N)`
+    /// `x: (M, K)`, `W: (K, N)` or `(N, K)`, `b: (N,)`, `rows: M`, `dropout: M × N` → `(M, N)`
     fn linear_rows<M: Dim, K: Dim, N: Dim>(
         x: Tr<(M, K), E, Self>,
         weight: Weight<K, N, E, Self>,
         bias: Option<Tr<(N,), E, Self>>,
         activation: Activation,
         rows: &[bool],
+        dropout: Option<&[E]>,
     ) -> Tr<(M, N), E, Self> {
-        generic::linear_rows(x, weight, bias, activation, rows)
+        generic::linear_rows(x, weight, bias, activation, rows, dropout)
     }
 
     /// One Linear map per group of columns, `y_g = x_g · W_g (+ b_g)`: x_g and y_g are the g-th
@@ -257,11 +259,12 @@ impl Kernels<f32> for Cpu {
         bias: Option<Tr<(N,), f32, Self>>,
         activation: Activation,
         rows: &[bool],
+        dropout: Option<&[f32]>,
     ) -> Tr<(M, N), f32, Self> {
         if fast_path_enabled() {
-            cpu::linear::forward_rows(x, weight, bias, activation, Some(rows))
+            cpu::linear::forward_rows(x, weight, bias, activation, Some(rows), dropout)
         } else {
-            generic::linear_rows(x, weight, bias, activation, rows)
+            generic::linear_rows(x, weight, bias, activation, rows, dropout)
         }
     }
 
@@ -276,7 +279,7 @@ impl Kernels<f32> for Cpu {
         OwnedTape<f32, Self>: Merge<T>,
     {
         if fast_path_enabled() {
-            cpu::linear::grouped(x, weight, bias, Activation::Identity, groups, None)
+            cpu::linear::grouped(x, weight, bias, Activation::Identity, groups, None, None)
         } else {
             generic::grouped_linear(x, weight, bias, groups)
         }

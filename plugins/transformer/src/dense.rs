@@ -103,29 +103,35 @@ impl<I: Dim, O: Dim> Dense<I, O> {
         x: Tr<(B, N, I), E, D>,
         activation: Activation,
     ) -> Tr<(B, N, O), E, D> {
-        self.forward_rows(w, x, activation, None)
+        self.forward_rows(w, x, activation, None, None)
     }
 
     /// [`forward_activated`](Self::forward_activated) of the positions whose `keep` flag
     /// (row-major `B × N`) is true; the others are zero and pass no gradient back (padding,
-    /// which nothing downstream reads). `None` computes every position.
+    /// which nothing downstream reads). `None` computes every position. `dropout`, a dropout
+    /// layer's scaled keep mask over the output, is applied in the same pass (only with
+    /// `keep`).
     ///
     /// # Shapes
-    /// `x: (B, N, I)`, `keep: B × N` → `(B, N, O)`
+    /// `x: (B, N, I)`, `keep: B × N`, `dropout: B × N × O` → `(B, N, O)`
     pub fn forward_rows<B: Dim, N: Dim, E: Real, D: Dev<E>>(
         &self,
         w: &impl Source<E, D>,
         x: Tr<(B, N, I), E, D>,
         activation: Activation,
         keep: Option<&[bool]>,
+        dropout: Option<&[E]>,
     ) -> Tr<(B, N, O), E, D> {
         let (b, n, i) = *x.shape();
         let rows = x.reshape_like(&(b.size() * n.size(), i));
         let weight = Weight::OutIn(w.get(self.weight, (self.out_dim, self.in_dim)));
         let bias = self.bias.map(|id| w.get(id, (self.out_dim,)));
         let y = match keep {
-            Some(keep) => D::linear_rows(rows, weight, bias, activation, keep),
-            None => D::linear(rows, weight, bias, activation),
+            Some(keep) => D::linear_rows(rows, weight, bias, activation, keep, dropout),
+            None => {
+                assert!(dropout.is_none(), "fused dropout needs the row flags");
+                D::linear(rows, weight, bias, activation)
+            }
         };
         y.reshape_like(&(b, n, self.out_dim))
     }

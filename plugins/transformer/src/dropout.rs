@@ -1,10 +1,11 @@
 //! Dropout: in training, each element is zeroed with probability p and the survivors scaled
-//! by 1/(1 − p), with the mask drawn from the host generator; the identity in evaluation.
+//! by 1/(1 − p), with the mask seeded from the host generator (see
+//! [`fill_dropout_mask`]); the identity in evaluation.
 
 use dfdx::prelude::*;
 use vaezoo_core::plugin::Mode;
-use vaezoo_core::rng::{uniform_vec, HostRng};
-use vaezoo_nvib::num::{c, Dev, Real, Tr};
+use vaezoo_core::rng::{fill_dropout_mask, HostRng};
+use vaezoo_nvib::num::{Dev, Real, Tr};
 
 /// Dropout with probability `p` in `[0, 1)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,17 +47,8 @@ impl Dropout {
         if mode == Mode::Eval || self.p == 0.0 {
             return None;
         }
-        let scale = c::<E>(1.0 / (1.0 - self.p));
-        let mask = uniform_vec(rng, len, 0.0, 1.0)
-            .into_iter()
-            .map(|u| {
-                if f64::from(u) < self.p {
-                    E::zero()
-                } else {
-                    scale
-                }
-            })
-            .collect();
+        let mut mask = vec![E::zero(); len];
+        fill_dropout_mask(rng, self.p, &mut mask);
         Some(mask)
     }
 }

@@ -1,6 +1,7 @@
 //! The Transformer's position-wise feed-forward block: `linear2(dropout(relu(linear1(x))))`,
 //! with a hidden width of 4·d in the NVAE.
 
+use dfdx::prelude::{Dim, HasShape};
 use vaezoo_core::axes::{Batch, Hidden, Model, Seq};
 use vaezoo_core::layers::Activation;
 use vaezoo_core::params::ParamBuilder;
@@ -50,9 +51,22 @@ impl FeedForward {
         mode: Mode,
         rng: &mut HostRng,
     ) -> Tr<(Batch, Seq, Model), E, D> {
-        let h = self.linear1.forward_rows(w, x, Activation::Relu, keep);
-        let h = self.dropout.forward(h, mode, rng);
-        self.linear2.forward_rows(w, h, Activation::Identity, keep)
+        let linear1 = &self.linear1;
+        let h = match keep {
+            // The dropout fused into linear1's kernel.
+            Some(keep) => {
+                let (b, n, _) = *x.shape();
+                let len = b.size() * n.size() * linear1.out_dim().size();
+                let mask = self.dropout.mask(len, mode, rng);
+                linear1.forward_rows(w, x, Activation::Relu, Some(keep), mask.as_deref())
+            }
+            None => {
+                let h = linear1.forward_rows(w, x, Activation::Relu, None, None);
+                self.dropout.forward(h, mode, rng)
+            }
+        };
+        self.linear2
+            .forward_rows(w, h, Activation::Identity, keep, None)
     }
 }
 
@@ -71,6 +85,20 @@ mod tests {
             (Batch(2), Seq(2), Model(3)),
             |ff, p, x| {
                 ff.forward(p, x, None, Mode::Train, &mut seeded(5))
+                    .sin()
+                    .sum()
+            },
+        );
+    }
+
+    #[test]
+    fn fused_dropout_of_kept_rows_has_finite_difference_gradients() {
+        let keep = [true, false, true, true];
+        check(
+            |pb| FeedForward::new(pb, "", Model(3), Hidden(12), Dropout::new(0.3)),
+            (Batch(2), Seq(2), Model(3)),
+            |ff, p, x| {
+                ff.forward(p, x, Some(&keep), Mode::Train, &mut seeded(6))
                     .sin()
                     .sum()
             },

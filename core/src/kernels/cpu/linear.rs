@@ -24,7 +24,7 @@ where
     T: Tape<f32, Cpu>,
     OwnedTape<f32, Cpu>: Merge<T>,
 {
-    grouped(x, weight, bias, activation, 1, None)
+    grouped(x, weight, bias, activation, 1, None, None)
 }
 
 /// See [`crate::kernels::Kernels::linear_rows`].
@@ -34,12 +34,14 @@ pub(crate) fn forward_rows<M: Dim, K: Dim, N: Dim>(
     bias: Option<Tr<(N,), f32, Cpu>>,
     activation: Activation,
     rows: Option<&[bool]>,
+    dropout: Option<&[f32]>,
 ) -> Tr<(M, N), f32, Cpu> {
-    grouped(x, weight, bias, activation, 1, rows)
+    grouped(x, weight, bias, activation, 1, rows, dropout)
 }
 
-/// See [`crate::kernels::Kernels::grouped_linear`]; `act(y)` on top, of the rows `rows` keeps
-/// (`None`: all; the others are zero and pass no gradient back).
+/// See [`crate::kernels::Kernels::grouped_linear`]; `act(y) ⊙ dropout` on top (`dropout`: a
+/// scaled keep mask as wide as the output, `None`: none), of the rows `rows` keeps (`None`: all;
+/// the others are zero and pass no gradient back).
 pub(crate) fn grouped<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
     x: Tensor<(M, I), f32, Cpu, T>,
     weight: Weight<K, N, f32, Cpu>,
@@ -47,6 +49,7 @@ pub(crate) fn grouped<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
     activation: Activation,
     groups: usize,
     rows: Option<&[bool]>,
+    dropout: Option<&[f32]>,
 ) -> Tr<(M, O), f32, Cpu>
 where
     T: Tape<f32, Cpu>,
@@ -126,6 +129,22 @@ where
             Some(pre)
         }
     };
+    // The dropout mask of the computed rows, applied after the activation's saved values.
+    let dropped = dropout.map(|mask| {
+        assert_eq!(mask.len(), m_all * wo, "one dropout value per output");
+        let mask = match &kept {
+            None => buffer_of(&dev, mask),
+            Some(kept) => {
+                let mut ma = buffer(&dev, mk * wo);
+                for (dst, &r) in ma.chunks_exact_mut(wo.max(1)).zip(kept) {
+                    dst.copy_from_slice(&mask[r * wo..(r + 1) * wo]);
+                }
+                ma
+            }
+        };
+        zip_chunks(&mut y, &mask, scale_by);
+        mask
+    });
     let out = match &kept {
         None => into_tensor(&dev, y, (m, out_dim)),
         Some(kept) => {
@@ -155,6 +174,9 @@ where
             Some(ga) => ga,
             None => &mut g_full,
         };
+        if let Some(mask) = &dropped {
+            zip_chunks(g, mask, scale_by);
+        }
         match &saved {
             None => {}
             Some(y) if activation.derivative_from_output() => zip_chunks(g, y, |g, y| {
@@ -220,6 +242,13 @@ where
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// `values[i] *= factors[i]`.
+fn scale_by(values: &mut [f32], factors: &[f32]) {
+    for (v, &f) in values.iter_mut().zip(factors) {
+        *v *= f;
+    }
 }
 
 /// Group `j`'s block of a weight stored `(k × n)` per group (`InOut`) or `(n × k)` (`OutIn`),

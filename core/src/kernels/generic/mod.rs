@@ -55,9 +55,17 @@ pub fn linear_rows<M: Dim, K: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     bias: Option<Tr<(N,), E, D>>,
     activation: Activation,
     rows: &[bool],
+    dropout: Option<&[E]>,
 ) -> Tr<(M, N), E, D> {
     let y = linear(x, weight, bias, activation);
     let shape = *y.shape();
+    let y = match dropout {
+        Some(mask) => {
+            let mask = y.device().tensor_from_vec(mask.to_vec(), shape);
+            y * mask
+        }
+        None => y,
+    };
     assert_eq!(rows.len(), shape.0.size(), "one row flag per row");
     let flags = rows
         .iter()

@@ -11,7 +11,7 @@ use crate::backend::Traced;
 use crate::gradcheck::GradCheck;
 use crate::layers::Activation;
 use crate::params::{ParamBuilder, ParamId, ParamStore};
-use crate::rng::seeded;
+use crate::rng::{fill_dropout_mask, seeded};
 
 const M: usize = 6;
 const K: usize = 5;
@@ -164,7 +164,7 @@ fn grouped_loss(p: &ParamStore<Cpu>, out_in: bool, bias: bool, fast: bool) -> Tr
     };
     let b = bias.then(|| p.get(ParamId(2), (G * N,)));
     let y: Traced<(usize, usize), Cpu> = if fast {
-        cpu::linear::grouped(x, w, b, Activation::Identity, G, None)
+        cpu::linear::grouped(x, w, b, Activation::Identity, G, None, None)
     } else {
         generic::grouped_linear(x, w, b, G)
     };
@@ -238,13 +238,15 @@ fn layer_norm_gradients_match_finite_differences() {
         .unwrap();
 }
 
-/// `linear_rows` (fused or generic) of an `m × K` input to `n` outputs, keeping rows `keep`.
+/// `linear_rows` (fused or generic) of an `m × K` input to `n` outputs, keeping rows `keep`,
+/// with a fixed dropout mask when `dropout`.
 fn linear_rows_loss(
     p: &ParamStore<Cpu>,
     fast: bool,
     act: Activation,
     out_in: bool,
     keep: &[bool],
+    dropout: bool,
 ) -> Traced<(), Cpu> {
     let (m, n) = (keep.len(), p.shape(2)[0]);
     let x = p.get(ParamId(0), (m, K));
@@ -254,10 +256,15 @@ fn linear_rows_loss(
         Weight::InOut(p.get(ParamId(1), (K, n)))
     };
     let b = Some(p.get(ParamId(2), (n,)));
+    let mask = dropout.then(|| {
+        let mut mask = vec![0.0; m * n];
+        fill_dropout_mask(&mut seeded(9), 0.25, &mut mask);
+        mask
+    });
     let y = if fast {
-        cpu::linear::forward_rows(x, w, b, act, Some(keep))
+        cpu::linear::forward_rows(x, w, b, act, Some(keep), mask.as_deref())
     } else {
-        generic::linear_rows(x, w, b, act, keep)
+        generic::linear_rows(x, w, b, act, keep, mask.as_deref())
     };
     read_out(p, y, 3)
 }
@@ -272,11 +279,11 @@ fn linear_rows_match_the_generic_ops() {
     for keep in [some, vec![true; M], vec![false; M]] {
         let p = rows_store(M, N);
         for act in ACTIVATIONS {
-            for out_in in [false, true] {
+            for (out_in, dropout) in [(false, false), (true, false), (false, true), (true, true)] {
                 same_as_generic(
                     &p,
-                    |p| linear_rows_loss(p, true, act, out_in, &keep),
-                    |p| linear_rows_loss(p, false, act, out_in, &keep),
+                    |p| linear_rows_loss(p, true, act, out_in, &keep, dropout),
+                    |p| linear_rows_loss(p, false, act, out_in, &keep, dropout),
                 );
             }
         }
@@ -286,18 +293,20 @@ fn linear_rows_match_the_generic_ops() {
     let p = rows_store(200, 400);
     same_as_generic(
         &p,
-        |p| linear_rows_loss(p, true, Activation::Gelu, true, &keep),
-        |p| linear_rows_loss(p, false, Activation::Gelu, true, &keep),
+        |p| linear_rows_loss(p, true, Activation::Gelu, true, &keep, true),
+        |p| linear_rows_loss(p, false, Activation::Gelu, true, &keep, true),
     );
 }
 
 #[test]
 fn linear_rows_gradients_match_finite_differences() {
     let keep: Vec<bool> = (0..M).map(|i| i % 3 != 1).collect();
-    for act in [Activation::Tanh, Activation::Gelu] {
+    for (act, dropout) in [(Activation::Tanh, false), (Activation::Gelu, true)] {
         let mut p = rows_store(M, N);
         GradCheck::default()
-            .run(&mut p, |p| linear_rows_loss(p, true, act, true, &keep))
+            .run(&mut p, |p| {
+                linear_rows_loss(p, true, act, true, &keep, dropout)
+            })
             .unwrap_or_else(|e| panic!("{act:?}: {e}"));
     }
 }
