@@ -6,6 +6,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
+use super::fastmath::{exp, ln};
 use super::host_values;
 use crate::kernels::Tr;
 
@@ -28,8 +29,8 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     let row = |(r, (l, x)): (&mut f32, (&mut [f32], &[f32]))| {
         let mut sum = 0.0;
         for (l, &x) in l.iter_mut().zip(x) {
-            let e = (-l.abs()).exp();
-            sum += l.max(0.0) - *l * x + (1.0 + e).ln();
+            let e = exp(-l.abs());
+            sum += l.max(0.0) - *l * x + ln(1.0 + e);
             let sigmoid = if *l >= 0.0 { 1.0 } else { e } / (1.0 + e);
             *l = sigmoid - x;
         }

@@ -8,6 +8,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
+use super::fastmath::exp;
 use super::{add_into, buffer, for_each_row, host_values};
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::check_nll_inputs;
@@ -82,7 +83,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     for_each_row(&mut logits, v, &mut stats, |j, row, (lse, term)| {
         let i = active[j];
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
+        let sum: f32 = row.iter().map(|l| exp(l - max)).sum();
         *lse = max + sum.ln();
         *term = weights[i] * (row[targets[i]] - *lse);
     });
@@ -108,7 +109,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
                 return;
             }
             for l in row.iter_mut() {
-                *l = -scale * (*l - *lse).exp();
+                *l = -scale * exp(*l - *lse);
             }
             row[targets[i]] += scale;
         });

@@ -5,6 +5,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
+use super::fastmath::exp;
 use super::{add_into, buffer, host_values, into_tensor};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::Tr;
@@ -27,7 +28,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
     let mut out = buffer(logits.device(), groups.size());
     for (r, row) in kept.chunks_exact(v.max(1)).enumerate().take(rows) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|l| (l - max).exp()).sum();
+        let sum: f32 = row.iter().map(|l| exp(l - max)).sum();
         let l = max + sum.ln();
         lse.push(l);
         if weights[r] != 0.0 {
@@ -47,7 +48,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
                 continue;
             }
             for l in row.iter_mut() {
-                *l = -scale * (*l - lse[r]).exp();
+                *l = -scale * exp(*l - lse[r]);
             }
             row[targets[r]] += scale;
         }

@@ -2,6 +2,7 @@
 //! `(nk × rows)` matrix, each row holding one key's score for every query. Every loop runs
 //! along the queries, contiguously.
 
+use super::super::fastmath::exp;
 use super::layout::Layout;
 use super::Hidden;
 
@@ -38,7 +39,7 @@ pub(super) fn forward(
     sum.fill(0.0);
     for row in st.chunks_exact_mut(rows) {
         for ((x, m), s) in row.iter_mut().zip(&*max).zip(sum.iter_mut()) {
-            *x = (*x - m).exp();
+            *x = exp(*x - m);
             *s += *x;
         }
     }
