@@ -300,7 +300,36 @@ pub trait Attention<D: Backend>: Send + Sync {
         queries: Traced<(Batch, Seq, Latent), D>,
         latent: &Mixture<D>,
     ) -> Result<Traced<(Batch, Seq, Latent), D>>;
+
+    /// The work on `latent` alone that evaluation-mode [`attend_prepared`] calls over the
+    /// same latent can share (greedy decoding attends to one latent at every step), or `None`
+    /// (the default) when there is nothing to share.
+    ///
+    /// [`attend_prepared`]: Attention::attend_prepared
+    fn prepare(&self, _ctx: &mut Ctx<D>, _latent: &Mixture<D>) -> Result<Option<Prepared>> {
+        Ok(None)
+    }
+
+    /// [`attend`](Attention::attend) in evaluation, given what [`prepare`](Attention::prepare)
+    /// returned for the same `latent` (the default ignores it). No gradient reaches the latent
+    /// through the prepared part.
+    ///
+    /// # Shapes
+    /// As [`attend`](Attention::attend).
+    fn attend_prepared(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        latent: &Mixture<D>,
+        _prepared: &Prepared,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        self.attend(ctx, queries, latent)
+    }
 }
+
+/// An attention's work on one latent, kept for later calls ([`Attention::prepare`]); only the
+/// attention that made it reads it.
+pub type Prepared = Box<dyn std::any::Any>;
 
 /// The geometry of a latent kind: how to move between two latents.
 pub trait LatentSpace<D: Backend> {

@@ -14,12 +14,13 @@ use vaezoo_core::backend::{lift, Reuse};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
-use vaezoo_core::plugin::{Attention, Ctx, DynAttention, Mode};
+use vaezoo_core::plugin::{Attention, Ctx, DynAttention, Mode, Prepared};
 use vaezoo_core::registry::{parse_config, schema_of, Build, PluginRegistration};
 use vaezoo_core::{Backend, Error, Result, Traced};
 
 use crate::attention::{
-    denoising_mha_eval, denoising_mha_train, sdpa_mha, DaVersion, MhaBias, MhaWeights,
+    denoising_mha_eval_with, denoising_mha_train, sdpa_mha, DaVersion, EvalKeys, MhaBias,
+    MhaWeights,
 };
 use crate::layer::Version;
 
@@ -130,9 +131,27 @@ pub struct Denoising {
     version: DaVersion,
 }
 
+impl Denoising {
+    /// The terms of `latent`'s components that evaluation-time attention reads.
+    fn eval_keys<D: Backend>(&self, latent: &Mixture<D>) -> EvalKeys<f32, D> {
+        let log_var = match &latent.log_var {
+            Some(v) => v.reuse(),
+            None => lift(latent.mean.device().zeros_like(&latent.dims())) - 200.0,
+        };
+        let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
+        let head_width = self.proj.width / self.proj.heads;
+        EvalKeys::new(
+            latent.mean.reuse(),
+            log_var,
+            pi,
+            &keep,
+            self.version,
+            head_width,
+        )
+    }
+}
+
 impl<D: Backend> Attention<D> for Denoising {
-    /// # Shapes
-    /// `queries: (Batch, Seq, Latent)`, latent `(Batch, Comp, Latent)` → `(Batch, Seq, Latent)`
     fn attend(
         &self,
         ctx: &mut Ctx<D>,
@@ -141,34 +160,44 @@ impl<D: Backend> Attention<D> for Denoising {
     ) -> Result<Traced<(Batch, Seq, Latent), D>> {
         let (b, s, l) = *queries.shape();
         let q = queries.reshape_like(&(b, s, Model(l.0)));
-        let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
         let weights = self.proj.get(ctx.params);
         let (out, _) = match ctx.mode {
             Mode::Train => {
+                let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
                 denoising_mha_train(q, weights, latent.z.reuse(), pi, &keep, self.version)
             }
-            Mode::Eval => {
-                let log_var = match &latent.log_var {
-                    Some(v) => v.reuse(),
-                    // A deterministic latent: σ² → 0, where eval equals training with Z = μ.
-                    None => lift(latent.mean.device().zeros_like(&latent.dims())) - 200.0,
-                };
-                denoising_mha_eval(
-                    q,
-                    weights,
-                    latent.mean.reuse(),
-                    log_var,
-                    pi,
-                    &keep,
-                    self.version,
-                )
-            }
+            Mode::Eval => denoising_mha_eval_with(q, weights, self.eval_keys(latent), self.version),
         };
+        Ok(out.reshape_like(&(b, s, l)))
+    }
+
+    /// In evaluation, the components' keys, values and prior terms ([`EvalKeys`]).
+    fn prepare(&self, ctx: &mut Ctx<D>, latent: &Mixture<D>) -> Result<Option<Prepared>> {
+        Ok(match ctx.mode {
+            Mode::Train => None,
+            Mode::Eval => Some(Box::new(self.eval_keys(latent).reuse())),
+        })
+    }
+
+    fn attend_prepared(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        latent: &Mixture<D>,
+        prepared: &Prepared,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        let keys = match (ctx.mode, prepared.downcast_ref::<EvalKeys<f32, D>>()) {
+            (Mode::Eval, Some(keys)) => keys.reuse(),
+            _ => return self.attend(ctx, queries, latent),
+        };
+        let (b, s, l) = *queries.shape();
+        let q = queries.reshape_like(&(b, s, Model(l.0)));
+        let weights = self.proj.get(ctx.params);
+        let (out, _) = denoising_mha_eval_with(q, weights, keys, self.version);
         Ok(out.reshape_like(&(b, s, l)))
     }
 }
 
-/// The built `sdpa` attention.
 pub struct Sdpa {
     proj: Projections,
 }

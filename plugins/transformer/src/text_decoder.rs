@@ -27,7 +27,7 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
 use vaezoo_core::layers::{Embedding, Init};
 use vaezoo_core::params::{ParamBuilder, ParamStore};
-use vaezoo_core::plugin::{Ctx, Decoder, DynAttention, DynDecoder, Mode, Observation};
+use vaezoo_core::plugin::{Ctx, Decoder, DynAttention, DynDecoder, Mode, Observation, Prepared};
 use vaezoo_core::registry::{
     parse_config, schema_of, Build, DataDims, PluginKind, PluginRegistration, Registry,
 };
@@ -283,12 +283,22 @@ impl TransformerDecoder {
         self.cross
             .iter()
             .map(|attention| {
+                // In evaluation, the attention's work on the latent alone, done at the first
+                // call and shared by the later ones (every step of greedy decoding).
+                let mut prepared: Option<Option<Prepared>> = None;
                 Box::new(
                     move |q: Traced<(Batch, Seq, Model), D>, rng: &mut HostRng| {
                         let (b, s, _) = *q.shape();
                         let mut ctx = Ctx { params, mode, rng };
                         let q = q.reshape_like(&(b, s, Latent(width.0)));
-                        let out = D::attention(&**attention).attend(&mut ctx, q, latent)?;
+                        let attention = D::attention(&**attention);
+                        if mode == Mode::Eval && prepared.is_none() {
+                            prepared = Some(attention.prepare(&mut ctx, latent)?);
+                        }
+                        let out = match prepared.as_ref().and_then(Option::as_ref) {
+                            Some(p) => attention.attend_prepared(&mut ctx, q, latent, p)?,
+                            None => attention.attend(&mut ctx, q, latent)?,
+                        };
                         Ok(out.reshape_like(&(b, s, width)))
                     },
                 ) as Box<Cross<'a, f32, D>>

@@ -28,6 +28,70 @@ pub struct ValueMap<E: Real, D: Dev<E>> {
     pub bias: Option<Tr<(Model,), E, D>>,
 }
 
+/// The per-component terms of evaluation-time denoising attention, which depend on the latent
+/// alone: computed once per latent ([`EvalKeys::new`]) and read by every query batch that
+/// attends to it (greedy decoding attends to one latent at every step, in every layer).
+pub struct EvalKeys<E: Real, D: Dev<E>> {
+    /// μ/V, the keys (shared by the heads): `(Batch, Comp, Latent)`.
+    keys: Tr<(Batch, Comp, Latent), E, D>,
+    /// [σ²/V, s·μ/V], the gate and the shift (shared by the heads): `(Batch, Comp, 2·Latent)`.
+    values: Tr<(Batch, Comp, Latent), E, D>,
+    /// log max(π, floor) − ½ Σ_p μ²/V − c₃ Σ_p log V: `(Batch, Comp)`.
+    prior: Tr<(Batch, Comp), E, D>,
+    /// The components that may be attended: `Batch × Comp`.
+    keep: Vec<bool>,
+}
+
+impl<E: Real, D: Dev<E>> EvalKeys<E, D> {
+    /// The terms of the components N(μ_n, σ²_n) with weights π for heads `head_width` wide
+    /// (s = √head_width).
+    ///
+    /// # Shapes
+    /// `mu, log_var: (Batch, Comp, Latent)`, `pi: (Batch, Comp)`, `keep: Batch × Comp`
+    pub fn new(
+        mu: Tr<(Batch, Comp, Latent), E, D>,
+        log_var: Tr<(Batch, Comp, Latent), E, D>,
+        pi: Tr<(Batch, Comp), E, D>,
+        keep: &[bool],
+        version: DaVersion,
+        head_width: usize,
+    ) -> Self {
+        let keep = keep_where_pi_positive(keep, &pi);
+        let s = c::<E>((head_width as f64).sqrt());
+        // Per component: V = σ² + s, μ/V, and the prior terms of the logits.
+        let var = log_var.exp();
+        let biased_var = var.retaped::<OwnedTape<E, D>>() + s;
+        let mu_over_v = mu.retaped::<OwnedTape<E, D>>() / biased_var.retaped::<OwnedTape<E, D>>();
+        let var_ratio = var / biased_var.retaped::<OwnedTape<E, D>>();
+        let half_mahalanobis = (mu * mu_over_v.retaped::<OwnedTape<E, D>>())
+            .sum::<(Batch, Comp), Axis<2>>()
+            * c::<E>(0.5);
+        let log_det =
+            biased_var.ln().sum::<(Batch, Comp), Axis<2>>() * version.log_var_weight::<E>();
+        let prior = log_pi(pi, version) - half_mahalanobis - log_det;
+        // Per head: (Σ_n a σ²/V) ⊙ u + Σ_n a s μ/V, the values holding the gate and the shift.
+        let values =
+            (var_ratio, mu_over_v.retaped::<OwnedTape<E, D>>() * s).concat_along(Axis::<2>);
+        Self {
+            keys: mu_over_v,
+            values,
+            prior,
+            keep,
+        }
+    }
+
+    /// Handles on the same terms for another query batch, without the tape that made them (no
+    /// gradient reaches the latent through them: for evaluation).
+    pub fn reuse(&self) -> Self {
+        Self {
+            keys: self.keys.retaped(),
+            values: self.values.retaped(),
+            prior: self.prior.retaped(),
+            keep: self.keep.clone(),
+        }
+    }
+}
+
 /// Denoising attention to the component Gaussians, for every head, as the official code
 /// computes it. With s = √E (E the head width; v1.0 has one head, so s = √P) and
 /// V_np = σ²_np + s:
@@ -60,24 +124,30 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
     keep: &[bool],
     version: DaVersion,
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
-    let keep = keep_where_pi_positive(keep, &pi);
+    let (model, _) = *value.weight.shape();
+    let keys = EvalKeys::new(mu, log_var, pi, keep, version, model.0 / query.heads.0);
+    denoising_attention_eval_with(query, keys, value)
+}
+
+/// [`denoising_attention_eval`] over terms computed beforehand ([`EvalKeys`]).
+///
+/// # Shapes
+/// `query.u: (Batch, Seq, heads·P)`, `value.weight: (Model, Latent)`, `value.bias: (Model,)`
+/// → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
+pub fn denoising_attention_eval_with<E: Real, D: Dev<E>>(
+    query: LatentQuery<E, D>,
+    keys: EvalKeys<E, D>,
+    value: ValueMap<E, D>,
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let LatentQuery { heads, u } = query;
     let (batch, seq, _) = *u.shape();
     let (model, latent) = *value.weight.shape();
-    let s = c::<E>(((model.0 / heads.0) as f64).sqrt());
-
-    // Per component: V = σ² + s, μ/V, and the prior terms of the logits.
-    let var = log_var.exp();
-    let biased_var = var.retaped::<OwnedTape<E, D>>() + s;
-    let mu_over_v = mu.retaped::<OwnedTape<E, D>>() / biased_var.retaped::<OwnedTape<E, D>>();
-    let var_ratio = var / biased_var.retaped::<OwnedTape<E, D>>();
-    let half_mahalanobis =
-        (mu * mu_over_v.retaped::<OwnedTape<E, D>>()).sum::<(Batch, Comp), Axis<2>>() * c::<E>(0.5);
-    let log_det = biased_var.ln().sum::<(Batch, Comp), Axis<2>>() * version.log_var_weight::<E>();
-    let prior = log_pi(pi, version) - half_mahalanobis - log_det;
-
-    // Per head: (Σ_n a σ²/V) ⊙ u + Σ_n a s μ/V, the values holding the gate and the shift.
-    let values = (var_ratio, mu_over_v.retaped::<OwnedTape<E, D>>() * s).concat_along(Axis::<2>);
+    let EvalKeys {
+        keys,
+        values,
+        prior,
+        keep,
+    } = keys;
     let spec = AttentionSpec {
         heads,
         shared_kv: true,
@@ -88,7 +158,7 @@ pub fn denoising_attention_eval<E: Real, D: Dev<E>>(
         want_weights: true,
     };
     let (interpolated, weights): (Tr<(Batch, Seq, usize), E, D>, _) =
-        D::multi_head_attention(u, mu_over_v, values, Some(prior), spec);
+        D::multi_head_attention(u, keys, values, Some(prior), spec);
     let rows = batch.0 * seq.0;
 
     // The value maps, every head's rows through its block of W_v.

@@ -28,8 +28,12 @@ mod train;
 #[cfg(test)]
 mod tests;
 
-pub use eval::{denoising_attention_eval, LatentQuery, ValueMap};
-pub use multihead::{denoising_mha_eval, denoising_mha_train, sdpa_mha, MhaBias, MhaWeights};
+pub use eval::{
+    denoising_attention_eval, denoising_attention_eval_with, EvalKeys, LatentQuery, ValueMap,
+};
+pub use multihead::{
+    denoising_mha_eval, denoising_mha_eval_with, denoising_mha_train, sdpa_mha, MhaBias, MhaWeights,
+};
 pub use sdpa::sdpa;
 pub use train::denoising_attention_train;
 

@@ -14,8 +14,8 @@ use vaezoo_core::kernels::Weight;
 use vaezoo_core::layers::Activation;
 
 use super::{
-    denoising_attention_eval, denoising_attention_train, sdpa, DaVersion, LatentQuery, Projected,
-    ValueMap, WithWeights,
+    denoising_attention_eval_with, denoising_attention_train, sdpa, DaVersion, EvalKeys,
+    LatentQuery, Projected, ValueMap, WithWeights,
 };
 use crate::num::{Dev, Real, Tr};
 
@@ -104,6 +104,22 @@ pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
     keep: &[bool],
     version: DaVersion,
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
+    let head_width = weights.v.shape().0 .0 / weights.heads.0;
+    let keys = EvalKeys::new(mu, log_var, pi, keep, version, head_width);
+    denoising_mha_eval_with(query, weights, keys, version)
+}
+
+/// [`denoising_mha_eval`] over the latent's terms computed beforehand ([`EvalKeys::new`] with
+/// the head width `Model / heads`), for many query batches over one latent.
+///
+/// # Shapes
+/// `query: (Batch, Seq, Model)` → `(Batch, Seq, Model)`, `(Batch, Head, Seq, Comp)`
+pub fn denoising_mha_eval_with<E: Real, D: Dev<E>>(
+    query: Tr<(Batch, Seq, Model), E, D>,
+    weights: MhaWeights<E, D>,
+    keys: EvalKeys<E, D>,
+    version: DaVersion,
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let MhaWeights {
         heads,
         q: w_q,
@@ -135,7 +151,7 @@ pub fn denoising_mha_eval<E: Real, D: Dev<E>>(
         weight: w_v,
         bias: b_v,
     };
-    let (out, attn) = denoising_attention_eval(query, mu, log_var, pi, value, keep, version);
+    let (out, attn) = denoising_attention_eval_with(query, keys, value);
     (project(out, w_o, b_o), attn)
 }
 

@@ -243,3 +243,31 @@ fn every_component_dropped_gives_nan_as_torch() {
     let [train, _, _] = weights_of(&keep(), &[0.0; B * NL]);
     assert!(train.iter().all(|w| w.is_nan()));
 }
+
+#[test]
+fn prepared_keys_reused_over_query_batches_equal_the_one_shot_evaluation() {
+    let (weights, q) = mha_values(31);
+    let (mu, log_var, pi) = (randn(32, B * NL * P), randn(33, B * NL * P), pi_values(34));
+    for version in [DaVersion::V1, DaVersion::Head] {
+        let keys = EvalKeys::new(comps(&mu), comps(&log_var), pis(&pi), &keep(), version, E);
+        for batch in [q.clone(), q.iter().map(|x| -0.5 * x).collect()] {
+            let (once, once_attn) = denoising_mha_eval(
+                query(&batch),
+                mha_weights(H, &weights),
+                comps(&mu),
+                comps(&log_var),
+                pis(&pi),
+                &keep(),
+                version,
+            );
+            let (reused, reused_attn) = denoising_mha_eval_with(
+                query(&batch),
+                mha_weights(H, &weights),
+                keys.reuse(),
+                version,
+            );
+            assert_eq!(reused.as_vec(), once.as_vec(), "{version:?}");
+            assert_eq!(reused_attn.as_vec(), once_attn.as_vec(), "{version:?}");
+        }
+    }
+}
