@@ -79,6 +79,38 @@ pub(crate) fn ln(x: f32) -> f32 {
     f + y + e * LN2_HI
 }
 
+/// Independent partial results in [`log_sum_exp`]: enough for the compiler to keep a vector
+/// register of them (a single running max or sum is a serial chain that does not vectorise).
+const LANES: usize = 16;
+
+/// ln Σ e^x over `row` (−∞ for an empty row or one of −∞ only), computed stably around the
+/// row's maximum, in vectorisable passes over [`LANES`] partial maxima and sums.
+pub(crate) fn log_sum_exp(row: &[f32]) -> f32 {
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut maxima = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks.clone() {
+        for (m, &x) in maxima.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    let max = maxima
+        .iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    let mut sums = [0.0f32; LANES];
+    for chunk in chunks {
+        for (s, &x) in sums.iter_mut().zip(chunk) {
+            *s += exp(x - max);
+        }
+    }
+    let sum = sums.iter().sum::<f32>() + tail.iter().map(|&x| exp(x - max)).sum::<f32>();
+    max + sum.ln()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +144,22 @@ mod tests {
             worst = worst.max((got - want).abs() / ulp);
         }
         assert!(worst <= 2.0, "{worst} ulp");
+    }
+
+    #[test]
+    fn log_sum_exp_matches_the_direct_sum() {
+        assert_eq!(log_sum_exp(&[]), f32::NEG_INFINITY);
+        for n in [1, 5, 16, 17, 100, 8000] {
+            let row: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 20.0).collect();
+            let want = row.iter().map(|&x| f64::from(x).exp()).sum::<f64>().ln();
+            let got = f64::from(log_sum_exp(&row));
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{n}: {got} vs {want}"
+            );
+        }
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 20]), f32::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[1000.0, f32::NEG_INFINITY]), 1000.0);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::fastmath::exp;
+use super::fastmath::{exp, log_sum_exp};
 use super::{add_into, buffer, for_each_row, host_values};
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::check_nll_inputs;
@@ -82,9 +82,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     let mut stats = vec![(0.0f32, 0.0f32); a];
     for_each_row(&mut logits, v, &mut stats, |j, row, (lse, term)| {
         let i = active[j];
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|l| exp(l - max)).sum();
-        *lse = max + sum.ln();
+        *lse = log_sum_exp(row);
         *term = weights[i] * (row[targets[i]] - *lse);
     });
     let mut out = vec![0.0f32; groups.size()];

@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::fastmath::exp;
+use super::fastmath::{exp, log_sum_exp};
 use super::{add_into, buffer, host_values, into_tensor};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::Tr;
@@ -27,9 +27,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
     let mut lse = Vec::with_capacity(rows);
     let mut out = buffer(logits.device(), groups.size());
     for (r, row) in kept.chunks_exact(v.max(1)).enumerate().take(rows) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|l| exp(l - max)).sum();
-        let l = max + sum.ln();
+        let l = log_sum_exp(row);
         lse.push(l);
         if weights[r] != 0.0 {
             out[r / per_group] += weights[r] * (row[targets[r]] - l);
