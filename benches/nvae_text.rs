@@ -269,7 +269,12 @@ fn train_wiki(flags: &Flags, spec: Spec) -> Result<()> {
     Ok(())
 }
 
+/// The whole benchmark on rayon's pool, as the `vaezoo` commands run.
 fn main() -> Result<()> {
+    vaezoo::device::on_compute_pool(run)
+}
+
+fn run() -> Result<()> {
     let flags = Flags::parse();
     let spec = bench_spec()?;
     if flags.selected("nvae_text_train") {

@@ -66,7 +66,12 @@ fn upstream<S: Shape>(
     Cpu::linear(g, w, None, Activation::Identity).reshape_like(&())
 }
 
+/// The whole benchmark on rayon's pool, as the `vaezoo` commands run.
 fn main() -> vaezoo::Result<()> {
+    vaezoo::device::on_compute_pool(run)
+}
+
+fn run() -> vaezoo::Result<()> {
     let flags = Flags::parse();
     let (steps, warmup) = (flags.steps(100), flags.warmup(10));
     // As the trainer: reuse freed buffers instead of faulting in fresh pages every step.

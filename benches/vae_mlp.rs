@@ -27,7 +27,12 @@ const WORKLOAD: &str = "vae_mlp_train";
 const BATCH: usize = 128;
 const FEATURES: usize = 784;
 
+/// The whole benchmark on rayon's pool, as the `vaezoo` commands run.
 fn main() -> vaezoo::Result<()> {
+    vaezoo::device::on_compute_pool(run)
+}
+
+fn run() -> vaezoo::Result<()> {
     let flags = Flags::parse();
     if !flags.selected(WORKLOAD) {
         return Ok(());

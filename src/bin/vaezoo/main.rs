@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use vaezoo::device::on_compute_pool;
 use vaezoo::evaluate::{evaluate, EvalOptions, Evaluation};
 use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
 use vaezoo::explore::text::{interpolate_text, is_text_run, reconstruct};
@@ -38,7 +39,9 @@ fn main() -> ExitCode {
         );
     }));
     let cli = Cli::parse();
-    match init_registry(&cli.plugin_dir).and_then(|_| run(cli.command)) {
+    // On rayon's pool: the kernels' parallel passes start from a worker (see on_compute_pool).
+    let outcome = on_compute_pool(|| init_registry(&cli.plugin_dir).and_then(|_| run(cli.command)));
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
