@@ -3,7 +3,6 @@
 
 use vaezoo::device::cpu;
 use vaezoo::model::Model;
-use vaezoo::train::EMPTY_CACHE_EVERY;
 use vaezoo::Result;
 use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::*;
@@ -51,7 +50,7 @@ impl Job {
     }
 
     /// One step of the trainer's loop, of `total_steps`: for data whose batch shapes vary
-    /// (`shapes_vary`: text), the buffer cache emptied every `EMPTY_CACHE_EVERY` steps; the
+    /// (`shapes_vary`: text), the buffer cache emptied before every step; the
     /// batch `obs(device)`; the losses in training mode, the objective, backward, the
     /// gradients read out, clipped to the spec's global norm (if any), and Adam. Returns the
     /// loss.
@@ -62,7 +61,7 @@ impl Job {
         obs: impl FnOnce(&Cpu) -> Result<Observation<Cpu>>,
     ) -> Result<f32> {
         let training = &self.spec.training;
-        if shapes_vary && self.step % EMPTY_CACHE_EVERY == 0 {
+        if shapes_vary {
             self.params.device().empty_cache();
         }
         let obs = obs(self.params.device())?;
