@@ -13,6 +13,20 @@ use crate::kernels::Tr;
 /// Below this many elements a pass stays on the calling thread (waking rayon's pool costs more).
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
 
+/// Independent partial sums per row, enough for a vector register.
+const LANES: usize = 16;
+
+/// The NLL of a pixel `x` under the logit `l`, softplus(l) − l·x, computed as
+/// max(l, 0) − l·x + ln(1 + e^−|l|); `l` becomes the NLL's derivative σ(l) − x.
+#[inline(always)]
+fn element(l: &mut f32, x: f32) -> f32 {
+    let e = exp(-l.abs());
+    let nll = l.max(0.0) - *l * x + ln(1.0 + e);
+    let sigmoid = if *l >= 0.0 { 1.0 } else { e } / (1.0 + e);
+    *l = sigmoid - x;
+    nll
+}
+
 /// See [`crate::kernels::Kernels::bernoulli_nll`].
 pub(crate) fn forward<M: Dim, N: Dim>(
     logits: Tr<(M, N), f32, Cpu>,
@@ -27,14 +41,20 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     let data = host_values(&x.clone().reshape_like(&(m.size() * cols,)));
     let mut nll = vec![0.0f32; m.size()];
     let row = |(r, (l, x)): (&mut f32, (&mut [f32], &[f32]))| {
-        let mut sum = 0.0;
-        for (l, &x) in l.iter_mut().zip(x) {
-            let e = exp(-l.abs());
-            sum += l.max(0.0) - *l * x + ln(1.0 + e);
-            let sigmoid = if *l >= 0.0 { 1.0 } else { e } / (1.0 + e);
-            *l = sigmoid - x;
+        // LANES partial sums: a single running sum is a serial chain that keeps the whole loop
+        // (with its exp and ln) scalar.
+        let mut sums = [0.0f32; LANES];
+        let mut chunks = l.chunks_exact_mut(LANES).zip(x.chunks_exact(LANES));
+        for (l, x) in &mut chunks {
+            for ((s, l), &x) in sums.iter_mut().zip(l).zip(x) {
+                *s += element(l, x);
+            }
         }
-        *r = sum;
+        let tail = l.len() - l.len() % LANES;
+        let rest: f32 = (l[tail..].iter_mut().zip(&x[tail..]))
+            .map(|(l, &x)| element(l, x))
+            .sum();
+        *r = sums.iter().sum::<f32>() + rest;
     };
     if cols > 0 && residual.len() >= PARALLEL_MIN_ELEMENTS {
         let rows = residual
