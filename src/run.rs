@@ -91,6 +91,46 @@ impl RunDir {
         self.root.join("checkpoints").join("latest.safetensors")
     }
 
+    /// The latest checkpoint when there is one (a regular file, or a link to one), `None` when
+    /// there is truly none yet (neither it nor `checkpoints/` exists): only then may a run
+    /// start from step 0. Anything else there (a folder, a dangling link or a link loop, a
+    /// `checkpoints` that is a file, an unreadable folder) is an error, so that no caller
+    /// mistakes a damaged run for a fresh one and overwrites what it holds.
+    pub fn latest_checkpoint(&self) -> Result<Option<PathBuf>> {
+        let path = self.checkpoint_path();
+        let damaged = |what: String| Error::Run {
+            path: self.root.clone(),
+            message: format!("{what}; move it away or restore the checkpoint file"),
+        };
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match fs::symlink_metadata(self.root.join("checkpoints")) {
+                    Ok(dir) if !dir.is_dir() => {
+                        Err(damaged("has a `checkpoints` that is not a folder".into()))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            Err(e) => Err(damaged(format!("cannot read {}: {e}", path.display()))),
+            Ok(meta) if meta.is_file() => Ok(Some(path)),
+            Ok(meta) if meta.file_type().is_symlink() => match fs::metadata(&path) {
+                Ok(target) if target.is_file() => Ok(Some(path)),
+                Ok(_) => Err(damaged(format!(
+                    "has a link at {} that does not lead to a file",
+                    path.display()
+                ))),
+                Err(e) => Err(damaged(format!(
+                    "has a broken link at {} ({e})",
+                    path.display()
+                ))),
+            },
+            Ok(_) => Err(damaged(format!(
+                "has {} but it is not a file",
+                path.display()
+            ))),
+        }
+    }
+
     /// `tokenizer.json`, the tokenizer of a text run.
     pub fn tokenizer_path(&self) -> PathBuf {
         self.root.join("tokenizer.json")
@@ -269,6 +309,57 @@ mod tests {
             .map(|v| v["step"].as_u64().unwrap())
             .collect();
         assert_eq!(steps, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn only_a_truly_absent_checkpoint_means_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("r")).unwrap();
+        let ckpt = run.checkpoint_path();
+        let folder = ckpt.parent().unwrap().to_path_buf();
+        let _ = fs::remove_dir_all(&folder);
+        assert_eq!(
+            run.latest_checkpoint().unwrap(),
+            None,
+            "no checkpoints folder"
+        );
+        fs::create_dir_all(&folder).unwrap();
+        assert_eq!(
+            run.latest_checkpoint().unwrap(),
+            None,
+            "an empty checkpoints folder"
+        );
+        fs::write(&ckpt, b"x").unwrap();
+        assert_eq!(run.latest_checkpoint().unwrap(), Some(ckpt.clone()));
+        // Damaged: each is an error that names the run, never "no checkpoint yet".
+        let damaged = |setup: &dyn Fn()| {
+            let _ = fs::remove_dir_all(&folder);
+            let _ = fs::remove_file(&folder);
+            setup();
+            let e = run.latest_checkpoint().unwrap_err().to_string();
+            assert!(e.contains("move it away"), "{e}");
+        };
+        damaged(&|| fs::create_dir_all(&ckpt).unwrap());
+        damaged(&|| fs::write(&folder, b"not a folder").unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::symlink;
+            damaged(&|| {
+                fs::create_dir_all(&folder).unwrap();
+                symlink(folder.join("missing"), &ckpt).unwrap();
+            });
+            damaged(&|| {
+                fs::create_dir_all(&folder).unwrap();
+                symlink(&ckpt, &ckpt).unwrap();
+            });
+            // A link to a real checkpoint file is fine.
+            let _ = fs::remove_dir_all(&folder);
+            fs::create_dir_all(&folder).unwrap();
+            let real = dir.path().join("real.safetensors");
+            fs::write(&real, b"x").unwrap();
+            symlink(&real, &ckpt).unwrap();
+            assert_eq!(run.latest_checkpoint().unwrap(), Some(ckpt.clone()));
+        }
     }
 
     #[test]

@@ -92,10 +92,9 @@ pub fn run_progress(root: &Path) -> Result<Option<(u64, u64)>> {
     if !root.exists() {
         return Ok(None);
     }
-    let path = RunDir::open(root)?.checkpoint_path();
-    if !path.is_file() {
+    let Some(path) = RunDir::open(root)?.latest_checkpoint()? else {
         return Ok(Some((0, 1)));
-    }
+    };
     let checkpoint = Checkpoint::load(&path)?;
     let state = trainer_state(&checkpoint, &path)?;
     Ok(Some((checkpoint.step, state.total_steps)))
@@ -105,13 +104,12 @@ pub fn run_progress(root: &Path) -> Result<Option<(u64, u64)>> {
 pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
     let run = RunDir::open(root)?;
     let spec = read_spec(&run.spec_path())?;
-    let path = run.checkpoint_path();
-    if !path.is_file() {
+    let Some(path) = run.latest_checkpoint()? else {
         return Err(Error::Run {
             path: root.to_path_buf(),
             message: "has no checkpoint yet; train longer or `vaezoo resume` it".into(),
         });
-    }
+    };
     let checkpoint = Checkpoint::load(&path)?;
     let state = trainer_state(&checkpoint, &path)?;
     let (model, init) = Model::build(

@@ -120,7 +120,7 @@ pub fn resume(root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
 
 fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     let run = RunDir::open(root)?;
-    if !run.checkpoint_path().is_file() {
+    if run.latest_checkpoint()?.is_none() {
         // Killed before its first checkpoint: start again, as the same seed would.
         let spec = read_spec(&run.spec_path())?;
         let data = load_train(&run, &spec)?;

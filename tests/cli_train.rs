@@ -203,6 +203,60 @@ fn a_damaged_checkpoint_is_one_line_and_changes_nothing() {
 }
 
 #[test]
+fn a_checkpoint_that_is_not_a_file_is_an_error_that_changes_nothing() {
+    use std::fs;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    ok(vaezoo(&[
+        "train",
+        "zoo/vae-optdigits-tiny.json",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    let folder = run.join("checkpoints");
+    let ckpt = folder.join("latest.safetensors");
+    let saved = dir.path().join("saved.safetensors");
+    fs::rename(&ckpt, &saved).unwrap();
+    let damages = [
+        "a folder",
+        "a dangling link",
+        "a link loop",
+        "checkpoints as a file",
+    ];
+    for what in damages {
+        match what {
+            "a folder" => fs::create_dir(&ckpt).unwrap(),
+            "a dangling link" => std::os::unix::fs::symlink(folder.join("gone"), &ckpt).unwrap(),
+            "a link loop" => std::os::unix::fs::symlink(&ckpt, &ckpt).unwrap(),
+            _ => {
+                fs::remove_dir_all(&folder).unwrap();
+                fs::write(&folder, b"x").unwrap();
+            }
+        }
+        let before = snapshot(&run);
+        for cmd in ["resume", "eval", "sample"] {
+            let out = vaezoo(&[cmd, run.to_str().unwrap()]);
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(!out.status.success(), "{cmd} accepted {what}");
+            assert!(stderr.starts_with("error: "), "{what}, {cmd}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            assert_eq!(before, snapshot(&run), "{cmd} changed the run ({what})");
+        }
+        // Back to a checkpoints folder without the damage, for the next case.
+        if fs::symlink_metadata(&folder).is_ok_and(|m| m.is_file()) {
+            fs::remove_file(&folder).unwrap();
+            fs::create_dir(&folder).unwrap();
+        } else if fs::symlink_metadata(&ckpt).is_ok_and(|m| m.is_dir()) {
+            fs::remove_dir(&ckpt).unwrap();
+        } else {
+            fs::remove_file(&ckpt).unwrap();
+        }
+    }
+    fs::rename(&saved, &ckpt).unwrap();
+    ok(vaezoo(&["eval", run.to_str().unwrap()]));
+}
+
+#[test]
 fn an_nvib_spec_trains_and_reports_its_sparsity() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");

@@ -85,14 +85,21 @@ pub fn tiny_spec(dir: &Path, name: &str, training: serde_json::Value) -> PathBuf
     path
 }
 
-/// Every file under `dir` with its bytes, sorted by path.
+/// Every file under `dir` with its bytes (a link: where it points, not followed), sorted by
+/// path.
 pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).unwrap() {
-            let p = entry.unwrap().path();
-            if p.is_dir() {
+            let entry = entry.unwrap();
+            let (p, kind) = (entry.path(), entry.file_type().unwrap());
+            if kind.is_symlink() {
+                let target = std::fs::read_link(&p).unwrap();
+                let mut bytes = b"link to ".to_vec();
+                bytes.extend(target.to_string_lossy().as_bytes());
+                out.push((p, bytes));
+            } else if kind.is_dir() {
                 stack.push(p);
             } else {
                 out.push((p.clone(), std::fs::read(&p).unwrap()));
