@@ -156,6 +156,21 @@ impl RunDir {
         self.root.join("plots").join(name)
     }
 
+    /// Makes sure `plots/` is a folder, creating it when it is missing (its files are derived
+    /// and written again): for a session to check before its first write that the plots at
+    /// its end can be written. A `plots` that is not a folder is an error.
+    pub fn ensure_plots_dir(&self) -> Result<()> {
+        let dir = self.root.join("plots");
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(Error::Run {
+                path: self.root.clone(),
+                message: "has a `plots` that is not a folder; move it away".into(),
+            }),
+            Err(_) => fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e)),
+        }
+    }
+
     /// Reads the metric lines, skipping a torn last line (a run killed mid-write).
     pub fn read_metrics(&self) -> Result<Vec<Value>> {
         let path = self.metrics_path();

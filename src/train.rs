@@ -120,6 +120,8 @@ pub fn resume(root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
 
 fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     let run = RunDir::open(root)?;
+    // Before the first write (the metrics are truncated below): the end's plot needs its folder.
+    run.ensure_plots_dir()?;
     if run.latest_checkpoint()?.is_none() {
         // Killed before its first checkpoint: start again, as the same seed would.
         let spec = read_spec(&run.spec_path())?;
@@ -192,6 +194,8 @@ impl<D: Backend> Job<D> {
             "{elapsed_precise} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
         );
         bar.set_position(self.step);
+        // The loss plot is written at the end: its folder is checked before the first write.
+        self.run.ensure_plots_dir()?;
         let mut metrics = self.run.metrics_writer()?;
         let mut grads = vec![Vec::new(); self.params.len()];
         let mut batches = Vec::new();

@@ -257,6 +257,30 @@ fn a_checkpoint_that_is_not_a_file_is_an_error_that_changes_nothing() {
 }
 
 #[test]
+fn resume_recreates_a_missing_plots_folder_and_refuses_a_plots_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let path = run.to_str().unwrap();
+    let train = ["train", "zoo/vae-optdigits-tiny.json", "--out", path];
+    ok(vaezoo(&[&train[..], &["--stop-after", "10"]].concat()));
+    let plots = run.join("plots");
+    std::fs::remove_dir_all(&plots).unwrap();
+    std::fs::write(&plots, b"not a folder").unwrap();
+    let before = snapshot(&run);
+    let out = vaezoo(&["resume", path]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && stderr.starts_with("error: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("plots"), "{stderr}");
+    assert_eq!(before, snapshot(&run), "a failed resume changed the run");
+    std::fs::remove_file(&plots).unwrap();
+    ok(vaezoo(&["resume", path]));
+    assert!(plots.join("loss.png").is_file());
+}
+
+#[test]
 fn an_nvib_spec_trains_and_reports_its_sparsity() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
