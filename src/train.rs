@@ -24,7 +24,7 @@ use crate::data::{Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::model::Model;
 use crate::run::{utc_stamp, write_json, RunDir};
-use crate::session::{restore, run_tokenizer, TrainerState};
+use crate::session::{restore, run_tokenizer, Restored, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
 use crate::{plots, progress, registry, Result};
 
@@ -141,6 +141,7 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
             ),
         });
     }
+    check_progress(root, &restored, total_steps(&restored.spec, data.len()))?;
     let mut adam = Adam::new(restored.spec.training.optimizer.clone(), &restored.params);
     adam.load_state(restored.checkpoint.optimizer.clone())?;
     restored.run.truncate_metrics(restored.checkpoint.step)?;
@@ -156,6 +157,37 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
         step: restored.checkpoint.step,
     };
     job.run_loop(opts)
+}
+
+/// Checks a checkpoint's counters against the run's spec and data before anything is written:
+/// the run length it records must be the one they give (`total`), its step within it, and
+/// Adam's update count equal to its step (one update a step). A checkpoint of another run or
+/// with damaged counters would otherwise resume off the end of the run or never finish.
+fn check_progress<D: Backend>(root: &Path, restored: &Restored<D>, total: u64) -> Result<()> {
+    let (step, recorded) = (restored.checkpoint.step, restored.state.total_steps);
+    let adam_step = restored.checkpoint.optimizer.step;
+    let problem = if recorded != total {
+        Some(format!(
+            "its checkpoint records a run of {recorded} steps, but the spec and data give {total}"
+        ))
+    } else if step > total {
+        Some(format!(
+            "its checkpoint is at step {step} of a {total}-step run"
+        ))
+    } else if adam_step != step {
+        Some(format!(
+            "its checkpoint is at step {step} but its optimiser state at update {adam_step}"
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(crate::Error::Run {
+            path: root.to_path_buf(),
+            message,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The train split of a run, text encoded with the run's tokenizer.

@@ -281,6 +281,49 @@ fn resume_recreates_a_missing_plots_folder_and_refuses_a_plots_file() {
 }
 
 #[test]
+fn checkpoint_counters_that_disagree_with_the_run_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let path = run.to_str().unwrap();
+    let train = ["train", "zoo/vae-optdigits-tiny.json", "--out", path];
+    ok(vaezoo(&[&train[..], &["--stop-after", "10"]].concat()));
+    let ckpt = run.join("checkpoints/latest.safetensors");
+    let good = std::fs::read(&ckpt).unwrap();
+    type Tamper = fn(&mut Checkpoint);
+    let tamper: [(&str, Tamper); 4] = [
+        ("Adam's update count", |c| {
+            c.optimizer.step = 1_000_000_000_000
+        }),
+        ("the run length", |c| {
+            c.trainer["total_steps"] = json!(u64::MAX)
+        }),
+        ("a step past the end", |c| {
+            c.step = 1_000;
+            c.optimizer.step = 1_000;
+        }),
+        ("another run's length", |c| {
+            c.trainer["total_steps"] = json!(7)
+        }),
+    ];
+    for (what, change) in tamper {
+        let mut c = Checkpoint::load(&ckpt).unwrap();
+        change(&mut c);
+        c.save(&ckpt).unwrap();
+        let before = snapshot(&run);
+        let out = vaezoo(&["resume", path]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "resume accepted {what}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains("step"),
+            "{stderr}"
+        );
+        assert_eq!(before, snapshot(&run), "resume with {what} changed the run");
+        std::fs::write(&ckpt, &good).unwrap();
+    }
+    ok(vaezoo(&["resume", path]));
+}
+
+#[test]
 fn an_nvib_spec_trains_and_reports_its_sparsity() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
