@@ -202,17 +202,37 @@ fn a_damaged_checkpoint_is_one_line_and_changes_nothing() {
     }
 }
 
+/// A run of the tiny optdigits VAE in a fresh temporary folder, stopped after `stop_after`
+/// steps (`None`: trained to the end).
+fn tiny_run(stop_after: Option<&str>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = vec!["train", "zoo/vae-optdigits-tiny.json", "--out"];
+    args.push(run.to_str().unwrap());
+    if let Some(n) = stop_after {
+        args.extend(["--stop-after", n]);
+    }
+    ok(vaezoo(&args));
+    (dir, run)
+}
+
+/// Runs `vaezoo cmd RUN`, which must fail with an `error:` line and no panic and leave every
+/// file of the run as it was; returns its stderr.
+fn fails_unchanged(cmd: &str, run: &std::path::Path, what: &str) -> String {
+    let before = snapshot(run);
+    let out = vaezoo(&[cmd, run.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{cmd} accepted {what}");
+    assert!(stderr.starts_with("error: "), "{what}, {cmd}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(before, snapshot(run), "{cmd} changed the run ({what})");
+    stderr
+}
+
 #[test]
 fn a_checkpoint_that_is_not_a_file_is_an_error_that_changes_nothing() {
     use std::fs;
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    ok(vaezoo(&[
-        "train",
-        "zoo/vae-optdigits-tiny.json",
-        "--out",
-        run.to_str().unwrap(),
-    ]));
+    let (dir, run) = tiny_run(None);
     let folder = run.join("checkpoints");
     let ckpt = folder.join("latest.safetensors");
     let saved = dir.path().join("saved.safetensors");
@@ -233,14 +253,8 @@ fn a_checkpoint_that_is_not_a_file_is_an_error_that_changes_nothing() {
                 fs::write(&folder, b"x").unwrap();
             }
         }
-        let before = snapshot(&run);
         for cmd in ["resume", "eval", "sample"] {
-            let out = vaezoo(&[cmd, run.to_str().unwrap()]);
-            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-            assert!(!out.status.success(), "{cmd} accepted {what}");
-            assert!(stderr.starts_with("error: "), "{what}, {cmd}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{stderr}");
-            assert_eq!(before, snapshot(&run), "{cmd} changed the run ({what})");
+            fails_unchanged(cmd, &run, what);
         }
         // Back to a checkpoints folder without the damage, for the next case.
         if fs::symlink_metadata(&folder).is_ok_and(|m| m.is_file()) {
@@ -258,35 +272,20 @@ fn a_checkpoint_that_is_not_a_file_is_an_error_that_changes_nothing() {
 
 #[test]
 fn resume_recreates_a_missing_plots_folder_and_refuses_a_plots_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let path = run.to_str().unwrap();
-    let train = ["train", "zoo/vae-optdigits-tiny.json", "--out", path];
-    ok(vaezoo(&[&train[..], &["--stop-after", "10"]].concat()));
+    let (_dir, run) = tiny_run(Some("10"));
     let plots = run.join("plots");
     std::fs::remove_dir_all(&plots).unwrap();
     std::fs::write(&plots, b"not a folder").unwrap();
-    let before = snapshot(&run);
-    let out = vaezoo(&["resume", path]);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        !out.status.success() && stderr.starts_with("error: "),
-        "{stderr}"
-    );
+    let stderr = fails_unchanged("resume", &run, "a plots file");
     assert!(stderr.contains("plots"), "{stderr}");
-    assert_eq!(before, snapshot(&run), "a failed resume changed the run");
     std::fs::remove_file(&plots).unwrap();
-    ok(vaezoo(&["resume", path]));
+    ok(vaezoo(&["resume", run.to_str().unwrap()]));
     assert!(plots.join("loss.png").is_file());
 }
 
 #[test]
 fn checkpoint_counters_that_disagree_with_the_run_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let path = run.to_str().unwrap();
-    let train = ["train", "zoo/vae-optdigits-tiny.json", "--out", path];
-    ok(vaezoo(&[&train[..], &["--stop-after", "10"]].concat()));
+    let (_dir, run) = tiny_run(Some("10"));
     let ckpt = run.join("checkpoints/latest.safetensors");
     let good = std::fs::read(&ckpt).unwrap();
     type Tamper = fn(&mut Checkpoint);
@@ -309,18 +308,11 @@ fn checkpoint_counters_that_disagree_with_the_run_are_refused() {
         let mut c = Checkpoint::load(&ckpt).unwrap();
         change(&mut c);
         c.save(&ckpt).unwrap();
-        let before = snapshot(&run);
-        let out = vaezoo(&["resume", path]);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(!out.status.success(), "resume accepted {what}");
-        assert!(
-            stderr.starts_with("error: ") && stderr.contains("step"),
-            "{stderr}"
-        );
-        assert_eq!(before, snapshot(&run), "resume with {what} changed the run");
+        let stderr = fails_unchanged("resume", &run, what);
+        assert!(stderr.contains("step"), "{stderr}");
         std::fs::write(&ckpt, &good).unwrap();
     }
-    ok(vaezoo(&["resume", path]));
+    ok(vaezoo(&["resume", run.to_str().unwrap()]));
 }
 
 #[test]
