@@ -236,8 +236,9 @@ pub fn generic_gaussian_rows<R: Dim, P: Dim, E: Dtype + Float, D: Device<E>>(
     GaussianRows { z, mu, log_var }
 }
 
-/// `keep` as a bool tensor of `shape`, one flag per element.
-fn keep_tensor<S: Shape, E: Dtype + Float, D: Device<E>>(
+/// `keep` as a bool tensor of `shape`, one flag per element (for `choose` between kept and
+/// padded entries).
+pub fn keep_tensor<S: Shape, E: Dtype + Float, D: Device<E>>(
     dev: &D,
     keep: &[bool],
     shape: S,

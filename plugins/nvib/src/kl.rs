@@ -21,6 +21,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use vaezoo_core::axes::{Batch, Comp, Latent};
 use vaezoo_core::custom_op::with_host_derivative;
+use vaezoo_core::kernels::mixture::keep_tensor;
 use vaezoo_core::rng::HostRng;
 
 use crate::num::{c, Dev, Real, Tr};
@@ -73,19 +74,6 @@ impl DpPrior {
     pub fn alpha0(&self, n: f64) -> f64 {
         self.alpha + self.delta * (n - 1.0)
     }
-}
-
-/// `keep` as a bool tensor of `shape`, one flag per element.
-fn keep_tensor<S: Shape, E: Real, D: Dev<E>>(
-    dev: &D,
-    keep: &[bool],
-    shape: S,
-) -> Tensor<S, bool, D> {
-    let flags = keep
-        .iter()
-        .map(|&k| c::<E>(if k { 1.0 } else { 0.0 }))
-        .collect();
-    dev.tensor_from_vec(flags, shape).gt(c::<E>(0.5))
 }
 
 /// KL_G (§A.6): ½·k₀·Σ_i (α_i/α₀q)·mean_p[σ²_ip/σ²_p + (μ_ip − μ_p)²/σ²_p − 1 − ln(σ²_ip/σ²_p)]

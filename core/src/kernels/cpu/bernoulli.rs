@@ -6,15 +6,12 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
-use super::fastmath::{exp, ln};
+use super::fastmath::{exp, ln, LANES};
 use super::host_values;
 use crate::kernels::Tr;
 
 /// Below this many elements a pass stays on the calling thread (waking rayon's pool costs more).
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 16;
-
-/// Independent partial sums per row, enough for a vector register.
-const LANES: usize = 16;
 
 /// The NLL of a pixel `x` under the logit `l`, softplus(l) − l·x, computed as
 /// max(l, 0) − l·x + ln(1 + e^−|l|); `l` becomes the NLL's derivative σ(l) − x.

@@ -79,9 +79,10 @@ pub(crate) fn ln(x: f32) -> f32 {
     f + y + e * LN2_HI
 }
 
-/// Independent partial results in [`log_sum_exp`]: enough for the compiler to keep a vector
-/// register of them (a single running max or sum is a serial chain that does not vectorise).
-const LANES: usize = 16;
+/// Independent partial results of a reduction ([`log_sum_exp`], the Bernoulli NLL's row sums):
+/// enough for the compiler to keep a vector register of them (a single running max or sum is a
+/// serial chain that does not vectorise).
+pub(crate) const LANES: usize = 16;
 
 /// ln Σ e^x over `row` (−∞ for an empty row or one of −∞ only), computed stably around the
 /// row's maximum, in vectorisable passes over [`LANES`] partial maxima and sums.
