@@ -15,9 +15,9 @@ use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Progress};
+use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Observation, Progress};
 use vaezoo_core::rng::{seeded, HostRng};
-use vaezoo_core::spec::Spec;
+use vaezoo_core::spec::{Spec, TrainingSpec};
 use vaezoo_core::Backend;
 
 use crate::data::{Dataset, Split};
@@ -159,6 +159,93 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
     job.run_loop(opts)
 }
 
+/// Empties the device's buffer cache before a step when batch shapes vary (text).
+///
+/// dfdx reuses a cached buffer only for a tensor of the same size, which another batch shape
+/// rarely asks for: the cache would mostly hold memory, while glibc keeps freed memory for reuse
+/// anyway (see `device::cpu`). Emptied before every step instead of every 4th, the peak RSS of
+/// `nvae_text_train` (2 threads) fell from 1.8 to 0.92-0.97 GB at the same step time, and
+/// `nvae_text_train_wiki` took 605-647 instead of 749-869 ms a step.
+pub fn empty_cache_between_steps<D: Backend>(dev: &D, shapes_vary: bool) {
+    if shapes_vary {
+        dev.empty_cache();
+    }
+}
+
+/// What one optimiser step changes: the model's weights, Adam, the generator, and the gradient
+/// buffers it reuses from step to step (one per parameter).
+pub struct StepState<'a, D: Backend> {
+    /// The built plugins.
+    pub model: &'a Model,
+    /// The weights.
+    pub params: &'a mut ParamStore<D>,
+    /// The optimiser.
+    pub adam: &'a mut Adam,
+    /// The generator of training noise (dropout, sampling).
+    pub rng: &'a mut HostRng,
+    /// The gradients, one buffer per parameter (empty at first).
+    pub grads: &'a mut [Vec<f32>],
+}
+
+/// The objective's values after one step (its loss was consumed by the backward pass) and the
+/// gradients' global norm before clipping.
+pub struct StepOutcome {
+    /// The loss.
+    pub value: f32,
+    /// Batch mean of the reconstruction term.
+    pub rec: f32,
+    /// Batch mean of the summed KL terms.
+    pub kl: f32,
+    /// The bottleneck's statistics.
+    pub stats: Vec<(&'static str, f64)>,
+    /// Each KL term's factor in the loss at this step.
+    pub kl_factors: Vec<(String, f32)>,
+    /// The bottleneck's KL shaping at this step.
+    pub shaping: KlShaping,
+    /// The gradients' global norm before clipping.
+    pub grad_norm: f32,
+}
+
+impl<D: Backend> StepState<'_, D> {
+    /// One step of the trainer on the batch `obs` (the benchmarks time exactly this): the
+    /// losses in training mode, the objective at `progress`, backward, the gradients read out,
+    /// clipped to `training`'s global norm (if any), and Adam.
+    pub fn step(
+        &mut self,
+        training: &TrainingSpec,
+        obs: &Observation<D>,
+        progress: Progress,
+    ) -> Result<StepOutcome> {
+        let mut ctx = Ctx {
+            params: self.params,
+            mode: Mode::Train,
+            rng: self.rng,
+        };
+        let losses = self.model.losses(&mut ctx, obs)?;
+        let objective = self.model.objective(losses, training, progress)?;
+        let mut g = objective.loss.backward();
+        if let Some(e) = take_backward_failure() {
+            return Err(e.into());
+        }
+        self.params.gradients_into(&mut g, self.grads);
+        drop(g);
+        let grad_norm = match training.grad_clip_norm {
+            Some(max) => clip_global_norm(self.grads, max),
+            None => global_norm(self.grads),
+        };
+        self.adam.step(self.params, self.grads);
+        Ok(StepOutcome {
+            value: objective.value,
+            rec: objective.rec,
+            kl: objective.kl,
+            stats: objective.stats,
+            kl_factors: objective.kl_factors,
+            shaping: objective.shaping,
+            grad_norm,
+        })
+    }
+}
+
 /// Checks a checkpoint's counters against the run's spec and data before anything is written:
 /// the run length it records must be the one they give (`total`), its step within it, and
 /// Adam's update count equal to its step (one update a step). A checkpoint of another run or
@@ -240,43 +327,30 @@ impl<D: Backend> Job<D> {
                 batches = self.data.epoch_batches(t.batch_size, t.seed, epoch);
                 batches_epoch = epoch;
             }
-            if self.data.shapes_vary() {
-                // dfdx reuses a cached buffer only for a tensor of the same size, which another
-                // batch shape rarely asks for: the cache would mostly hold memory, while glibc
-                // keeps freed memory for reuse anyway (see `device::cpu`). Emptied before every
-                // step instead of every 4th, the peak RSS of `nvae_text_train` (2 threads) fell
-                // from 1.8 to 0.92-0.97 GB at the same step time, and `nvae_text_train_wiki`
-                // took 605-647 instead of 749-869 ms a step.
-                self.params.device().empty_cache();
-            }
+            empty_cache_between_steps(self.params.device(), self.data.shapes_vary());
             let rows = &batches[(self.step % per_epoch) as usize];
             let obs = self.data.observation(self.params.device(), rows)?;
-            let mut ctx = Ctx {
-                params: &self.params,
-                mode: Mode::Train,
-                rng: &mut self.rng,
-            };
-            let losses = self.model.losses(&mut ctx, &obs)?;
             let progress = Progress {
                 step: self.step,
                 total_steps: total,
                 epochs: t.epochs,
             };
-            let objective = self.model.objective(losses, &t, progress)?;
-            let (loss_value, rec, kl) = (objective.value, objective.rec, objective.kl);
-            let objective_stats = objective.stats;
-            let (kl_factors, shaping) = (objective.kl_factors, objective.shaping);
-            let mut g = objective.loss.backward();
-            if let Some(e) = take_backward_failure() {
-                return Err(e.into());
-            }
-            self.params.gradients_into(&mut g, &mut grads);
-            drop(g);
-            let grad_norm = match t.grad_clip_norm {
-                Some(max) => clip_global_norm(&mut grads, max),
-                None => global_norm(&grads),
+            let mut state = StepState {
+                model: &self.model,
+                params: &mut self.params,
+                adam: &mut self.adam,
+                rng: &mut self.rng,
+                grads: &mut grads,
             };
-            self.adam.step(&mut self.params, &grads);
+            let StepOutcome {
+                value: loss_value,
+                rec,
+                kl,
+                stats: objective_stats,
+                kl_factors,
+                shaping,
+                grad_norm,
+            } = state.step(&t, &obs, progress)?;
             self.step += 1;
             let mut line = json!({
                 "step": self.step, "epoch": epoch + 1, "loss": loss_value, "rec": rec, "kl": kl,

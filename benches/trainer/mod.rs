@@ -1,14 +1,14 @@
-//! A training run as `vaezoo train` starts it, and its step as the trainer's loop
-//! (`src/train.rs`) does it, for the training benchmarks.
+//! A training run as `vaezoo train` starts it, stepped by the trainer's own step
+//! ([`vaezoo::train::StepState::step`]), for the training benchmarks.
 
 use vaezoo::device::cpu;
 use vaezoo::model::Model;
+use vaezoo::train::{empty_cache_between_steps, StepState};
 use vaezoo::Result;
-use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::*;
-use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
+use vaezoo_core::optim::Adam;
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress};
+use vaezoo_core::plugin::{Observation, Progress};
 use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_core::spec::Spec;
@@ -60,35 +60,22 @@ impl Job {
         total_steps: u64,
         obs: impl FnOnce(&Cpu) -> Result<Observation<Cpu>>,
     ) -> Result<f32> {
-        let training = &self.spec.training;
-        if shapes_vary {
-            self.params.device().empty_cache();
-        }
+        empty_cache_between_steps(self.params.device(), shapes_vary);
         let obs = obs(self.params.device())?;
-        let mut ctx = Ctx {
-            params: &self.params,
-            mode: Mode::Train,
-            rng: &mut self.rng,
-        };
-        let losses = self.model.losses(&mut ctx, &obs)?;
         let progress = Progress {
             step: self.step,
             total_steps,
-            epochs: training.epochs,
+            epochs: self.spec.training.epochs,
         };
-        let objective = self.model.objective(losses, training, progress)?;
-        let mut g = objective.loss.backward();
-        if let Some(e) = take_backward_failure() {
-            return Err(e.into());
-        }
-        self.params.gradients_into(&mut g, &mut self.grads);
-        drop(g);
-        match training.grad_clip_norm {
-            Some(max) => clip_global_norm(&mut self.grads, max),
-            None => global_norm(&self.grads),
+        let mut state = StepState {
+            model: &self.model,
+            params: &mut self.params,
+            adam: &mut self.adam,
+            rng: &mut self.rng,
+            grads: &mut self.grads,
         };
-        self.adam.step(&mut self.params, &self.grads);
+        let outcome = state.step(&self.spec.training, &obs, progress)?;
         self.step += 1;
-        Ok(objective.value)
+        Ok(outcome.value)
     }
 }
