@@ -22,7 +22,7 @@ use vaezoo_core::Backend;
 
 use crate::data::{Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
-use crate::model::Model;
+use crate::model::{Model, Objective};
 use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, run_tokenizer, Restored, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
@@ -187,21 +187,11 @@ pub struct StepState<'a, D: Backend> {
     pub grads: &'a mut [Vec<f32>],
 }
 
-/// The objective's values after one step (its loss was consumed by the backward pass) and the
-/// gradients' global norm before clipping.
-pub struct StepOutcome {
-    /// The loss.
-    pub value: f32,
-    /// Batch mean of the reconstruction term.
-    pub rec: f32,
-    /// Batch mean of the summed KL terms.
-    pub kl: f32,
-    /// The bottleneck's statistics.
-    pub stats: Vec<(&'static str, f64)>,
-    /// Each KL term's factor in the loss at this step.
-    pub kl_factors: Vec<(String, f32)>,
-    /// The bottleneck's KL shaping at this step.
-    pub shaping: KlShaping,
+/// One step's objective (its `loss` now a tape-less handle: the backward pass used the taped
+/// one) and the gradients' global norm before clipping.
+pub struct StepOutcome<D: Backend> {
+    /// The objective at this step.
+    pub objective: Objective<D>,
     /// The gradients' global norm before clipping.
     pub grad_norm: f32,
 }
@@ -215,15 +205,17 @@ impl<D: Backend> StepState<'_, D> {
         training: &TrainingSpec,
         obs: &Observation<D>,
         progress: Progress,
-    ) -> Result<StepOutcome> {
+    ) -> Result<StepOutcome<D>> {
         let mut ctx = Ctx {
             params: self.params,
             mode: Mode::Train,
             rng: self.rng,
         };
         let losses = self.model.losses(&mut ctx, obs)?;
-        let objective = self.model.objective(losses, training, progress)?;
-        let mut g = objective.loss.backward();
+        let mut objective = self.model.objective(losses, training, progress)?;
+        let untaped = objective.loss.retaped();
+        let loss = std::mem::replace(&mut objective.loss, untaped);
+        let mut g = loss.backward();
         if let Some(e) = take_backward_failure() {
             return Err(e.into());
         }
@@ -235,12 +227,7 @@ impl<D: Backend> StepState<'_, D> {
         };
         self.adam.step(self.params, self.grads);
         Ok(StepOutcome {
-            value: objective.value,
-            rec: objective.rec,
-            kl: objective.kl,
-            stats: objective.stats,
-            kl_factors: objective.kl_factors,
-            shaping: objective.shaping,
+            objective,
             grad_norm,
         })
     }
@@ -343,14 +330,12 @@ impl<D: Backend> Job<D> {
                 grads: &mut grads,
             };
             let StepOutcome {
-                value: loss_value,
-                rec,
-                kl,
-                stats: objective_stats,
-                kl_factors,
-                shaping,
+                objective,
                 grad_norm,
             } = state.step(&t, &obs, progress)?;
+            let (loss_value, rec, kl) = (objective.value, objective.rec, objective.kl);
+            let (objective_stats, kl_factors, shaping) =
+                (objective.stats, objective.kl_factors, objective.shaping);
             self.step += 1;
             let mut line = json!({
                 "step": self.step, "epoch": epoch + 1, "loss": loss_value, "rec": rec, "kl": kl,

@@ -76,6 +76,6 @@ impl Job {
         };
         let outcome = state.step(&self.spec.training, &obs, progress)?;
         self.step += 1;
-        Ok(outcome.value)
+        Ok(outcome.objective.value)
     }
 }
