@@ -7,7 +7,7 @@ use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
 use super::fastmath::{exp, ln, LANES};
-use super::host_values;
+use super::{host_copy, host_values};
 use crate::kernels::Tr;
 
 /// Below this many elements a pass stays on the calling thread (waking rayon's pool costs more).
@@ -34,7 +34,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     let logits = logits.reshape_like(&(m.size() * cols,));
     let (logits, tape) = logits.split_tape();
     // `residual` starts as the logits and ends as sigmoid(l) − x.
-    let mut residual = host_values(&logits);
+    let mut residual = host_copy(&logits);
     let data = host_values(&x.clone().reshape_like(&(m.size() * cols,)));
     let mut nll = vec![0.0f32; m.size()];
     let row = |(r, (l, x)): (&mut f32, (&mut [f32], &[f32]))| {

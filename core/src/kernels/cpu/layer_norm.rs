@@ -6,7 +6,7 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{buffer, buffer_of, for_each_row, host_values, into_tensor, zip_chunks};
+use super::{buffer_of, for_each_row, host_values, into_tensor, recycled, zip_chunks};
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::layer_norm`].
@@ -37,7 +37,8 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
     let (beta, b_tape) = beta.split_tape();
     let mut tape = x_tape.merge(g_tape).merge(b_tape);
     // `normed` starts as the normalised sum's input and ends as the normalised values.
-    let mut normed = host_values(&x);
+    let xs = host_values(&x);
+    let mut normed = recycled(x.device(), len);
     let sub = residual.map(|(sub, mask)| {
         let (sub, sub_tape) = sub.reshape_like(&(len,)).split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), sub_tape);
@@ -48,15 +49,20 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
         });
         add_masked(
             &mut normed,
+            &xs,
             &values,
             mask.as_ref().map_or(&[][..], |m| &m[..]),
         );
         (sub.ghost(), mask)
     });
+    if sub.is_none() {
+        normed.copy_from_slice(&xs);
+    }
+    drop(xs);
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
     let rows = len.checked_div(n).unwrap_or(0);
     let mut rstd = vec![0.0f32; rows];
-    let mut y = buffer(x.device(), len);
+    let mut y = recycled(x.device(), len);
     for_each_row(&mut normed, n, &mut rstd, |_, row, r| {
         let mean = row.iter().sum::<f32>() / n as f32;
         let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
@@ -92,7 +98,7 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
             }
         }
         // d(sum) per row, then added into x and (masked) into sub.
-        let mut dsum = buffer(&dev, len);
+        let mut dsum = recycled(&dev, len);
         let mut stats = rstd;
         for_each_row(&mut dsum, n, &mut stats, |i, dr, r| {
             let (gr, nr) = (&g[i * n..(i + 1) * n], &normed[i * n..(i + 1) * n]);
@@ -127,14 +133,12 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
     out.put_tape(tape)
 }
 
-/// `acc += values ⊙ mask` (`mask` empty: `acc += values`).
-fn add_masked(acc: &mut [f32], values: &[f32], mask: &[f32]) {
+/// `out = x + values ⊙ mask` (`mask` empty: `out = x + values`).
+fn add_masked(out: &mut [f32], x: &[f32], values: &[f32], mask: &[f32]) {
+    let sums = out.iter_mut().zip(x).zip(values);
     if mask.is_empty() {
-        acc.iter_mut().zip(values).for_each(|(a, v)| *a += v);
+        sums.for_each(|((o, x), v)| *o = x + v);
     } else {
-        acc.iter_mut()
-            .zip(values)
-            .zip(mask)
-            .for_each(|((a, v), m)| *a += v * m);
+        sums.zip(mask).for_each(|(((o, x), v), m)| *o = x + v * m);
     }
 }

@@ -7,7 +7,9 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{add_into, buffer, buffer_of, host_values, into_tensor, zip_chunks};
+use super::{
+    add_into, buffer, buffer_of, host_values, into_tensor, recycled, zip_chunks, HostValues,
+};
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::GroupDims;
 use crate::kernels::{Tr, Weight};
@@ -80,17 +82,18 @@ where
         None => host_values(&x),
         Some(kept) => {
             let all = host_values(&x);
-            let mut xa = buffer(x.device(), kept.len() * wi);
+            let mut xa = recycled(x.device(), kept.len() * wi);
             for (dst, &r) in xa.chunks_exact_mut(wi.max(1)).zip(kept) {
                 dst.copy_from_slice(&all[r * wi..(r + 1) * wi]);
             }
-            xa
+            HostValues::Owned(xa)
         }
     };
     let mk = kept.as_ref().map_or(m_all, Vec::len);
     let dev = x.device().clone();
 
-    let mut y = buffer(x.device(), mk * wo);
+    // Every value is written: the bias rows then `+=` each product, or `=` each product.
+    let mut y = recycled(x.device(), mk * wo);
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
@@ -135,7 +138,7 @@ where
         let mask = match &kept {
             None => buffer_of(&dev, mask),
             Some(kept) => {
-                let mut ma = buffer(&dev, mk * wo);
+                let mut ma = recycled(&dev, mk * wo);
                 for (dst, &r) in ma.chunks_exact_mut(wo.max(1)).zip(kept) {
                     dst.copy_from_slice(&mask[r * wo..(r + 1) * wo]);
                 }
@@ -164,7 +167,7 @@ where
         let mut g_full = take_grad!(grads, &out_ghost);
         // The output gradient of the kept rows (modified in place when every row is kept).
         let mut gathered = kept.as_ref().map(|kept| {
-            let mut ga = buffer(&dev, kept.len() * wo);
+            let mut ga = recycled(&dev, kept.len() * wo);
             for (dst, &r) in ga.chunks_exact_mut(wo.max(1)).zip(kept) {
                 dst.copy_from_slice(&g_full[r * wo..(r + 1) * wo]);
             }
@@ -220,7 +223,7 @@ where
         }
         if let Some(x_ghost) = &x_ghost {
             // gx_j (kept rows × k) += g_j · W_jᵀ, straight into gx or gathered and added.
-            let mut dxa = kept.as_ref().map(|_| buffer(&dev, mk * wi));
+            let mut dxa = kept.as_ref().map(|_| recycled(&dev, mk * wi));
             let gx = grads.get_or_alloc_mut(x_ghost)?;
             let (target, accumulate): (&mut [f32], bool) = match &mut dxa {
                 Some(d) => (d, false),

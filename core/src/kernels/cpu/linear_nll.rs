@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::fastmath::{exp, log_sum_exp};
-use super::{add_into, buffer, for_each_row, host_values};
+use super::{add_into, for_each_row, host_values, recycled};
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::{Tr, Weight};
@@ -46,7 +46,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     let active: Vec<usize> = (0..r).filter(|&i| weights[i] != 0.0).collect();
     let xa = {
         let xs = host_values(&x);
-        let mut xa = buffer(x.device(), active.len() * ks);
+        let mut xa = recycled(x.device(), active.len() * ks);
         for (dst, &i) in xa.chunks_exact_mut(ks.max(1)).zip(&active) {
             dst.copy_from_slice(&xs[i * ks..(i + 1) * ks]);
         }
@@ -54,7 +54,8 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     };
     let a = active.len();
 
-    let mut logits = buffer(x.device(), a * v);
+    // Every value is written: the bias rows then `+=` the product, or `=` the product.
+    let mut logits = recycled(x.device(), a * v);
     let dev = x.device().clone();
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
@@ -158,7 +159,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
             } else {
                 View::transposed(&ws, v)
             };
-            let mut dxa = buffer(&dev, a * ks);
+            let mut dxa = recycled(&dev, a * ks);
             matmul_into(
                 (a, v, ks),
                 (&mut dxa, ks),

@@ -25,9 +25,9 @@ pub(super) fn parallel(elements: usize) -> bool {
     elements >= PARALLEL_MIN && rayon::current_num_threads() > 1
 }
 
-/// `(a(), b())`, side by side on rayon's pool when `elements` are worth it (each of the copies
-/// and fills this is used for is one memory-bound pass).
-pub(super) fn join<A: Send, B: Send>(
+/// `(a(), b())`, side by side on rayon's pool when `elements` are worth it (each of the
+/// fills this is used for is one memory-bound pass).
+fn join<A: Send, B: Send>(
     elements: usize,
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
@@ -88,7 +88,7 @@ pub(crate) fn assemble_rows<R: Dim, P: Dim>(
     let (src, mut tape) = src.reshape_like(&(rs * ps,)).split_tape();
     let dev = src.device().clone();
     let size = rows.len() * ps;
-    let (values, mut out) = join(size, || host_values(&src), || cached_zeros(&dev, size));
+    let (values, mut out) = (host_values(&src), cached_zeros(&dev, size));
     let fill = |(k, block): (usize, &mut [f32])| {
         for (o, dst) in block.chunks_exact_mut(ps).enumerate() {
             match rows[k * ROWS_PER_TASK + o] {
@@ -160,13 +160,10 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
     let (log_var, lv_tape) = log_var.reshape_like(&(rs * ps,)).split_tape();
     let mut tape = mu_tape.merge(lv_tape);
     let dev = mu.device().clone();
-    // Two input copies and three zeroed outputs, side by side.
+    // The inputs read in place, and three zeroed outputs side by side.
+    let (ms, ls) = (host_values(&mu), host_values(&log_var));
     let zeros = || cached_zeros(&dev, n * ps);
-    let ((ms, ls), (mut z, (mut mu_out, mut lv_out))) = join(
-        n * ps,
-        || join(n * ps, || host_values(&mu), || host_values(&log_var)),
-        || join(n * ps, zeros, || join(n * ps, zeros, zeros)),
-    );
+    let (mut z, (mut mu_out, mut lv_out)) = join(n * ps, zeros, || join(n * ps, zeros, zeros));
     // ε·exp(½ logσ²), what the backward pass needs for d z / d logσ².
     let mut noise = buffer(&dev, n * ps);
     let fill = |(k, (((z, m), l), s)): Chunk4| {

@@ -1,6 +1,6 @@
 //! The CPU fast path: fused f32 kernels recorded on dfdx's tape with hand-written backward
-//! passes. Each kernel copies its inputs out of dfdx once, computes on host slices and hands
-//! its output back as a new tensor.
+//! passes. Each kernel reads its inputs in place ([`host_values`]), computes on host slices
+//! and hands its output back as a new tensor.
 //!
 //! Every buffer of a kernel comes from dfdx's allocation cache ([`buffer`]) and returns to it:
 //! a dropped tensor's storage goes into the cache (when it is enabled, as in training), so
@@ -11,10 +11,10 @@ use dfdx::prelude::*;
 use dfdx::tensor::Storage;
 use rayon::prelude::*;
 
-/// A zeroed `Vec<f32>` (through `Deref`) from dfdx's cache, to which it returns when dropped.
+/// A `Vec<f32>` (through `Deref`) from dfdx's cache, to which it returns when dropped.
 pub(crate) type Buffer = <Cpu as Storage<f32>>::Vec;
 
-/// A zeroed buffer of `len` values from `dev`'s cache.
+/// A zeroed buffer of `len` values from `dev`'s cache, for a kernel that adds into it.
 ///
 /// # Panics
 /// When out of memory, as dfdx's own ops.
@@ -22,11 +22,54 @@ pub(crate) fn buffer(dev: &Cpu, len: usize) -> Buffer {
     dev.try_alloc_len(len).expect("out of memory")
 }
 
-/// The values of a contiguous tensor, in logical order.
-pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Buffer {
-    let mut out = buffer(t.device(), t.shape().num_elements());
-    t.copy_into(&mut out);
-    out
+/// A buffer of `len` values from `dev`'s cache for a kernel that writes every one of them
+/// before it reads any: it holds the values of whatever last used it (never uninitialised
+/// memory), which saves the zero fill of [`buffer`].
+///
+/// # Panics
+/// When out of memory, as dfdx's own ops.
+pub(crate) fn recycled(dev: &Cpu, len: usize) -> Buffer {
+    #[allow(unused_mut)]
+    let mut values = dev.try_alloc_recycled(len).expect("out of memory");
+    // The kernel tests see NaN wherever a kernel leaves a value of such a buffer unwritten.
+    #[cfg(test)]
+    values.fill(f32::NAN);
+    values
+}
+
+/// The values of a tensor in logical order, read in place: a contiguous tensor (every input
+/// the kernels flatten with `reshape_like`) shares its storage, any other is copied once.
+/// A kernel's own buffer of values (rows gathered from an input) converts into one too.
+pub(super) enum HostValues {
+    /// A contiguous tensor sharing the input's storage.
+    Shared(Tensor<(usize,), f32, Cpu>),
+    /// Values the kernel computed.
+    Owned(Buffer),
+}
+
+impl std::ops::Deref for HostValues {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match self {
+            Self::Shared(t) => t
+                .contiguous_values()
+                .expect("a reshaped tensor holds its values in order"),
+            Self::Owned(values) => values,
+        }
+    }
+}
+
+/// The values of `t`, borrowed from its storage (see [`HostValues`]); they stay alive, and
+/// unchanged, as long as the result does.
+pub(super) fn host_values<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> HostValues {
+    let n = t.shape().num_elements();
+    HostValues::Shared(t.retaped::<NoneTape>().reshape_like(&(n,)))
+}
+
+/// A copy of the values of `t` in logical order, for a kernel that changes them in place.
+pub(super) fn host_copy<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Buffer {
+    buffer_of(t.device(), &host_values(t))
 }
 
 /// A tensor of `shape` owning `values` (a buffer of [`buffer`]), without a copy.
@@ -121,7 +164,7 @@ pub(super) fn zip_chunks(
 
 /// A buffer from dfdx's cache holding a copy of `values`.
 pub(super) fn buffer_of(dev: &Cpu, values: &[f32]) -> Buffer {
-    let mut b = buffer(dev, values.len());
+    let mut b = recycled(dev, values.len());
     b.copy_from_slice(values);
     b
 }

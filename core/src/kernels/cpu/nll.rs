@@ -1,12 +1,12 @@
 //! Fused log-softmax and NLL: each row's log-sum-exp and target log-probability in one pass
-//! over the logits; the backward pass turns the kept logits into `w · (onehot − softmax)` in
-//! place, so no softmax or log-softmax tensor is ever stored.
+//! over the logits, read in place; the backward pass adds `w · (onehot − softmax)` straight
+//! into the logits' gradient, so no softmax or log-softmax tensor is ever stored.
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::fastmath::{exp, log_sum_exp};
-use super::{add_into, buffer, host_values, into_tensor};
+use super::{buffer, host_values, into_tensor};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::Tr;
 
@@ -23,7 +23,7 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
     let per_group = rows / groups.size();
     let logits = logits.reshape_like(&(rows * v,));
     let (logits, mut tape) = logits.split_tape();
-    let mut kept = host_values(&logits);
+    let kept = host_values(&logits);
     let mut lse = Vec::with_capacity(rows);
     let mut out = buffer(logits.device(), groups.size());
     for (r, row) in kept.chunks_exact(v.max(1)).enumerate().take(rows) {
@@ -39,18 +39,20 @@ pub(crate) fn forward<R: Dim, V: Dim, G: Dim>(
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
         let g = take_grad!(grads, &out_ghost);
-        for (r, row) in kept.chunks_exact_mut(v.max(1)).enumerate().take(rows) {
+        let gl = grads.get_or_alloc_mut(&logits_ghost)?;
+        let rows_with_grads = kept
+            .chunks_exact(v.max(1))
+            .zip(gl.chunks_exact_mut(v.max(1)));
+        for (r, (row, acc)) in rows_with_grads.enumerate().take(rows) {
             let scale = g[r / per_group] * weights[r];
             if scale == 0.0 {
-                row.fill(0.0);
                 continue;
             }
-            for l in row.iter_mut() {
-                *l = -scale * exp(*l - lse[r]);
+            for (a, &l) in acc.iter_mut().zip(row) {
+                *a -= scale * exp(l - lse[r]);
             }
-            row[targets[r]] += scale;
+            acc[targets[r]] += scale;
         }
-        add_into(grads.get_or_alloc_mut(&logits_ghost)?, &kept);
         put_grad!(grads, &out_ghost, g);
         Ok(())
     });

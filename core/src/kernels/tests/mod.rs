@@ -363,3 +363,28 @@ fn residual_layer_norm_gradients_match_finite_differences() {
             .unwrap_or_else(|e| panic!("masked {masked}: {e}"));
     }
 }
+
+/// The two additions of vaezoo's dfdx (vendor/dfdx/PATCHES.md) that the kernels rest on.
+#[test]
+fn cpu_values_are_read_in_place_and_cached_buffers_come_back_unfilled() {
+    let dev = Cpu::default();
+    dev.enable_cache();
+    let values = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let t = dev.tensor_from_vec(values.to_vec(), (2usize, 3usize));
+    assert_eq!(t.contiguous_values(), Some(&values[..]));
+    // Strides out of logical order, or a broadcast: no in-place view.
+    let transposed = t.clone().permute::<_, Axes2<1, 0>>();
+    assert_eq!(transposed.contiguous_values(), None);
+    let row = dev.tensor_from_vec(values[..3].to_vec(), (3usize,));
+    let broadcast = row.broadcast_like::<_, Axis<0>>(&(2usize, 3usize));
+    assert_eq!(broadcast.contiguous_values(), None);
+    // The last owner's values, where `try_alloc_len` would have zero-filled them; then, with
+    // nothing of that size left in the cache, zeros.
+    drop((t, transposed));
+    let recycled = dev.try_alloc_recycled::<f32>(6).unwrap();
+    assert_eq!(&recycled[..], &values[..]);
+    assert_eq!(
+        &dev.try_alloc_recycled::<f32>(6).unwrap()[..],
+        &[0.0; 6][..]
+    );
+}

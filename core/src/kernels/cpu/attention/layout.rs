@@ -4,7 +4,7 @@
 use dfdx::prelude::*;
 
 use super::PARALLEL_MIN_MACS;
-use crate::kernels::cpu::{buffer, Buffer};
+use crate::kernels::cpu::{recycled, Buffer};
 use crate::kernels::gemm::{Threads, View};
 use crate::kernels::generic::HeadDims;
 
@@ -125,7 +125,7 @@ impl Layout {
 
     /// The weights `(B, heads, Q, K)` from the products' scores, kept `(K, rows)`.
     pub fn weights_by_head(&self, dev: &Cpu, attn: &Buffer) -> Buffer {
-        let mut w = buffer(dev, attn.len());
+        let mut w = recycled(dev, attn.len());
         let (nh, nq, nk, rows) = (self.heads, self.nq, self.nk, self.rows());
         for (i, column) in attn.chunks_exact(rows.max(1)).enumerate() {
             // column i: example e, product p, key j

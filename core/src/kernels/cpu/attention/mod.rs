@@ -17,7 +17,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
-use super::{add_into, buffer, host_values, into_tensor, Buffer};
+use super::{add_into, buffer, host_values, into_tensor, recycled, HostValues};
 use crate::axes::Head;
 use crate::kernels::gemm::{matmul_into, View};
 use crate::kernels::generic::HeadDims;
@@ -69,14 +69,19 @@ where
     });
 
     let dev = q.device().clone();
-    let mut attn = buffer(&dev, b * l.example_weights());
-    let mut out = buffer(&dev, b * l.nq * l.wo);
+    // Every weight and output is written below, except where there are no keys: then the
+    // output is zeros.
+    let mut attn = recycled(&dev, b * l.example_weights());
+    let mut out = match l.nk {
+        0 => buffer(&dev, b * l.nq * l.wo),
+        _ => recycled(&dev, b * l.nq * l.wo),
+    };
     let tasks: Vec<_> = slabs(&mut attn, l.example_weights(), b)
         .into_iter()
         .zip(slabs(&mut out, l.nq * l.wo, b))
         .collect();
     let scale = spec.scale as f32;
-    let bias_values = bias.as_ref().map(|(values, _)| values.as_slice());
+    let bias_values = bias.as_ref().map(|(values, _)| &values[..]);
     let gated = if l.gate { l.rows() * l.dv } else { 0 };
     for_each_example(
         &l,
@@ -173,11 +178,11 @@ where
     (out.put_tape(tape), weights)
 }
 
-/// The host copies of a call's queries, keys and values.
+/// A call's queries, keys and values, read in place.
 struct Inputs {
-    q: Buffer,
-    k: Buffer,
-    v: Buffer,
+    q: HostValues,
+    k: HostValues,
+    v: HostValues,
 }
 
 impl Inputs {

@@ -1,0 +1,43 @@
+//! vaezoo's additions to dfdx 0.13 (see PATCHES.md): borrowed access to a CPU tensor's values,
+//! and buffers from the allocation cache that are not zero-filled, for kernels that read their
+//! inputs in place and overwrite every value of their outputs.
+
+use super::{CachableVec, Cpu, CpuError};
+use crate::shapes::{Shape, Unit};
+use crate::tensor::Tensor;
+
+impl<S: Shape, E: Unit, T> Tensor<S, E, Cpu, T> {
+    /// The tensor's values in logical (row-major) order, borrowed, when its storage holds them
+    /// in that order (no broadcast or permuted strides); `None` otherwise.
+    pub fn contiguous_values(&self) -> Option<&[E]> {
+        let values: &[E] = &self.data.data;
+        (self.strides == self.shape.strides() && values.len() == self.shape.num_elements())
+            .then_some(values)
+    }
+}
+
+impl Cpu {
+    /// A buffer of `len` values for a caller that overwrites every one of them: taken from the
+    /// allocation cache, it holds the values it held last (never uninitialised memory) instead
+    /// of being zero-filled; a new allocation is zeros.
+    pub fn try_alloc_recycled<E: Unit>(&self, len: usize) -> Result<CachableVec<E>, CpuError> {
+        let data = match self.cache.try_pop::<E>(len) {
+            // SAFETY: the cache hands out only allocations it received from a dropped
+            // `CachableVec<E'>` of `len` initialised values of a type with `E`'s size and
+            // alignment, allocated by the global allocator with capacity `len` (`shrink_to_fit`
+            // before insertion), as `try_alloc_elem` relies on; every dtype is a plain number,
+            // for which any initialised bytes are a valid value.
+            Some(allocation) => unsafe { Vec::from_raw_parts(allocation.0 as *mut E, len, len) },
+            None => {
+                let mut data: Vec<E> = Vec::new();
+                data.try_reserve(len).map_err(|_| CpuError::OutOfMemory)?;
+                data.resize(len, Default::default());
+                data
+            }
+        };
+        Ok(CachableVec {
+            data,
+            cache: self.cache.clone(),
+        })
+    }
+}
