@@ -38,6 +38,13 @@ pub trait HostGrad<E: Dtype>: Storage<E> {
     /// The gradient buffer as a host vector, where the device keeps it on the host (the CPU):
     /// it can then be swapped with another of the same length instead of copied.
     fn host_slot(grad: &mut Self::Vec) -> Option<&mut Vec<E>>;
+
+    /// A tensor's values as a host slice, where the device keeps them on the host in logical
+    /// order (the CPU, see dfdx's `contiguous_values`).
+    fn values<S: Shape>(t: &Tensor<S, E, Self>) -> Option<&[E]>;
+
+    /// [`Self::values`] to write in place, where besides no other tensor shares them.
+    fn values_mut<S: Shape>(t: &mut Tensor<S, E, Self>) -> Option<&mut [E]>;
 }
 
 impl<E: Dtype> HostGrad<E> for Cpu {
@@ -50,6 +57,14 @@ impl<E: Dtype> HostGrad<E> for Cpu {
 
     fn host_slot(grad: &mut Self::Vec) -> Option<&mut Vec<E>> {
         Some(&mut **grad)
+    }
+
+    fn values<S: Shape>(t: &Tensor<S, E, Self>) -> Option<&[E]> {
+        t.contiguous_values()
+    }
+
+    fn values_mut<S: Shape>(t: &mut Tensor<S, E, Self>) -> Option<&mut [E]> {
+        t.contiguous_values_mut()
     }
 }
 
@@ -66,6 +81,14 @@ impl<E: Dtype + cudarc::driver::DeviceRepr> HostGrad<E> for Cuda {
     }
 
     fn host_slot(_grad: &mut Self::Vec) -> Option<&mut Vec<E>> {
+        None
+    }
+
+    fn values<S: Shape>(_t: &Tensor<S, E, Self>) -> Option<&[E]> {
+        None
+    }
+
+    fn values_mut<S: Shape>(_t: &mut Tensor<S, E, Self>) -> Option<&mut [E]> {
         None
     }
 }

@@ -216,7 +216,7 @@ fn sum_of_squares(values: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::HostParam;
+    use crate::params::{HostParam, ParamId};
     use dfdx::prelude::Cpu;
 
     fn store(values: Vec<f32>) -> ParamStore<Cpu> {
@@ -243,6 +243,23 @@ mod tests {
         assert!((got[0] - (1.0 - 3e-3)).abs() < 1e-6, "{got:?}");
         assert!((got[1] - (-2.0 + 3e-3)).abs() < 1e-6, "{got:?}");
         assert_eq!(adam.state().step, 3);
+    }
+
+    #[test]
+    fn a_parameter_shared_with_a_live_view_is_updated_without_changing_the_view() {
+        // Updated in place on the CPU, unless a view shares the storage: then the parameter
+        // gets a storage of its own first.
+        let mut p = store(vec![1.0, -2.0]);
+        let mut adam = Adam::new(AdamConfig::default(), &p);
+        adam.step(&mut p, &[vec![0.5, -4.0]]);
+        let view = p.get(ParamId(0), (2usize,));
+        let before = view.as_vec();
+        adam.step(&mut p, &[vec![0.5, -4.0]]);
+        assert_eq!(view.as_vec(), before);
+        let after = p.get(ParamId(0), (2usize,)).as_vec();
+        assert_eq!(after, p.host(0));
+        assert!((after[0] - (1.0 - 2e-3)).abs() < 1e-6, "{after:?}");
+        assert!((after[1] - (-2.0 + 2e-3)).abs() < 1e-6, "{after:?}");
     }
 
     #[test]

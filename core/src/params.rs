@@ -1,5 +1,6 @@
 //! Parameters owned by the host: named, initialised from the host RNG, stored flat on the
-//! device with a host mirror (for the optimiser and checkpoints).
+//! device, with a host mirror (for the optimiser and checkpoints) where the host cannot reach
+//! the device's values (not on the CPU).
 //!
 //! Plugins declare parameters at build time through a [`ParamBuilder`] and keep the returned
 //! [`ParamId`]s; at forward time they read typed, traced views with [`ParamStore::get`].
@@ -165,7 +166,45 @@ struct DeviceParam<D: Backend> {
     name: String,
     shape: Vec<usize>,
     value: Tensor<(usize,), f32, D>,
-    host: Vec<f32>,
+    /// The host mirror, kept only where the host cannot read the device's values in place
+    /// (not on the CPU, where the optimiser updates the tensor itself).
+    mirror: Option<Vec<f32>>,
+}
+
+impl<D: Backend> DeviceParam<D> {
+    fn len(&self) -> usize {
+        self.value.shape().0
+    }
+
+    fn host(&self) -> &[f32] {
+        match &self.mirror {
+            Some(mirror) => mirror,
+            None => D::values(&self.value).expect("a parameter without a mirror is host-readable"),
+        }
+    }
+
+    /// The values to update: the device's in place, or the mirror (then [`Self::upload`]).
+    fn values_mut(&mut self) -> &mut [f32] {
+        match &mut self.mirror {
+            Some(mirror) => mirror,
+            None => {
+                if D::values_mut(&mut self.value).is_none() {
+                    // Shared with a live view: dfdx gives the tensor a storage of its own on
+                    // write (same id; the view keeps the old values).
+                    let current = self.value.as_vec();
+                    self.value.copy_from(&current);
+                }
+                D::values_mut(&mut self.value).expect("an unshared parameter is host-writable")
+            }
+        }
+    }
+
+    /// Copies the mirror, if any, to the device after an update.
+    fn upload(&mut self) {
+        if let Some(mirror) = &self.mirror {
+            self.value.copy_from(mirror);
+        }
+    }
 }
 
 /// The parameters of one model on one device.
@@ -179,11 +218,15 @@ impl<D: Backend> ParamStore<D> {
     pub fn new(dev: &D, params: Vec<HostParam>) -> Self {
         let params = params
             .into_iter()
-            .map(|p| DeviceParam {
-                value: dev.tensor_from_vec(p.values.clone(), (p.values.len(),)),
-                name: p.name,
-                shape: p.shape,
-                host: p.values,
+            .map(|p| {
+                let value = dev.tensor_from_vec(p.values.clone(), (p.values.len(),));
+                let mirror = D::values(&value).is_none().then_some(p.values);
+                DeviceParam {
+                    value,
+                    name: p.name,
+                    shape: p.shape,
+                    mirror,
+                }
             })
             .collect();
         Self {
@@ -209,7 +252,7 @@ impl<D: Backend> ParamStore<D> {
 
     /// The total number of scalar parameters.
     pub fn num_scalars(&self) -> usize {
-        self.params.iter().map(|p| p.host.len()).sum()
+        self.params.iter().map(DeviceParam::len).sum()
     }
 
     /// Name of parameter `i`.
@@ -224,7 +267,7 @@ impl<D: Backend> ParamStore<D> {
 
     /// Host values of parameter `i`.
     pub fn host(&self, i: usize) -> &[f32] {
-        &self.params[i].host
+        self.params[i].host()
     }
 
     /// A traced view of a parameter with a typed shape.
@@ -235,7 +278,7 @@ impl<D: Backend> ParamStore<D> {
         let p = &self.params[id.0];
         assert_eq!(
             shape.num_elements(),
-            p.host.len(),
+            p.len(),
             "parameter `{}` viewed with the wrong size",
             p.name
         );
@@ -245,38 +288,44 @@ impl<D: Backend> ParamStore<D> {
             .put_tape(OwnedTape::default())
     }
 
-    /// Replaces parameter `i` with `values` (host mirror and device copy).
+    /// Replaces parameter `i` with `values` (device copy and host mirror).
     pub fn set(&mut self, i: usize, values: &[f32]) -> Result<()> {
         let p = &mut self.params[i];
-        if values.len() != p.host.len() {
+        if values.len() != p.len() {
             return Err(Error::Shape(format!(
                 "parameter `{}` has {} values, got {}",
                 p.name,
-                p.host.len(),
+                p.len(),
                 values.len()
             )));
         }
-        p.host.copy_from_slice(values);
+        if let Some(mirror) = &mut p.mirror {
+            mirror.copy_from_slice(values);
+        }
         p.value.copy_from(values);
         Ok(())
     }
 
-    /// Applies `f(i, host_values)` to every parameter, then copies each back to the device.
+    /// Applies `f(i, values)` to every parameter's values on the host (the device's own on
+    /// the CPU; elsewhere the mirror, then copied to the device).
     pub fn update_each(&mut self, mut f: impl FnMut(usize, &mut [f32])) {
         for (i, p) in self.params.iter_mut().enumerate() {
-            f(i, &mut p.host);
-            p.value.copy_from(&p.host);
+            f(i, p.values_mut());
+            p.upload();
         }
     }
 
-    /// Hands every parameter's host values to `f` at once (to update them in parallel), then
-    /// copies each back to the device.
+    /// Hands every parameter's values on the host to `f` at once (to update them in
+    /// parallel): the device's own on the CPU; elsewhere the mirrors, then copied to the
+    /// device.
     pub fn update_all(&mut self, f: impl FnOnce(&mut [&mut [f32]])) {
-        let mut hosts: Vec<&mut [f32]> = self.params.iter_mut().map(|p| &mut p.host[..]).collect();
-        f(&mut hosts);
-        for p in &mut self.params {
-            p.value.copy_from(&p.host);
-        }
+        let mut values: Vec<&mut [f32]> = self
+            .params
+            .iter_mut()
+            .map(DeviceParam::values_mut)
+            .collect();
+        f(&mut values);
+        self.params.iter_mut().for_each(DeviceParam::upload);
     }
 
     /// Hands every parameter's gradient over in `out[i]` (zeros where none reached it). A
@@ -287,7 +336,7 @@ impl<D: Backend> ParamStore<D> {
             let slot = grads
                 .get_or_alloc_mut(&p.value)
                 .expect("allocating a gradient buffer");
-            let n = p.host.len();
+            let n = p.len();
             match D::host_slot(slot) {
                 Some(tape_buffer) if g.len() == n && tape_buffer.len() == n => {
                     std::mem::swap(tape_buffer, g)
@@ -307,7 +356,7 @@ impl<D: Backend> ParamStore<D> {
             .map(|p| HostParam {
                 name: p.name.clone(),
                 shape: p.shape.clone(),
-                values: p.host.clone(),
+                values: p.host().to_vec(),
             })
             .collect()
     }

@@ -8,7 +8,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::{
-    add_into, buffer, buffer_of, host_values, into_tensor, recycled, zip_chunks, HostValues,
+    add_into, buffer, buffer_of, host_values, into_tensor, recycled, zip_chunks, Buffer, HostValues,
 };
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::GroupDims;
@@ -118,18 +118,24 @@ where
             Threads::BySize,
         );
     }
-    // What the backward pass reads to differentiate the activation.
+    // What the backward pass reads to differentiate the activation: the output itself when it
+    // is the activation's output (every row computed, no dropout on top), else a copy of the
+    // activation's output or input.
     let activate = |y: &mut [f32], _: &[f32]| y.iter_mut().for_each(|v| *v = activation.scalar(*v));
-    let saved = match activation {
-        Activation::Identity => None,
+    let output_is_activated = kept.is_none() && dropout.is_none();
+    let mut saved = match activation {
+        Activation::Identity => Saved::Nothing,
         _ if activation.derivative_from_output() => {
             zip_chunks(&mut y, &[], activate);
-            Some(buffer_of(&dev, &y))
+            match output_is_activated {
+                true => Saved::Output,
+                false => Saved::Activated(HostValues::Owned(buffer_of(&dev, &y))),
+            }
         }
         _ => {
             let pre = buffer_of(&dev, &y);
             zip_chunks(&mut y, &[], activate);
-            Some(pre)
+            Saved::PreActivation(pre)
         }
     };
     // The dropout mask of the computed rows, applied after the activation's saved values.
@@ -159,6 +165,9 @@ where
         }
     };
 
+    if matches!(saved, Saved::Output) {
+        saved = Saved::Activated(host_values(&out));
+    }
     let out_ghost = out.ghost();
     let w_ghost = w.ghost();
     let x_ghost = T::OWNS_TAPE.then(|| x.ghost());
@@ -181,13 +190,13 @@ where
             zip_chunks(g, mask, scale_by);
         }
         match &saved {
-            None => {}
-            Some(y) if activation.derivative_from_output() => zip_chunks(g, y, |g, y| {
+            Saved::Nothing | Saved::Output => {}
+            Saved::Activated(y) => zip_chunks(g, y, |g, y| {
                 for (g, &y) in g.iter_mut().zip(y) {
                     *g *= activation.scalar_derivative(0.0, y);
                 }
             }),
-            Some(pre) => zip_chunks(g, pre, |g, pre| {
+            Saved::PreActivation(pre) => zip_chunks(g, pre, |g, pre| {
                 for (g, &pre) in g.iter_mut().zip(pre) {
                     *g *= activation.scalar_derivative(pre, activation.scalar(pre));
                 }
@@ -245,6 +254,18 @@ where
         Ok(())
     });
     out.put_tape(tape)
+}
+
+/// What a Linear's backward pass keeps to differentiate its activation.
+enum Saved {
+    /// Nothing (the identity).
+    Nothing,
+    /// The output tensor, read in place: replaced by `Activated` once the output exists.
+    Output,
+    /// The activation's output, of the computed rows.
+    Activated(HostValues),
+    /// The activation's input, of the computed rows.
+    PreActivation(Buffer),
 }
 
 /// `values[i] *= factors[i]`.

@@ -1,6 +1,7 @@
 //! vaezoo's additions to dfdx 0.13 (see PATCHES.md): borrowed access to a CPU tensor's values,
 //! and buffers from the allocation cache that are not zero-filled, for kernels that read their
-//! inputs in place and overwrite every value of their outputs.
+//! inputs in place and overwrite every value of their outputs, and for an optimiser that
+//! updates parameters in place.
 
 use super::{CachableVec, Cpu, CpuError};
 use crate::shapes::{Shape, Unit};
@@ -13,6 +14,15 @@ impl<S: Shape, E: Unit, T> Tensor<S, E, Cpu, T> {
         let values: &[E] = &self.data.data;
         (self.strides == self.shape.strides() && values.len() == self.shape.num_elements())
             .then_some(values)
+    }
+
+    /// The tensor's values in logical order, mutably, when its storage holds them in that order
+    /// and no other tensor shares it; `None` otherwise.
+    pub fn contiguous_values_mut(&mut self) -> Option<&mut [E]> {
+        let contiguous = self.strides == self.shape.strides();
+        let numel = self.shape.num_elements();
+        let values: &mut [E] = &mut std::sync::Arc::get_mut(&mut self.data)?.data;
+        (contiguous && values.len() == numel).then_some(values)
     }
 }
 
