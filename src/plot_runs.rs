@@ -22,8 +22,9 @@ fn family(bottleneck: &str) -> String {
 }
 
 /// One run's point: `(avg_prop_vec, bleu)` from its `eval.json`.
-fn point(root: &Path) -> Result<(String, (f64, f64))> {
+fn point(root: &Path, out: &Path) -> Result<(String, (f64, f64))> {
     let run = RunDir::open(root)?;
+    run.check_output(out)?;
     let spec = read_spec(&run.spec_path())?;
     let path = run.eval_path();
     let text = std::fs::read_to_string(&path).map_err(|e| vaezoo_core::Error::io(&path, e))?;
@@ -52,7 +53,7 @@ pub fn plot_vectors_vs_bleu(
 ) -> Result<Vec<(String, (f64, f64))>> {
     let points: Vec<(String, (f64, f64))> = roots
         .iter()
-        .map(|r| point(r.as_ref()))
+        .map(|r| point(r.as_ref(), out))
         .collect::<Result<_>>()?;
     let mut series: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for (name, p) in &points {

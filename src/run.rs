@@ -20,6 +20,29 @@ use serde_json::Value;
 
 use crate::{Error, Result};
 
+/// Where `path` leads: itself through every symlink when it exists, else its (resolved)
+/// folder joined with its name; as given when neither resolves.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = fs::canonicalize(path) {
+        return real;
+    }
+    // A dangling symlink: writing through it creates its target.
+    if let Ok(target) = fs::read_link(path) {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        if target != path {
+            return resolved(&parent.join(target));
+        }
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (fs::canonicalize(parent), path.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// A run folder.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -154,6 +177,42 @@ impl RunDir {
     /// `plots/<name>`.
     pub fn plot_path(&self, name: &str) -> PathBuf {
         self.root.join("plots").join(name)
+    }
+
+    /// Refuses `out`, an output a command was asked to write for this run, when it is one of
+    /// the run's own records (spec, environment, metrics, evaluation, tokenizer, or anything in
+    /// `checkpoints/` or `text/`), by any path or symlink: outputs go to `plots/` or outside.
+    pub fn check_output(&self, out: &Path) -> Result<()> {
+        let Ok(root) = fs::canonicalize(&self.root) else {
+            return Ok(());
+        };
+        let Ok(relative) = resolved(out).strip_prefix(&root).map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        let records = [
+            self.spec_path(),
+            self.env_path(),
+            self.metrics_path(),
+            self.eval_path(),
+            self.eval_examples_path(),
+            self.tokenizer_path(),
+        ];
+        let is_record = records
+            .iter()
+            .any(|r| r.strip_prefix(&self.root) == Ok(&relative))
+            || relative.as_os_str().is_empty()
+            || relative.starts_with("checkpoints")
+            || relative.starts_with("text");
+        if is_record {
+            return Err(Error::Run {
+                path: out.to_path_buf(),
+                message: format!(
+                    "is a record of the run {}; write the output elsewhere (e.g. under its plots/)",
+                    self.root.display()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Makes sure `plots/` is a folder, creating it when it is missing (its files are derived

@@ -60,6 +60,9 @@ pub fn sample(root: &Path, opts: &SampleOptions) -> Result<Sampled> {
 
 fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<Sampled> {
     let r = restore(dev, root)?;
+    if let Some(out) = &opts.out {
+        r.run.check_output(out)?;
+    }
     if let Some(class) = opts.class {
         let classes = r.state.classes;
         if class >= classes {

@@ -216,11 +216,13 @@ fn tiny_run(stop_after: Option<&str>) -> (tempfile::TempDir, std::path::PathBuf)
     (dir, run)
 }
 
-/// Runs `vaezoo cmd RUN`, which must fail with an `error:` line and no panic and leave every
-/// file of the run as it was; returns its stderr.
-fn fails_unchanged(cmd: &str, run: &std::path::Path, what: &str) -> String {
+/// Runs `vaezoo cmd RUN extra…`, which must fail with an `error:` line and no panic and leave
+/// every file of the run as it was; returns its stderr.
+fn fails_unchanged(cmd: &str, run: &std::path::Path, extra: &[&str], what: &str) -> String {
     let before = snapshot(run);
-    let out = vaezoo(&[cmd, run.to_str().unwrap()]);
+    let mut args = vec![cmd, run.to_str().unwrap()];
+    args.extend(extra);
+    let out = vaezoo(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{cmd} accepted {what}");
     assert!(stderr.starts_with("error: "), "{what}, {cmd}: {stderr}");
@@ -254,7 +256,7 @@ fn a_checkpoint_that_is_not_a_file_is_an_error_that_changes_nothing() {
             }
         }
         for cmd in ["resume", "eval", "sample"] {
-            fails_unchanged(cmd, &run, what);
+            fails_unchanged(cmd, &run, &[], what);
         }
         // Back to a checkpoints folder without the damage, for the next case.
         if fs::symlink_metadata(&folder).is_ok_and(|m| m.is_file()) {
@@ -276,7 +278,7 @@ fn resume_recreates_a_missing_plots_folder_and_refuses_a_plots_file() {
     let plots = run.join("plots");
     std::fs::remove_dir_all(&plots).unwrap();
     std::fs::write(&plots, b"not a folder").unwrap();
-    let stderr = fails_unchanged("resume", &run, "a plots file");
+    let stderr = fails_unchanged("resume", &run, &[], "a plots file");
     assert!(stderr.contains("plots"), "{stderr}");
     std::fs::remove_file(&plots).unwrap();
     ok(vaezoo(&["resume", run.to_str().unwrap()]));
@@ -308,7 +310,7 @@ fn checkpoint_counters_that_disagree_with_the_run_are_refused() {
         let mut c = Checkpoint::load(&ckpt).unwrap();
         change(&mut c);
         c.save(&ckpt).unwrap();
-        let stderr = fails_unchanged("resume", &run, what);
+        let stderr = fails_unchanged("resume", &run, &[], what);
         assert!(stderr.contains("step"), "{stderr}");
         std::fs::write(&ckpt, &good).unwrap();
     }
@@ -336,4 +338,54 @@ fn an_nvib_spec_trains_and_reports_its_sparsity() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert!(metrics.lines().all(|l| l.contains("avg_prop_vec")));
     ok(vaezoo(&["sample", run.to_str().unwrap(), "-n", "4"]));
+}
+
+#[test]
+fn outputs_never_replace_the_runs_own_records() {
+    let (dir, run) = tiny_run(None);
+    let link = dir.path().join("link.png");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(run.join("metrics.jsonl"), &link).unwrap();
+    let record = |name: &str| run.join(name).to_str().unwrap().to_string();
+    let targets = [
+        record("spec.json"),
+        record("checkpoints/latest.safetensors"),
+        record("checkpoints/other.png"),
+        format!("{}/../run/env.json", run.display()),
+        link.to_str().unwrap().to_string(),
+    ];
+    for target in &targets {
+        for cmd in ["sample", "traverse"] {
+            let stderr = fails_unchanged(cmd, &run, &["--out", target], target);
+            assert!(stderr.contains("is a record of the run"), "{stderr}");
+        }
+    }
+    // Its plots folder, or anywhere outside the run, is where outputs go.
+    let grid = run.join("plots/grid.png");
+    ok(vaezoo(&[
+        "sample",
+        run.to_str().unwrap(),
+        "-n",
+        "4",
+        "--out",
+        grid.to_str().unwrap(),
+    ]));
+    assert!(grid.is_file());
+}
+
+#[test]
+fn command_line_sizes_are_bounded() {
+    let (_dir, run) = tiny_run(None);
+    let huge = "18446744073709551615";
+    let cases: [(&str, &[&str]); 5] = [
+        ("sample", &["-n", huge]),
+        ("sample", &["-n", "0"]),
+        ("traverse", &["--steps", huge]),
+        ("interpolate", &["--steps", "1000000000"]),
+        ("eval", &["--iw-samples", huge]),
+    ];
+    for (cmd, extra) in cases {
+        let stderr = fails_unchanged(cmd, &run, extra, &extra.join(" "));
+        assert!(stderr.contains("is not in"), "{cmd} {extra:?}: {stderr}");
+    }
 }

@@ -41,6 +41,9 @@ pub fn interpolate(root: &Path, opts: &InterpolateOptions) -> Result<PathBuf> {
 
 fn interpolate_on<D: Backend>(dev: &D, root: &Path, opts: &InterpolateOptions) -> Result<PathBuf> {
     let r = restore(dev, root)?;
+    if let Some(out) = &opts.out {
+        r.run.check_output(out)?;
+    }
     let test = r.test_split()?;
     check_index("--from", opts.from, &test)?;
     check_index("--to", opts.to, &test)?;

@@ -57,6 +57,9 @@ pub fn traverse(root: &Path, opts: &TraverseOptions) -> Result<Traversal> {
 
 fn traverse_on<D: Backend>(dev: &D, root: &Path, opts: &TraverseOptions) -> Result<Traversal> {
     let r = restore(dev, root)?;
+    if let Some(out) = &opts.out {
+        r.run.check_output(out)?;
+    }
     let test = r.test_split()?;
     check_index("--index", opts.index, &test)?;
     let latent = r.model.latent_dim();

@@ -80,17 +80,17 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Examples per forward pass.
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = usize_in(1, 100_000))]
         batch_size: usize,
         /// Importance samples per example for the IS-NLL (0 skips it).
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = usize_in(0, 100_000))]
         iw_samples: usize,
         /// Posterior samples per example behind the -ELBO (their mean; 1 as the PyTorch
         /// reference). The -ELBO at the posterior mean is reported beside it.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         elbo_samples: u64,
         /// Text: prior samples for the forward and reverse perplexity (0 skips them).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = usize_in(0, 100_000))]
         samples: usize,
         /// Text: the language model of the forward and reverse perplexity, a trained run
         /// (e.g. of zoo/lm-wiki.json).
@@ -106,7 +106,7 @@ pub enum Command {
         /// The run folder.
         run: PathBuf,
         /// How many samples.
-        #[arg(short, default_value_t = 64)]
+        #[arg(short, default_value_t = 64, value_parser = usize_in(1, 10_000))]
         n: usize,
         /// Seed of the prior draws.
         #[arg(long, default_value_t = 0)]
@@ -143,7 +143,7 @@ pub enum Command {
         #[arg(long)]
         class: Option<usize>,
         /// Decoded points, both ends included.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = usize_in(2, 1_000))]
         steps: usize,
         /// Output PNG.
         #[arg(long)]
@@ -184,13 +184,13 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         index: usize,
         /// How many dimensions (rows), the most active first.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = usize_in(1, 1_000))]
         dims: usize,
         /// Each dimension goes from -RANGE to +RANGE.
         #[arg(long, default_value_t = 3.0)]
         range: f32,
         /// Values per dimension (columns).
-        #[arg(long, default_value_t = 9)]
+        #[arg(long, default_value_t = 9, value_parser = usize_in(1, 1_000))]
         steps: usize,
         /// Output PNG.
         #[arg(long)]
@@ -215,13 +215,19 @@ pub enum ZooCommand {
         #[arg(long, default_value = "runs/zoo")]
         out: PathBuf,
         /// Importance samples per test example for the IS-NLL (0 skips it).
-        #[arg(long, default_value_t = 500)]
+        #[arg(long, default_value_t = 500, value_parser = usize_in(0, 100_000))]
         iw_samples: usize,
         /// Text: prior samples for the forward and reverse perplexity (0 skips them).
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, default_value_t = 200, value_parser = usize_in(0, 100_000))]
         samples: usize,
         /// Text: the language model run of the forward and reverse perplexity.
         #[arg(long, value_name = "RUN")]
         lm: Option<PathBuf>,
     },
+}
+
+/// A count between `low` and `high`: sizes from the command line are bounded, so that a typo
+/// (or 2^64 - 1) is a one-line error instead of an allocation that aborts or a run of hours.
+fn usize_in(low: u64, high: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(low..=high)
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()));
+        let message = one_line(&message);
         eprintln!("error: internal error{}: {message}", at.unwrap_or_default());
         eprintln!(
             "hint: this is a bug in vaezoo or a plugin; please report it with the command you ran"
@@ -51,6 +52,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `text` on one line: every run of whitespace, line breaks included, as one space.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -116,9 +122,11 @@ fn run(command: Command) -> Result<ExitCode> {
                 "kind", "name", "version", "origin"
             );
             for e in entries {
+                // A plugin library's description may hold line breaks: one row per plugin.
+                let description = one_line(&e.description);
                 println!(
-                    "{:<11} {:<name_width$} {:<8} {:<8} {}",
-                    e.kind, e.name, e.version, e.origin, e.description
+                    "{:<11} {:<name_width$} {:<8} {:<8} {description}",
+                    e.kind, e.name, e.version, e.origin
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -370,4 +378,17 @@ fn check(path: &Path, validator: &SpecValidator) -> Result<()> {
     registry()?.check_pins(&spec.plugins)?;
     // Everything `train` checks before its first step: data, build, one forward pass.
     preflight(path, spec)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_and_descriptions_print_on_one_line() {
+        let assertion = "assertion `left == right` failed\n  left: 3\n right: 4";
+        assert_eq!(
+            super::one_line(assertion),
+            "assertion `left == right` failed left: 3 right: 4"
+        );
+        assert_eq!(super::one_line("a\r\n\tplugin "), "a plugin");
+    }
 }
