@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Every file that is replaced is written to a temporary file and renamed, so an interrupted
-//! run never destroys what was there.
+//! run never destroys what was there; a new run folder is assembled under a hidden name and
+//! renamed into place once its spec is written ([`RunDir::create`]).
 
 use std::fs;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -43,6 +44,45 @@ fn resolved(path: &Path) -> PathBuf {
     }
 }
 
+/// Where process `pid` assembles the run folder `root` before renaming it into place: a
+/// hidden sibling, `.NAME.partial-PID`.
+fn partial_path(root: &Path, pid: u32) -> PathBuf {
+    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    root.with_file_name(format!(".{name}.partial-{pid}"))
+}
+
+/// Removes the partial folders of `root` left by processes that no longer run (killed while
+/// they assembled it). Only on Linux, where `/proc` says which processes run; elsewhere they
+/// stay, hidden and harmless.
+fn remove_abandoned_partials(root: &Path) {
+    let Some(name) = root.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let prefix = format!(".{name}.partial-");
+    let parent = match root.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let abandoned = pid.parse::<u32>().is_ok_and(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if abandoned {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// A run folder.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -50,8 +90,13 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates a new run folder; an existing non-empty folder is refused (nothing is touched).
-    pub fn create(root: &Path) -> Result<Self> {
+    /// Creates a new run folder holding what `init` writes into it (its spec first of all):
+    /// the folder is assembled under a hidden name beside `root` and renamed into place once
+    /// `init` has succeeded, so that at every instant `root` is either absent (or the empty
+    /// folder it was) or a complete run folder, whatever kills the process. An existing
+    /// non-empty folder is refused, and nothing is touched; when `init` fails, the partial
+    /// folder is removed.
+    pub fn create(root: &Path, init: impl FnOnce(&RunDir) -> Result<()>) -> Result<Self> {
         if root.exists()
             && fs::read_dir(root)
                 .map_err(|e| Error::io(root, e))?
@@ -63,12 +108,25 @@ impl RunDir {
                 message: "already exists and is not empty; use `vaezoo resume` to continue it or pick another --out".into(),
             });
         }
-        for dir in [
-            root.to_path_buf(),
-            root.join("checkpoints"),
-            root.join("plots"),
-        ] {
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let partial = partial_path(root, std::process::id());
+        remove_abandoned_partials(root);
+        let built = (|| {
+            for dir in [
+                partial.clone(),
+                partial.join("checkpoints"),
+                partial.join("plots"),
+            ] {
+                fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            }
+            init(&RunDir {
+                root: partial.clone(),
+            })?;
+            // Replaces an empty `root` folder, as `rename` does on every supported system.
+            fs::rename(&partial, root).map_err(|e| Error::io(root, e))
+        })();
+        if let Err(e) = built {
+            let _ = fs::remove_dir_all(&partial);
+            return Err(e);
         }
         Ok(Self {
             root: root.to_path_buf(),
@@ -363,7 +421,7 @@ mod tests {
     #[test]
     fn metrics_truncation_drops_later_steps_and_torn_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(&dir.path().join("r")).unwrap();
+        let run = RunDir::create(&dir.path().join("r"), |_| Ok(())).unwrap();
         let mut w = run.metrics_writer().unwrap();
         for step in 1..=5u64 {
             w.write(&serde_json::json!({ "step": step })).unwrap();
@@ -388,7 +446,7 @@ mod tests {
     #[test]
     fn only_a_truly_absent_checkpoint_means_none() {
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(&dir.path().join("r")).unwrap();
+        let run = RunDir::create(&dir.path().join("r"), |_| Ok(())).unwrap();
         let ckpt = run.checkpoint_path();
         let folder = ckpt.parent().unwrap().to_path_buf();
         let _ = fs::remove_dir_all(&folder);
@@ -440,11 +498,45 @@ mod tests {
     fn a_non_empty_folder_is_not_reused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("keep.txt"), "x").unwrap();
-        assert!(RunDir::create(dir.path()).is_err());
+        assert!(RunDir::create(dir.path(), |_| Ok(())).is_err());
         assert_eq!(
             fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
             "x"
         );
+    }
+
+    #[test]
+    fn a_run_folder_appears_complete_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let listing = || {
+            let mut names: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            names
+        };
+        // While `init` writes, the run is only a hidden partial folder.
+        let failed = RunDir::create(&root, |partial| {
+            assert!(!root.exists());
+            assert_eq!(listing(), [format!(".r.partial-{}", std::process::id())]);
+            fs::write(partial.spec_path(), "{}").unwrap();
+            Err(Error::Usage("the disk is full".into()))
+        });
+        assert!(failed.is_err());
+        assert!(listing().is_empty(), "{:?}", listing());
+        // A partial folder of a process that no longer runs goes; an empty target is reused.
+        let abandoned = partial_path(&root, u32::MAX);
+        fs::create_dir_all(&abandoned).unwrap();
+        fs::create_dir_all(&root).unwrap();
+        let run = RunDir::create(&root, |partial| {
+            fs::write(partial.spec_path(), "{}").map_err(|e| Error::io(partial.root(), e))
+        })
+        .unwrap();
+        assert_eq!(listing(), ["r"]);
+        assert!(RunDir::open(run.root()).is_ok());
+        assert!(run.root().join("checkpoints").is_dir() && run.root().join("plots").is_dir());
     }
 
     #[test]

@@ -74,15 +74,16 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
             utc_stamp()
         ))
     });
-    let run = RunDir::create(&root)?;
-    if let Some(tokenizer) = &tokenizer {
-        tokenizer.save(&run.tokenizer_path())?;
-    }
-    write_json(
-        &run.spec_path(),
-        &serde_json::to_value(&spec).expect("specs serialise"),
-    )?;
-    write_json(&run.env_path(), &environment(&spec, opts.device))?;
+    let run = RunDir::create(&root, |run| {
+        if let Some(tokenizer) = &tokenizer {
+            tokenizer.save(&run.tokenizer_path())?;
+        }
+        write_json(
+            &run.spec_path(),
+            &serde_json::to_value(&spec).expect("specs serialise"),
+        )?;
+        write_json(&run.env_path(), &environment(&spec, opts.device))
+    })?;
     on_device!(opts.device, |dev| fresh_job(dev, run, spec, data)?
         .run_loop(opts))
 }

@@ -389,3 +389,41 @@ fn command_line_sizes_are_bounded() {
         assert!(stderr.contains("is not in"), "{cmd} {extra:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_run_killed_at_any_moment_of_its_start_is_absent_or_resumable() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    for delay_ms in [0, 3, 10, 25, 60, 150] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+            .args(["train", "zoo/vae-optdigits-tiny.json", "--out"])
+            .arg(&run)
+            .current_dir(common::repo())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL on Unix; it may have finished already
+        child.wait().unwrap();
+        // Either there is no run yet (then training it again works) or a run to resume.
+        let run_arg = run.to_str().unwrap();
+        if run.exists() {
+            ok(vaezoo(&["resume", run_arg]));
+        } else {
+            ok(vaezoo(&[
+                "train",
+                "zoo/vae-optdigits-tiny.json",
+                "--out",
+                run_arg,
+            ]));
+        }
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["run"], "killed after {delay_ms} ms");
+    }
+}
