@@ -100,6 +100,55 @@ pub fn run_progress(root: &Path) -> Result<Option<(u64, u64)>> {
     Ok(Some((checkpoint.step, state.total_steps)))
 }
 
+/// The spec sections a checkpoint must share with its run's `spec.json`: the model and its
+/// training. (The data section may differ: a run folder moves with its data.)
+const CHECKPOINT_SPEC_SECTIONS: [&str; 5] =
+    ["encoder", "bottleneck", "prior", "decoder", "training"];
+
+/// Refuses a checkpoint written for another model or training than the run's `spec.json`
+/// describes (one copied from another run, or a `spec.json` edited since), naming the first
+/// field that differs. Both are read as specs, so fields added since with defaults agree.
+fn check_checkpoint_spec(root: &Path, spec: &Spec, checkpoint: &Checkpoint) -> Result<()> {
+    let differs = |message: String| Error::Run {
+        path: root.to_path_buf(),
+        message,
+    };
+    let recorded: Spec = serde_json::from_value(checkpoint.spec.clone())
+        .map_err(|e| differs(format!("its checkpoint holds an unreadable spec: {e}")))?;
+    let (recorded, current) = (
+        serde_json::to_value(recorded).expect("specs serialise"),
+        serde_json::to_value(spec).expect("specs serialise"),
+    );
+    for section in CHECKPOINT_SPEC_SECTIONS {
+        if let Some(field) = first_difference(&current[section], &recorded[section], section) {
+            return Err(differs(format!(
+                "its checkpoint was written for another spec (`{field}` differs from spec.json); \
+                 resume the run it came from, or train a new one"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The dotted path (from `at`) of the first place where `a` and `b` differ, if any.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let missing = Value::Null;
+                let (xv, yv) = (x.get(k).unwrap_or(&missing), y.get(k).unwrap_or(&missing));
+                first_difference(xv, yv, &format!("{at}.{k}"))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => (x.iter().zip(y))
+            .enumerate()
+            .find_map(|(i, (xv, yv))| first_difference(xv, yv, &format!("{at}[{i}]"))),
+        _ => (a != b).then(|| at.to_string()),
+    }
+}
+
 /// Restores the latest checkpoint of the run at `root`. Reads only.
 pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
     let run = RunDir::open(root)?;
@@ -111,6 +160,7 @@ pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
         });
     };
     let checkpoint = Checkpoint::load(&path)?;
+    check_checkpoint_spec(root, &spec, &checkpoint)?;
     let state = trainer_state(&checkpoint, &path)?;
     let (model, init) = Model::build(
         registry()?,

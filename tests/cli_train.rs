@@ -427,3 +427,27 @@ fn a_run_killed_at_any_moment_of_its_start_is_absent_or_resumable() {
         assert_eq!(names, ["run"], "killed after {delay_ms} ms");
     }
 }
+
+#[test]
+fn a_checkpoint_of_another_run_is_refused() {
+    let (dir, run) = tiny_run(Some("6"));
+    let other = dir.path().join("other");
+    let other_arg = other.to_str().unwrap();
+    let spec = "zoo/vae-optdigits-tiny.json";
+    ok(vaezoo(&[
+        "train",
+        spec,
+        "--seed",
+        "1",
+        "--stop-after",
+        "6",
+        "--out",
+        other_arg,
+    ]));
+    let ckpt = "checkpoints/latest.safetensors";
+    std::fs::copy(other.join(ckpt), run.join(ckpt)).unwrap();
+    for cmd in ["resume", "eval"] {
+        let stderr = fails_unchanged(cmd, &run, &[], "another run's checkpoint");
+        assert!(stderr.contains("`training.seed` differs"), "{stderr}");
+    }
+}

@@ -4,8 +4,10 @@
 //!
 //! Layout: F32 tensors `param/<name>`, `adam.m/<name>` and `adam.v/<name>`; the
 //! `__metadata__` strings `format`, `format_version`, `step`, `adam_step`, `param_order`,
-//! `rng`, `spec`, `trainer`, `versions` and `payload_sha256` (the SHA-256 of every tensor's
-//! bytes in `param_order`: param, then m, then v for each name).
+//! `rng`, `spec`, `trainer`, `versions`, `payload_sha256` (the SHA-256 of every tensor's
+//! bytes in `param_order`: param, then m, then v for each name) and `metadata_sha256` (the
+//! SHA-256 of every other entry, see [`metadata_digest`]), so that no byte of the file can
+//! change unnoticed. Files of format version 1 (no `metadata_sha256`) are still read.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +26,10 @@ use crate::params::HostParam;
 use crate::rng::HostRng;
 
 const FORMAT: &str = "vaezoo-checkpoint";
-const FORMAT_VERSION: &str = "1";
+const FORMAT_VERSION: &str = "2";
+/// The format version of checkpoints written before the metadata was checksummed: read, with
+/// only the tensors checked.
+const FORMAT_VERSION_UNCHECKED_METADATA: &str = "1";
 /// Tensor-name prefixes of one parameter's three tensors, in checksum order (used on save).
 const PREFIXES: [&str; 3] = ["param", "adam.m", "adam.v"];
 
@@ -139,6 +144,8 @@ impl Checkpoint {
                 text.map_err(|e| format!("encoding {key}: {e}"))?,
             );
         }
+        let digest = metadata_digest(&metadata);
+        metadata.insert("metadata_sha256".into(), digest);
         let mut views = Vec::with_capacity(tensors.len());
         for (name, shape, data) in &tensors {
             // Checks that the number of values fits the shape.
@@ -166,7 +173,11 @@ impl Checkpoint {
             ));
         }
         let version = get("format_version")?;
-        if version != FORMAT_VERSION {
+        if version == FORMAT_VERSION {
+            if &metadata_digest(meta) != get("metadata_sha256")? {
+                return Err("checksum mismatch: the metadata was changed or is damaged".into());
+            }
+        } else if version != FORMAT_VERSION_UNCHECKED_METADATA {
             return Err(format!(
                 "unsupported format_version `{version}` (expected `{FORMAT_VERSION}`)"
             ));
@@ -222,6 +233,25 @@ impl Checkpoint {
             versions: json_entry(meta, "versions")?,
         })
     }
+}
+
+/// The SHA-256 (hex) of every metadata entry but `metadata_sha256`, in key order, each key
+/// and value preceded by its length in bytes (8, little-endian), so that no two sets of
+/// entries give the same bytes.
+fn metadata_digest(meta: &HashMap<String, String>) -> String {
+    let mut entries: Vec<(&String, &String)> = meta
+        .iter()
+        .filter(|(key, _)| *key != "metadata_sha256")
+        .collect();
+    entries.sort();
+    let mut hasher = Sha256::new();
+    for (key, value) in entries {
+        for part in [key, value] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hex(&hasher.finalize())
 }
 
 /// A checkpoint error about `path`, forced onto one line.
@@ -395,6 +425,48 @@ mod tests {
         assert!(load_err(&dir.0.join("missing")).contains("cannot read"));
     }
 
+    /// `bytes` (a checkpoint) written again with its metadata changed by `edit`.
+    fn with_metadata(bytes: &[u8], edit: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        edit(&mut meta);
+        let tensors = SafeTensors::deserialize(bytes).unwrap();
+        safetensors::serialize(tensors.tensors(), Some(meta)).unwrap()
+    }
+
+    #[test]
+    fn edited_metadata_is_caught_and_version_1_files_still_load() {
+        let dir = TempDir::new("metadata");
+        let good = dir.0.join("good.safetensors");
+        sample(4).save(&good).unwrap();
+        let bytes = fs::read(&good).unwrap();
+        let write = |name: &str, data: Vec<u8>| {
+            let p = dir.0.join(name);
+            fs::write(&p, data).unwrap();
+            p
+        };
+        for (key, value) in [("step", "1000000000000"), ("trainer", "{}"), ("spec", "{}")] {
+            let edited = with_metadata(&bytes, |m| {
+                m.insert(key.into(), value.into());
+            });
+            let e = load_err(&write(key, edited));
+            assert!(e.contains("metadata was changed"), "{key}: {e}");
+        }
+        let dropped = with_metadata(&bytes, |m| {
+            m.remove("metadata_sha256");
+        });
+        assert!(load_err(&write("dropped", dropped)).contains("metadata_sha256"));
+        // Written before the metadata was checksummed: read as it was then.
+        let version_1 = with_metadata(&bytes, |m| {
+            m.remove("metadata_sha256");
+            m.insert("format_version".into(), "1".into());
+        });
+        assert_eq!(
+            Checkpoint::load(&write("v1", version_1)).unwrap(),
+            sample(4)
+        );
+    }
+
     #[test]
     fn foreign_and_future_files_are_rejected() {
         let dir = TempDir::new("foreign");
@@ -408,8 +480,8 @@ mod tests {
         assert!(load_err(&write("plain", None)).contains("not a vaezoo checkpoint"));
         let future = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
-            ("format_version".to_string(), "2".to_string()),
+            ("format_version".to_string(), "3".to_string()),
         ]);
-        assert!(load_err(&write("future", Some(future))).contains("format_version `2`"));
+        assert!(load_err(&write("future", Some(future))).contains("format_version `3`"));
     }
 }
