@@ -56,6 +56,34 @@ pub struct TrainReport {
     pub steps_this_session: u64,
     /// Seconds this session trained.
     pub seconds: f64,
+    /// Whether training stopped on the user's request (Ctrl-C), after checkpointing.
+    pub interrupted: bool,
+}
+
+/// Set when the user asks training to stop (Ctrl-C, see [`stop_on_interrupt`]): the trainer
+/// checkpoints the step it is at and returns.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes Ctrl-C (SIGINT) stop training cleanly: the step under way finishes, a checkpoint of it
+/// is written, and the command returns a report with `interrupted` set (`vaezoo resume`
+/// continues bit for bit). A second Ctrl-C kills the process as usual. Unix only; elsewhere
+/// Ctrl-C keeps its default effect (the last checkpoint is kept either way).
+pub fn stop_on_interrupt() {
+    #[cfg(unix)]
+    {
+        extern "C" fn on_sigint(_: libc::c_int) {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: signal() is async-signal-safe; the next Ctrl-C gets the default action.
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+            }
+        }
+        // SAFETY: the handler only stores to an atomic and resets the disposition, both
+        // async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        }
+    }
 }
 
 /// Trains the spec at `spec_path` in a new run folder.
@@ -359,9 +387,13 @@ impl<D: Backend> Job<D> {
                 "epoch {} loss {loss_value:.2} rec {rec:.2} kl {kl:.2}",
                 epoch + 1
             ));
-            if self.step % t.checkpoint_every == 0 || self.step == end {
+            let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+            if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
                 metrics.flush()?;
                 self.checkpoint()?;
+            }
+            if interrupted {
+                break;
             }
         }
         bar.finish_and_clear();
@@ -373,6 +405,7 @@ impl<D: Backend> Job<D> {
             total_steps: total,
             steps_this_session: self.step - first,
             seconds,
+            interrupted: INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst),
         })
     }
 

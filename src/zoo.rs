@@ -56,10 +56,16 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
             progress: opts.progress,
             ..TrainOptions::default()
         };
-        match run_progress(&root)? {
-            None => drop(train(&spec, &train_opts)?),
-            Some((done, total)) if done < total => drop(resume(&root, &train_opts)?),
-            Some(_) => {}
+        let report = match run_progress(&root)? {
+            None => Some(train(&spec, &train_opts)?),
+            Some((done, total)) if done < total => Some(resume(&root, &train_opts)?),
+            Some(_) => None,
+        };
+        if report.is_some_and(|r| r.interrupted) {
+            return Err(Error::Usage(format!(
+                "interrupted while training {}; the same command continues it",
+                root.display()
+            )));
         }
         runs.push((seed, evaluate(&root, &opts.eval)?.metrics()));
     }

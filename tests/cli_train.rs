@@ -451,3 +451,60 @@ fn a_checkpoint_of_another_run_is_refused() {
         assert!(stderr.contains("`training.seed` differs"), "{stderr}");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_checkpoints_the_step_under_way_and_resume_finishes() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough to be interrupted, with no checkpoint of its own before the end.
+    let training =
+        json!({"epochs": 2000, "batch_size": 64, "seed": 0, "checkpoint_every": 1000000});
+    let spec = tiny_spec(dir.path(), "long", training);
+    let run = dir.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+        .args([
+            "train",
+            spec.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .current_dir(common::repo())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = run.join("metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "training never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("interrupted at step"), "{stdout}");
+    let lines = std::fs::read_to_string(&metrics).unwrap().lines().count() as u64;
+    let ckpt = Checkpoint::load(&run.join("checkpoints/latest.safetensors")).unwrap();
+    assert_eq!(
+        ckpt.step, lines,
+        "the checkpoint is of the last logged step"
+    );
+    assert!(ckpt.step < 2000 * 24, "it stopped early");
+    ok(vaezoo(&[
+        "resume",
+        run.to_str().unwrap(),
+        "--stop-after",
+        &(ckpt.step + 3).to_string(),
+    ]));
+}

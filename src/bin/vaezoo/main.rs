@@ -15,7 +15,7 @@ use vaezoo::explore::traverse::{traverse, TraverseOptions};
 use vaezoo::plot_runs::plot_vectors_vs_bleu;
 use vaezoo::preflight::preflight;
 use vaezoo::sample::{sample, SampleOptions};
-use vaezoo::train::{resume, train, TrainOptions, TrainReport};
+use vaezoo::train::{resume, stop_on_interrupt, train, TrainOptions, TrainReport};
 use vaezoo::zoo::{reproduce, ReproduceOptions};
 use vaezoo::{init_registry, registry, Error, Result};
 use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
@@ -39,7 +39,17 @@ fn main() -> ExitCode {
             "hint: this is a bug in vaezoo or a plugin; please report it with the command you ran"
         );
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    if matches!(
+        cli.command,
+        Command::Train { .. } | Command::Resume { .. } | Command::Zoo(_)
+    ) {
+        // Ctrl-C checkpoints the step under way instead of losing the steps since the last.
+        stop_on_interrupt();
+    }
     // On rayon's pool: the kernels' parallel passes start from a worker (see on_compute_pool).
     let outcome = on_compute_pool(|| init_registry(&cli.plugin_dir).and_then(|_| run(cli.command)));
     match outcome {
@@ -52,6 +62,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command line clap refused, as one `error:` line and a hint (clap's own help and version
+/// output, and its exit codes, stay as they are).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let rendered = e.to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .collect();
+    eprintln!("{}", one_line(&message.join(" ")));
+    eprintln!("hint: `vaezoo --help` lists the commands, `vaezoo COMMAND --help` their options");
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 /// `text` on one line: every run of whitespace, line breaks included, as one space.
@@ -325,6 +357,16 @@ fn report(r: TrainReport) -> Result<ExitCode> {
     } else {
         format!(" ({} this session)", r.steps_this_session)
     };
+    if r.interrupted {
+        println!(
+            "interrupted at step {}/{}{session}; checkpoint saved; continue with `vaezoo resume {}`",
+            r.step,
+            r.total_steps,
+            r.run.display()
+        );
+        // 128 + SIGINT, as a shell reports a process that Ctrl-C stopped.
+        return Ok(ExitCode::from(130));
+    }
     if r.step < r.total_steps {
         println!(
             "stopped at step {}/{}{session} after {:.1} s; continue with `vaezoo resume {}`",
