@@ -188,6 +188,17 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
         Self::weighted_nll(logits, targets, weights, groups)
     }
 
+    /// `scale · Σ_j x_ij²`, the scaled squared norm of each row.
+    ///
+    /// # Shapes
+    /// `x: (M, N)` → `(M,)`
+    fn scaled_sq_norm_rows<M: Dim, N: Dim>(
+        x: Tr<(M, N), E, Self>,
+        scale: f64,
+    ) -> Tr<(M,), E, Self> {
+        generic::scaled_sq_norm_rows(x, scale)
+    }
+
     /// −log Bernoulli(x | sigmoid(logits)) summed over each row: the binary cross-entropy
     /// with logits, Σ_j max(l, 0) − l·x + log(1 + e^(−|l|)). The data `x` gets no gradient.
     ///
@@ -339,6 +350,17 @@ impl Kernels<f32> for Cpu {
         } else {
             let logits = generic::linear(x, weight, bias, Activation::Identity);
             generic::weighted_nll(logits, targets, weights, groups)
+        }
+    }
+
+    fn scaled_sq_norm_rows<M: Dim, N: Dim>(
+        x: Tr<(M, N), f32, Self>,
+        scale: f64,
+    ) -> Tr<(M,), f32, Self> {
+        if fast_path_enabled() {
+            cpu::sq_norm::forward(x, scale)
+        } else {
+            generic::scaled_sq_norm_rows(x, scale)
         }
     }
 

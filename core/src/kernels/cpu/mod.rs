@@ -185,3 +185,4 @@ pub(crate) mod linear;
 pub(crate) mod linear_nll;
 pub(crate) mod mixture;
 pub(crate) mod nll;
+pub(crate) mod sq_norm;

@@ -228,6 +228,14 @@ pub fn bernoulli_nll<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     logits.bce_with_logits(x.clone()).sum::<(M,), Axis<1>>()
 }
 
+/// `scale · Σ_j x_ij²` per row.
+pub fn scaled_sq_norm_rows<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    x: Tr<(M, N), E, D>,
+    scale: f64,
+) -> Tr<(M,), E, D> {
+    x.square().sum::<(M,), Axis<1>>() * E::from_f64(scale).expect("a finite scale")
+}
+
 /// The preconditions of [`weighted_nll`], shared with the CPU kernel.
 pub(crate) fn check_nll_inputs(
     rows: usize,

@@ -364,6 +364,37 @@ fn residual_layer_norm_gradients_match_finite_differences() {
     }
 }
 
+fn sq_norm_loss(p: &ParamStore<Cpu>, (rows, cols): (usize, usize), fast: bool) -> Traced<(), Cpu> {
+    let x = p.get(ParamId(0), (rows, cols));
+    let norms = if fast {
+        cpu::sq_norm::forward(x, 0.3)
+    } else {
+        generic::scaled_sq_norm_rows(x, 0.3)
+    };
+    read_out(p, norms, 1)
+}
+
+#[test]
+fn scaled_sq_norm_rows_matches_the_generic_ops() {
+    // Small, and large enough that the backward pass runs on rayon's pool.
+    for (rows, cols) in [(M, K), (128, 784)] {
+        let p = store(&[("x", &[rows, cols])], rows);
+        same_as_generic(
+            &p,
+            |p| sq_norm_loss(p, (rows, cols), true),
+            |p| sq_norm_loss(p, (rows, cols), false),
+        );
+    }
+}
+
+#[test]
+fn scaled_sq_norm_rows_gradients_match_finite_differences() {
+    let mut p = store(&[("x", &[M, K])], M);
+    GradCheck::default()
+        .run(&mut p, |p| sq_norm_loss(p, (M, K), true))
+        .unwrap();
+}
+
 /// The two additions of vaezoo's dfdx (vendor/dfdx/PATCHES.md) that the kernels rest on.
 #[test]
 fn cpu_values_are_read_in_place_and_cached_buffers_come_back_unfilled() {

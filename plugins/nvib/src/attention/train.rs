@@ -5,7 +5,7 @@ use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
 
 use super::{attend, keep_where_pi_positive, log_pi, DaVersion, Projected, WithWeights};
-use crate::num::{c, Dev, Real, Tr};
+use crate::num::{Dev, Real, Tr};
 
 /// Denoising attention to a sampled latent, for every head:
 ///
@@ -34,7 +34,9 @@ pub fn denoising_attention_train<E: Real, D: Dev<E>>(
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
     let keep = keep_where_pi_positive(keep, &pi);
     let root_e = (x.head_width() as f64).sqrt();
-    let half_sq_norm = z.square().sum::<(Batch, Comp), Axis<2>>() * c::<E>(0.5 / root_e);
+    let (batch, comp, latent) = *z.shape();
+    let rows = z.reshape_like(&(batch.0 * comp.0, latent));
+    let half_sq_norm = D::scaled_sq_norm_rows(rows, 0.5 / root_e).reshape_like(&(batch, comp));
     let prior = log_pi(pi, version) - half_sq_norm;
     attend(x, Some(prior), &keep, 1.0 / root_e)
 }
