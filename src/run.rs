@@ -52,8 +52,7 @@ fn partial_path(root: &Path, pid: u32) -> PathBuf {
 }
 
 /// Removes the partial folders of `root` left by processes that no longer run (killed while
-/// they assembled it). Only on Linux, where `/proc` says which processes run; elsewhere they
-/// stay, hidden and harmless.
+/// they assembled it; see [`vaezoo_core::process::has_exited`]).
 fn remove_abandoned_partials(root: &Path) {
     let Some(name) = root.file_name().and_then(|n| n.to_str()) else {
         return;
@@ -63,9 +62,6 @@ fn remove_abandoned_partials(root: &Path) {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    if !Path::new("/proc/self").exists() {
-        return;
-    }
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
@@ -74,10 +70,7 @@ fn remove_abandoned_partials(root: &Path) {
         let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
             continue;
         };
-        let abandoned = pid.parse::<u32>().is_ok_and(|pid| {
-            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
-        });
-        if abandoned {
+        if pid.parse().is_ok_and(vaezoo_core::process::has_exited) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

@@ -92,6 +92,7 @@ impl Checkpoint {
         }
         // Makes the rename durable; some platforms cannot open or sync a directory.
         let _ = File::open(dir).and_then(|d| d.sync_all());
+        remove_abandoned_temp_files(dir, &name.to_string_lossy());
         Ok(())
     }
 
@@ -232,6 +233,25 @@ impl Checkpoint {
             trainer: json_entry(meta, "trainer")?,
             versions: json_entry(meta, "versions")?,
         })
+    }
+}
+
+/// Removes the temporary files `.NAME.PID-N.tmp` in `dir` of saves whose process was killed
+/// before the rename (see [`crate::process::has_exited`]).
+fn remove_abandoned_temp_files(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let pid = (file_name.to_str())
+            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse().ok());
+        if pid.is_some_and(crate::process::has_exited) {
+            let _ = fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -400,6 +420,24 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["ckpt.safetensors".to_string()]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_save_removes_the_temporary_files_of_killed_saves_only() {
+        let dir = TempDir::new("leftovers");
+        let path = dir.0.join("ckpt.safetensors");
+        let killed = dir.0.join(format!(".ckpt.safetensors.{}-0.tmp", u32::MAX));
+        let running = dir
+            .0
+            .join(format!(".ckpt.safetensors.{}-7.tmp", std::process::id()));
+        let other = dir.0.join(".other.safetensors.4294967295-0.tmp");
+        for f in [&killed, &running, &other] {
+            fs::write(f, b"partial").unwrap();
+        }
+        sample(5).save(&path).unwrap();
+        assert!(!killed.exists());
+        assert!(running.exists() && other.exists());
     }
 
     #[test]

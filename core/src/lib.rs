@@ -29,6 +29,7 @@ pub mod layers;
 pub mod optim;
 pub mod params;
 pub mod plugin;
+pub mod process;
 pub mod registry;
 pub mod rng;
 pub mod schedule;
