@@ -39,6 +39,9 @@ pub struct TrainOptions {
     pub stop_after: Option<u64>,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Print a plain status line (step, epoch, losses, rate) on stderr at most this often,
+    /// for logs where no bar is drawn (`None`: never).
+    pub status_every: Option<std::time::Duration>,
     /// Where to compute.
     pub device: DeviceChoice,
 }
@@ -336,6 +339,7 @@ impl<D: Backend> Job<D> {
         let mut batches = Vec::new();
         let mut batches_epoch = u64::MAX;
         let started = Instant::now();
+        let mut last_status = started;
         let first = self.step;
         while self.step < end {
             let epoch = self.step / per_epoch;
@@ -383,10 +387,19 @@ impl<D: Backend> Job<D> {
             }
             metrics.write(&line)?;
             bar.set_position(self.step);
-            bar.set_message(format!(
+            let status = format!(
                 "epoch {} loss {loss_value:.2} rec {rec:.2} kl {kl:.2}",
                 epoch + 1
-            ));
+            );
+            if opts
+                .status_every
+                .is_some_and(|every| last_status.elapsed() >= every)
+            {
+                let rate = (self.step - first) as f64 / started.elapsed().as_secs_f64();
+                eprintln!("step {}/{total} {status} ({rate:.1} it/s)", self.step);
+                last_status = Instant::now();
+            }
+            bar.set_message(status);
             let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
             if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
                 metrics.flush()?;

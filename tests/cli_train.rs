@@ -508,3 +508,32 @@ fn ctrl_c_checkpoints_the_step_under_way_and_resume_finishes() {
         &(ckpt.step + 3).to_string(),
     ]));
 }
+
+#[test]
+fn status_lines_report_progress_where_no_bar_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = vaezoo(&[
+        "train",
+        "zoo/vae-optdigits-tiny.json",
+        "--status-every",
+        "0",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        24,
+        "one line a step at --status-every 0:\n{stderr}"
+    );
+    assert!(
+        lines[0].starts_with("step 1/24 epoch 1 loss "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[23].starts_with("step 24/24 epoch "), "{}", lines[23]);
+    assert!(lines[23].ends_with(" it/s)"), "{}", lines[23]);
+}

@@ -57,6 +57,10 @@ pub enum Command {
         /// Stop after this many steps in total (continue later with `vaezoo resume`).
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Seconds between plain status lines on stderr (default: 30 when stderr is not a
+        /// terminal, as in a log file; none under the progress bar of a terminal).
+        #[arg(long, value_name = "SECONDS", value_parser = usize_in(0, 86_400))]
+        status_every: Option<usize>,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
@@ -68,6 +72,9 @@ pub enum Command {
         /// Stop after this many steps in total.
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Seconds between plain status lines on stderr (as for `train`).
+        #[arg(long, value_name = "SECONDS", value_parser = usize_in(0, 86_400))]
+        status_every: Option<usize>,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,

@@ -86,6 +86,13 @@ fn usage_error(e: clap::Error) -> ExitCode {
     ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
+/// The interval of training's status lines: as asked, else every 30 s where no progress bar
+/// is drawn (stderr is not a terminal: a log file gets news while the run goes on).
+fn status_interval(seconds: Option<usize>, progress: bool) -> Option<std::time::Duration> {
+    let seconds = seconds.or((!progress).then_some(30))?;
+    Some(std::time::Duration::from_secs(seconds as u64))
+}
+
 /// `text` on one line: every run of whitespace, line breaks included, as one space.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -168,6 +175,7 @@ fn run(command: Command) -> Result<ExitCode> {
             out,
             seed,
             stop_after,
+            status_every,
             device,
         } => {
             let opts = TrainOptions {
@@ -175,6 +183,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 seed,
                 stop_after,
                 progress,
+                status_every: status_interval(status_every, progress),
                 device,
             };
             report(train(&spec, &opts)?)
@@ -182,11 +191,13 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Resume {
             run,
             stop_after,
+            status_every,
             device,
         } => {
             let opts = TrainOptions {
                 stop_after,
                 progress,
+                status_every: status_interval(status_every, progress),
                 device,
                 ..Default::default()
             };
