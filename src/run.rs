@@ -7,6 +7,7 @@
 //! RUN/checkpoints/latest.safetensors    weights, optimiser, step, RNG (written atomically)
 //! RUN/plots/                            loss curves, sample grids (PNG)
 //! RUN/eval.json                         the last `vaezoo eval`
+//! RUN/tokenizer.json                    a text run's tokenizer (+ tokenizer_config.json)
 //! ```
 //!
 //! Every file that is replaced is written to a temporary file and renamed, so an interrupted
@@ -210,6 +211,12 @@ impl RunDir {
         self.root.join("tokenizer.json")
     }
 
+    /// `tokenizer_config.json`: the special tokens of `tokenizer.json`, for Hugging Face's
+    /// `PreTrainedTokenizerFast`.
+    pub fn tokenizer_config_path(&self) -> PathBuf {
+        self.root.join("tokenizer_config.json")
+    }
+
     /// `text/<name>`: reconstructions, samples and interpolations of a text run.
     pub fn text_path(&self, name: &str) -> PathBuf {
         self.root.join("text").join(name)
@@ -247,6 +254,7 @@ impl RunDir {
             self.eval_path(),
             self.eval_examples_path(),
             self.tokenizer_path(),
+            self.tokenizer_config_path(),
         ];
         let is_record = records
             .iter()

@@ -108,6 +108,7 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     let run = RunDir::create(&root, |run| {
         if let Some(tokenizer) = &tokenizer {
             tokenizer.save(&run.tokenizer_path())?;
+            write_json(&run.tokenizer_config_path(), &tokenizer.hf_config())?;
         }
         write_json(
             &run.spec_path(),

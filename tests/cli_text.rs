@@ -27,6 +27,10 @@ fn the_tiny_nvae_trains_and_eval_reports_every_text_metric() {
     let t = trained(dir.path(), "zoo/t-wiki-tiny.json", "t");
     let nvae = trained(dir.path(), "zoo/nvae-wiki-tiny.json", "nvae");
     assert!(nvae.join("tokenizer.json").is_file());
+    let config = std::fs::read_to_string(nvae.join("tokenizer_config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["pad_token"], "[PAD]");
+    assert_eq!(config["bos_token"], "[CLS]");
     let (nvae_s, lm_s, t_s) = (
         nvae.to_str().unwrap(),
         lm.to_str().unwrap(),

@@ -155,6 +155,22 @@ impl TextTokenizer {
         crate::run::write_atomic(path, self.to_json()?.as_bytes())
     }
 
+    /// The `tokenizer_config.json` that Hugging Face's `PreTrainedTokenizerFast` reads beside
+    /// `tokenizer.json` (`from_pretrained(folder)`): which tokens are the special ones.
+    pub fn hf_config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "pad_token": PAD,
+            "unk_token": UNK,
+            "bos_token": BOS,
+            "eos_token": EOS,
+            "cls_token": BOS,
+            "sep_token": EOS,
+            "do_lower_case": true,
+            "clean_up_tokenization_spaces": true,
+        })
+    }
+
     /// Number of tokens, special tokens included: the embedding and output size.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
