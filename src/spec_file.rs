@@ -18,7 +18,8 @@ pub fn read_spec(path: &Path) -> Result<Spec> {
     Ok(spec)
 }
 
-/// Makes the spec's data paths absolute, relative to the folder of the spec file `path`.
+/// Makes the spec's data paths absolute, relative to the folder of the spec file `path`, and
+/// its `$schema` path too (so that the copy in a run folder does not dangle).
 pub fn resolve_paths(spec: &mut Spec, path: &Path) -> Result<()> {
     let base = path.parent().unwrap_or(Path::new("."));
     let absolute = |p: &mut String| -> Result<()> {
@@ -27,6 +28,14 @@ pub fn resolve_paths(spec: &mut Spec, path: &Path) -> Result<()> {
         *p = resolved.display().to_string();
         Ok(())
     };
+    // A relative `$schema` would dangle in a run folder: absolute where it leads to a file,
+    // dropped otherwise (URLs and absolute paths stay).
+    if let Some(schema) = &mut spec.schema {
+        let relative = !schema.contains("://") && Path::new(schema.as_str()).is_relative();
+        if relative && absolute(schema).is_err() {
+            spec.schema = None;
+        }
+    }
     match &mut spec.data {
         DataSpec::Idx { dir, .. } => absolute(dir),
         DataSpec::Text { dir, tokenizer, .. } => {

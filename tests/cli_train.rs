@@ -29,6 +29,11 @@ fn train_eval_sample_write_the_run_folder() {
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 24);
+    // The spec's `$schema` (relative in zoo/) still leads to the schema from the run folder.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("spec.json")).unwrap()).unwrap();
+    let schema = std::path::Path::new(spec["$schema"].as_str().unwrap());
+    assert!(schema.is_absolute() && schema.is_file(), "{schema:?}");
     let first: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
     let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     assert!(
