@@ -93,16 +93,26 @@ impl Model {
     ) -> Result<(Self, Vec<HostParam>)> {
         let mut params = ParamBuilder::new(rng);
         let (e, b, p, d) = (&spec.encoder, &spec.bottleneck, &spec.prior, &spec.decoder);
-        let encoder = registry.build_encoder(&e.kind, &e.config, &mut params, data)?;
+        // The size limit is checked after each component, before its own result: a plugin
+        // may fail on the empty values of a parameter past the limit.
+        let encoder = registry.build_encoder(&e.kind, &e.config, &mut params, data);
+        params.check_size()?;
+        let encoder = encoder?;
         let bottleneck =
-            registry.build_bottleneck(&b.kind, &b.config, &mut params, encoder.output_dim)?;
+            registry.build_bottleneck(&b.kind, &b.config, &mut params, encoder.output_dim);
+        params.check_size()?;
+        let bottleneck = bottleneck?;
         let latent = bottleneck.latent_dim;
         let info = LatentInfo {
             dim: latent,
             shared: &bottleneck.shared,
         };
-        let prior = registry.build_prior(&p.kind, &p.config, &mut params, info, data)?;
-        let decoder = registry.build_decoder(&d.kind, &d.config, &mut params, latent, data)?;
+        let prior = registry.build_prior(&p.kind, &p.config, &mut params, info, data);
+        params.check_size()?;
+        let prior = prior?;
+        let decoder = registry.build_decoder(&d.kind, &d.config, &mut params, latent, data);
+        params.check_size()?;
+        let decoder = decoder?;
         let model = Self {
             encoder: encoder.module,
             bottleneck: bottleneck.module,

@@ -105,26 +105,36 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
             utc_stamp()
         ))
     });
-    let run = RunDir::create(&root, |run| {
-        if let Some(tokenizer) = &tokenizer {
-            tokenizer.save(&run.tokenizer_path())?;
-            write_json(&run.tokenizer_config_path(), &tokenizer.hf_config())?;
-        }
-        write_json(
-            &run.spec_path(),
-            &serde_json::to_value(&spec).expect("specs serialise"),
-        )?;
-        write_json(&run.env_path(), &environment(&spec, opts.device))
-    })?;
-    on_device!(opts.device, |dev| fresh_job(dev, run, spec, data)?
+    let spec_json = serde_json::to_value(&spec).expect("specs serialise");
+    let env = environment(&spec, opts.device);
+    // The model is built before the run folder exists: a spec whose model cannot be built
+    // (or is too large) leaves nothing behind.
+    let create_run = || {
+        RunDir::create(&root, |run| {
+            if let Some(tokenizer) = &tokenizer {
+                tokenizer.save(&run.tokenizer_path())?;
+                write_json(&run.tokenizer_config_path(), &tokenizer.hf_config())?;
+            }
+            write_json(&run.spec_path(), &spec_json)?;
+            write_json(&run.env_path(), &env)
+        })
+    };
+    on_device!(opts.device, |dev| fresh_job(dev, create_run, spec, data)?
         .run_loop(opts))
 }
 
-/// A job at step 0: parameters initialised from the spec's seed.
-fn fresh_job<D: Backend>(dev: &D, run: RunDir, spec: Spec, data: Dataset) -> Result<Job<D>> {
+/// A job at step 0: parameters initialised from the spec's seed, in the run folder that
+/// `run` gives once the model is built.
+fn fresh_job<D: Backend>(
+    dev: &D,
+    run: impl FnOnce() -> Result<RunDir>,
+    spec: Spec,
+    data: Dataset,
+) -> Result<Job<D>> {
     let dims = data.dims();
     let mut rng = seeded(spec.training.seed);
     let (model, init) = Model::build(registry()?, &spec, dims, &mut rng)?;
+    let run = run()?;
     let params = ParamStore::new(dev, init);
     let adam = Adam::new(spec.training.optimizer.clone(), &params);
     let state = TrainerState {
@@ -160,7 +170,7 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
         let spec = read_spec(&run.spec_path())?;
         let data = load_train(&run, &spec)?;
         run.truncate_metrics(0)?;
-        return fresh_job(dev, run, spec, data)?.run_loop(opts);
+        return fresh_job(dev, || Ok(run), spec, data)?.run_loop(opts);
     }
     let restored = restore(dev, root)?;
     let data = load_train(&restored.run, &restored.spec)?;

@@ -542,3 +542,40 @@ fn status_lines_report_progress_where_no_bar_is_drawn() {
     assert!(lines[23].starts_with("step 24/24 epoch "), "{}", lines[23]);
     assert!(lines[23].ends_with(" it/s)"), "{}", lines[23]);
 }
+
+#[test]
+fn a_model_too_large_to_allocate_is_a_one_line_error_that_leaves_no_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for (field, value) in [
+        ("latent_dim", json!(4_294_967_296u64)),
+        ("latent_dim", json!(100_000_000)),
+    ] {
+        let text =
+            std::fs::read_to_string(common::repo().join("zoo/vae-optdigits-tiny.json")).unwrap();
+        let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
+        spec["bottleneck"]["config"][field] = value;
+        spec["data"]["dir"] = common::repo()
+            .join("zoo/data/optdigits")
+            .display()
+            .to_string()
+            .into();
+        spec.as_object_mut().unwrap().remove("$schema");
+        let path = dir.path().join("big.json");
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let run = dir.path().join("run");
+        let out = vaezoo(&[
+            "train",
+            path.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.starts_with("error: the model is too large: parameter `bottleneck."),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!run.exists(), "no run folder is left");
+    }
+}

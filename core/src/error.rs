@@ -55,6 +55,9 @@ pub enum Error {
     /// A numerical problem, such as a non-finite loss.
     #[error("numerical problem: {0}")]
     Numeric(String),
+
+    #[error("the model is too large: {0}")]
+    TooLarge(String),
     /// File-system trouble, with the path involved.
     #[error("{}: {source}", path.display())]
     Io {

@@ -42,23 +42,100 @@ pub enum ParamInit {
     Given,
 }
 
+/// The most scalar parameters a model may declare, unless the environment variable
+/// `VAEZOO_MAX_PARAMS` gives another number: one billion, 4 GB of f32 values (about 16 GB
+/// with Adam's two moments and the gradients).
+pub const DEFAULT_MAX_PARAMS: usize = 1_000_000_000;
+
 /// Declares parameters while plugins are built; `prefix` scopes the names of one component.
+///
+/// The values are counted against a limit ([`DEFAULT_MAX_PARAMS`]): past it (or where a shape's
+/// size overflows) nothing more is allocated, and [`Self::check_size`] reports the first
+/// parameter that did not fit, instead of an allocation that aborts the process.
 pub struct ParamBuilder<'a> {
     params: Vec<HostParam>,
     inits: Vec<ParamInit>,
     prefix: String,
     rng: &'a mut HostRng,
+    total: usize,
+    limit: usize,
+    too_large: Option<String>,
 }
 
 impl<'a> ParamBuilder<'a> {
     /// An empty builder drawing initial values from `rng`.
     pub fn new(rng: &'a mut HostRng) -> Self {
+        let limit = std::env::var("VAEZOO_MAX_PARAMS")
+            .ok()
+            .and_then(|v| v.parse().ok());
         Self {
             params: Vec::new(),
             inits: Vec::new(),
             prefix: String::new(),
             rng,
+            total: 0,
+            limit: limit.unwrap_or(DEFAULT_MAX_PARAMS),
+            too_large: None,
         }
+    }
+
+    /// Sets the most scalar parameters the model may declare (see [`DEFAULT_MAX_PARAMS`]).
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// An error naming the first parameter past the size limit, if one was declared: then the
+    /// declared parameters are not the model's, and must not be used.
+    pub fn check_size(&self) -> Result<()> {
+        match &self.too_large {
+            Some(message) => Err(Error::TooLarge(message.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The number of values of a parameter of `shape`, counted against the limit; `None`
+    /// (allocate nothing) past it, the first such parameter recorded for [`Self::check_size`].
+    fn reserve(&mut self, name: &str, shape: &[usize]) -> Option<usize> {
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let total = n.and_then(|n| self.total.checked_add(n));
+        match (n, total) {
+            (Some(n), Some(total)) if total <= self.limit && self.too_large.is_none() => {
+                self.total = total;
+                Some(n)
+            }
+            _ => {
+                if self.too_large.is_none() {
+                    let size = n.map_or("more than 2^64".into(), |n| n.to_string());
+                    self.too_large = Some(format!(
+                        "parameter `{}` of shape {shape:?} ({size} values) takes it past {} \
+                         parameters; check the sizes in the spec (VAEZOO_MAX_PARAMS raises the limit)",
+                        self.full_name(name),
+                        self.limit
+                    ));
+                }
+                None
+            }
+        }
+    }
+
+    fn full_name(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
+    }
+
+    /// Declares a parameter past the size limit: its name and shape, no values.
+    fn declare_oversized(&mut self, name: &str, shape: &[usize], init: ParamInit) -> ParamId {
+        self.params.push(HostParam {
+            name: self.full_name(name),
+            shape: shape.to_vec(),
+            values: Vec::new(),
+        });
+        self.inits.push(init);
+        ParamId(self.params.len() - 1)
     }
 
     /// Sets the name prefix (e.g. `"encoder"`) for the parameters declared next.
@@ -68,6 +145,9 @@ impl<'a> ParamBuilder<'a> {
 
     /// Declares a parameter with the given values.
     pub fn declare(&mut self, name: &str, shape: &[usize], values: Vec<f32>) -> ParamId {
+        if self.reserve(name, shape).is_none() {
+            return self.declare_oversized(name, shape, ParamInit::Given);
+        }
         self.declare_with(name, shape, values, ParamInit::Given)
     }
 
@@ -79,13 +159,8 @@ impl<'a> ParamBuilder<'a> {
         init: ParamInit,
     ) -> ParamId {
         assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
-        let full = if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
         self.params.push(HostParam {
-            name: full,
+            name: self.full_name(name),
             shape: shape.to_vec(),
             values,
         });
@@ -126,9 +201,12 @@ impl<'a> ParamBuilder<'a> {
 
     /// Declares a parameter drawn uniformly from `[low, high)`.
     pub fn uniform_range(&mut self, name: &str, shape: &[usize], low: f32, high: f32) -> ParamId {
-        let n = shape.iter().product();
+        let init = ParamInit::Uniform { low, high };
+        let Some(n) = self.reserve(name, shape) else {
+            return self.declare_oversized(name, shape, init);
+        };
         let values = uniform_vec(self.rng, n, low, high);
-        self.declare_with(name, shape, values, ParamInit::Uniform { low, high })
+        self.declare_with(name, shape, values, init)
     }
 
     /// Declares a parameter of independent N(mean, std²) entries.
@@ -139,16 +217,22 @@ impl<'a> ParamBuilder<'a> {
         mean: f32,
         std: f32,
     ) -> ParamId {
-        let n = shape.iter().product();
+        let init = ParamInit::Normal { mean, std };
+        let Some(n) = self.reserve(name, shape) else {
+            return self.declare_oversized(name, shape, init);
+        };
         let values = normal_vec(self.rng, n).into_iter();
         let values = values.map(|x| mean + x * std).collect();
-        self.declare_with(name, shape, values, ParamInit::Normal { mean, std })
+        self.declare_with(name, shape, values, init)
     }
 
     /// Declares a parameter filled with `value`.
     pub fn constant(&mut self, name: &str, shape: &[usize], value: f32) -> ParamId {
-        let n = shape.iter().product();
-        self.declare_with(name, shape, vec![value; n], ParamInit::Constant(value))
+        let init = ParamInit::Constant(value);
+        let Some(n) = self.reserve(name, shape) else {
+            return self.declare_oversized(name, shape, init);
+        };
+        self.declare_with(name, shape, vec![value; n], init)
     }
 
     /// The parameters declared so far with how each was initialised, in declaration order.
@@ -384,5 +468,26 @@ impl<D: Backend> ParamStore<D> {
             self.set(i, &s.values)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded;
+
+    #[test]
+    fn parameters_past_the_limit_are_refused_without_allocating_them() {
+        let mut rng = seeded(0);
+        let mut pb = ParamBuilder::new(&mut rng).with_limit(100);
+        pb.set_prefix("enc");
+        pb.uniform("a", &[10, 5], 0.1);
+        assert!(pb.check_size().is_ok());
+        pb.normal("b", &[10, 6], 1.0); // 110 in all
+        pb.constant("c", &[usize::MAX, 2], 0.0); // overflows: not allocated either
+        let e = pb.check_size().unwrap_err().to_string();
+        assert!(e.contains("`enc.b` of shape [10, 6] (60 values)"), "{e}");
+        let sizes: Vec<usize> = pb.finish().iter().map(|p| p.values.len()).collect();
+        assert_eq!(sizes, [50, 0, 0]);
     }
 }

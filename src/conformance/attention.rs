@@ -82,6 +82,7 @@ fn setup(entry: &PluginEntry, seed: u64) -> Result<Setup, String> {
             uniform_vec(&mut seeded(105), B * C, 0.1, 0.6),
         ),
     ];
+    pb.check_size().map_err(|e| e.to_string())?;
     Ok(Setup {
         module,
         params: ParamStore::new(&Cpu::default(), pb.finish()),
