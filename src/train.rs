@@ -59,32 +59,40 @@ pub struct TrainReport {
     pub steps_this_session: u64,
     /// Seconds this session trained.
     pub seconds: f64,
-    /// Whether training stopped on the user's request (Ctrl-C), after checkpointing.
-    pub interrupted: bool,
+    /// The signal (SIGINT 2, SIGTERM 15) on which training stopped, after checkpointing.
+    pub interrupted: Option<i32>,
 }
 
-/// Set when the user asks training to stop (Ctrl-C, see [`stop_on_interrupt`]): the trainer
+/// The signal that asked training to stop (see [`stop_on_interrupt`]), 0 for none: the trainer
 /// checkpoints the step it is at and returns.
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// Makes Ctrl-C (SIGINT) stop training cleanly: the step under way finishes, a checkpoint of it
-/// is written, and the command returns a report with `interrupted` set (`vaezoo resume`
-/// continues bit for bit). A second Ctrl-C kills the process as usual. Unix only; elsewhere
-/// Ctrl-C keeps its default effect (the last checkpoint is kept either way).
+/// The signal that asked training to stop, if one did.
+fn interrupted_by() -> Option<i32> {
+    Some(INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0)
+}
+
+/// Makes Ctrl-C (SIGINT) and SIGTERM stop training cleanly: the step under way finishes, a
+/// checkpoint of it is written, and the command returns a report with `interrupted` set
+/// (`vaezoo resume` continues bit for bit). A second signal has its default effect (the
+/// process ends at once). Unix only; elsewhere the signals keep their default effect (the
+/// last checkpoint is kept either way).
 pub fn stop_on_interrupt() {
     #[cfg(unix)]
     {
-        extern "C" fn on_sigint(_: libc::c_int) {
-            INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
-            // SAFETY: signal() is async-signal-safe; the next Ctrl-C gets the default action.
+        extern "C" fn on_signal(signal: libc::c_int) {
+            INTERRUPTED.store(signal, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: signal() is async-signal-safe; the next one gets the default action.
             unsafe {
-                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(signal, libc::SIG_DFL);
             }
         }
-        // SAFETY: the handler only stores to an atomic and resets the disposition, both
-        // async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic and resets the disposition, both
+            // async-signal-safe.
+            unsafe {
+                libc::signal(signal, on_signal as *const () as libc::sighandler_t);
+            }
         }
     }
 }
@@ -411,7 +419,7 @@ impl<D: Backend> Job<D> {
                 last_status = Instant::now();
             }
             bar.set_message(status);
-            let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+            let interrupted = interrupted_by().is_some();
             if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
                 metrics.flush()?;
                 self.checkpoint()?;
@@ -429,7 +437,7 @@ impl<D: Backend> Job<D> {
             total_steps: total,
             steps_this_session: self.step - first,
             seconds,
-            interrupted: INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst),
+            interrupted: interrupted_by(),
         })
     }
 

@@ -61,7 +61,7 @@ pub fn reproduce(id: &str, opts: &ReproduceOptions) -> Result<Reproduction> {
             Some((done, total)) if done < total => Some(resume(&root, &train_opts)?),
             Some(_) => None,
         };
-        if report.is_some_and(|r| r.interrupted) {
+        if report.is_some_and(|r| r.interrupted.is_some()) {
             return Err(Error::Usage(format!(
                 "interrupted while training {}; the same command continues it",
                 root.display()

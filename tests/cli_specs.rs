@@ -244,3 +244,24 @@ fn every_builtin_plugin_is_registered_and_listed() {
         );
     }
 }
+
+#[test]
+fn a_closed_stdout_is_a_quiet_successful_exit() {
+    use std::process::{Command, Stdio};
+    for _ in 0..20 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+            .arg("plugins")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away, as `| true` does
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{:?}: {stderr}",
+            out.status
+        );
+    }
+}

@@ -459,59 +459,76 @@ fn a_checkpoint_of_another_run_is_refused() {
 
 #[cfg(unix)]
 #[test]
-fn ctrl_c_checkpoints_the_step_under_way_and_resume_finishes() {
+fn a_signal_checkpoints_the_step_under_way_and_the_resumed_run_ends_bit_identical() {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
-    // Long enough to be interrupted, with no checkpoint of its own before the end.
-    let training =
-        json!({"epochs": 2000, "batch_size": 64, "seed": 0, "checkpoint_every": 1000000});
+    // Long enough to be stopped midway, with no checkpoint of its own before the end.
+    let training = json!({"epochs": 60, "batch_size": 64, "seed": 0, "checkpoint_every": 1000000});
     let spec = tiny_spec(dir.path(), "long", training);
-    let run = dir.path().join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
-        .args([
-            "train",
-            spec.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ])
-        .current_dir(common::repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let metrics = run.join("metrics.jsonl");
-    let start = Instant::now();
-    while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(130), "{stdout}");
-    assert!(stdout.contains("interrupted at step"), "{stdout}");
-    let lines = std::fs::read_to_string(&metrics).unwrap().lines().count() as u64;
-    let ckpt = Checkpoint::load(&run.join("checkpoints/latest.safetensors")).unwrap();
-    assert_eq!(
-        ckpt.step, lines,
-        "the checkpoint is of the last logged step"
-    );
-    assert!(ckpt.step < 2000 * 24, "it stopped early");
+    let full = dir.path().join("full");
     ok(vaezoo(&[
-        "resume",
-        run.to_str().unwrap(),
-        "--stop-after",
-        &(ckpt.step + 3).to_string(),
+        "train",
+        spec.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
     ]));
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let run = dir.path().join(format!("run{signal}"));
+        let child = Command::new(env!("CARGO_BIN_EXE_vaezoo"))
+            .args([
+                "train",
+                spec.to_str().unwrap(),
+                "--out",
+                run.to_str().unwrap(),
+            ])
+            .current_dir(common::repo())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let metrics = run.join("metrics.jsonl");
+        let start = Instant::now();
+        while std::fs::metadata(&metrics).map_or(true, |m| m.len() == 0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "training never started"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{signal}: {stdout}");
+        assert!(
+            stdout.contains("stopped at step") && stdout.contains("checkpoint saved"),
+            "{stdout}"
+        );
+        let lines = std::fs::read_to_string(&metrics).unwrap().lines().count() as u64;
+        let ckpt = Checkpoint::load(&run.join("checkpoints/latest.safetensors")).unwrap();
+        assert_eq!(
+            ckpt.step, lines,
+            "{signal}: the checkpoint is of the last logged step"
+        );
+        assert!(ckpt.step < 60 * 24, "{signal}: it stopped early");
+        ok(vaezoo(&["resume", run.to_str().unwrap()]));
+        let latest = |r: &std::path::Path| {
+            Checkpoint::load(&r.join("checkpoints/latest.safetensors")).unwrap()
+        };
+        assert_eq!(
+            latest(&run),
+            latest(&full),
+            "{signal}: the resumed run ends as the uninterrupted one"
+        );
+        let metrics_of =
+            |r: &std::path::Path| std::fs::read_to_string(r.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics_of(&run), metrics_of(&full), "{signal}");
+    }
 }
 
 #[test]

@@ -30,6 +30,11 @@ fn main() -> ExitCode {
         let message = (info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
+        // `println!` panics when stdout was closed (`vaezoo plugins | head`): the reader has
+        // what it wanted, so that is a quiet, successful end, not a bug.
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()));
@@ -368,15 +373,15 @@ fn report(r: TrainReport) -> Result<ExitCode> {
     } else {
         format!(" ({} this session)", r.steps_this_session)
     };
-    if r.interrupted {
+    if let Some(signal) = r.interrupted {
         println!(
-            "interrupted at step {}/{}{session}; checkpoint saved; continue with `vaezoo resume {}`",
+            "stopped at step {}/{}{session} by a signal; checkpoint saved; continue with `vaezoo resume {}`",
             r.step,
             r.total_steps,
             r.run.display()
         );
-        // 128 + SIGINT, as a shell reports a process that Ctrl-C stopped.
-        return Ok(ExitCode::from(130));
+        // 128 + the signal, as a shell reports a process that the signal ended (130, 143).
+        return Ok(ExitCode::from(u8::try_from(128 + signal).unwrap_or(1)));
     }
     if r.step < r.total_steps {
         println!(
