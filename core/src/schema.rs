@@ -182,6 +182,29 @@ impl SpecValidator {
     }
 }
 
+/// Checks what a plugin library declares about its config before it joins the registry: the
+/// schema must be a JSON Schema object that compiles (keywords, regular expressions and
+/// references included), and the example config must follow it. The message names the field
+/// of the plugin's header at fault.
+pub fn check_plugin_config_schema(
+    schema: &Value,
+    example: &Value,
+) -> std::result::Result<(), String> {
+    if !schema.is_object() {
+        return Err(format!(
+            "the header's `config_schema` must be a JSON Schema object, not `{schema}`"
+        ));
+    }
+    let validator = jsonschema::validator_for(schema)
+        .map_err(|e| format!("the header's `config_schema` does not compile: {e}"))?;
+    match problems_of(&validator, example).first() {
+        Some(problem) => Err(format!(
+            "the header's `example_config` does not follow its `config_schema`: {problem}"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Every problem of a plugin config against that plugin's own schema, each
 /// `JSON pointer: message` (for plugins that are not a spec slot, such as attention).
 pub fn config_problems(entry: &PluginEntry, config: &Value) -> Result<Vec<String>> {

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vaezoo_core::registry::{Build, Origin, PluginEntry, Registry};
 use vaezoo_core::schema::{
-    parse_spec, plugin_schema_id, schema_files, spec_schema, write_schemas, SpecValidator,
-    SPEC_SCHEMA_ID,
+    check_plugin_config_schema, parse_spec, plugin_schema_id, schema_files, spec_schema,
+    write_schemas, SpecValidator, SPEC_SCHEMA_ID,
 };
 use vaezoo_core::Error;
 
@@ -254,4 +254,31 @@ fn written_files_match_schema_files() {
     }
     assert_eq!(files[1].0, Path::new("plugins/bn.schema.json"));
     fs::remove_dir_all(&dir).expect("removed");
+}
+
+#[test]
+fn a_plugin_libraries_config_schema_is_checked_before_it_joins() {
+    let example = json!({"scale": 2});
+    let good = json!({"type": "object", "properties": {"scale": {"type": "integer"}}});
+    assert_eq!(check_plugin_config_schema(&good, &example), Ok(()));
+    let bad = [
+        (json!(5), "must be a JSON Schema object"),
+        (json!(false), "must be a JSON Schema object"),
+        (
+            json!({"properties": {"scale": {"type": "integer", "pattern": "("}}}),
+            "does not compile",
+        ),
+        (
+            json!({"properties": {"scale": {"$ref": "#/$defs/missing"}}}),
+            "does not compile",
+        ),
+        (
+            json!({"type": "object", "properties": {"scale": {"type": "string"}}}),
+            "`example_config` does not follow",
+        ),
+    ];
+    for (schema, expected) in bad {
+        let e = check_plugin_config_schema(&schema, &example).unwrap_err();
+        assert!(e.contains(expected), "{schema}: {e}");
+    }
 }

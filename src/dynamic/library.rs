@@ -143,11 +143,16 @@ fn read_header(
         )));
     }
     let missing = |field: &str| fail(format!("the header has no `{field}` function"));
+    let (schema, example) = (
+        json(header.config_schema, "config_schema")?,
+        json(header.example_config, "example_config")?,
+    );
+    vaezoo_core::schema::check_plugin_config_schema(&schema, &example).map_err(fail)?;
     let library = PluginLibrary {
         version: text(header.version, "version")?,
         description: text(header.description, "description")?,
-        schema: json(header.config_schema, "config_schema")?,
-        example: json(header.example_config, "example_config")?,
+        schema,
+        example,
         capabilities: header.capabilities,
         create: header.create.ok_or_else(|| missing("create"))?,
         describe_param: header
