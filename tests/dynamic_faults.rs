@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::plugin_build::{laplace_dir, laplace_spec, plugin_dir, Profile};
+use common::plugin_build::{laplace_dir, laplace_spec, library_in, plugin_dir, Profile};
 use common::repo;
 use serde_json::json;
 
@@ -144,4 +144,27 @@ fn the_conformance_kit_reports_what_a_loaded_plugin_gets_wrong() {
         "{report}"
     );
     assert_eq!(report.matches("  ok   ").count(), 5, "{report}");
+}
+
+#[test]
+fn a_library_cut_short_or_not_a_file_is_refused_not_a_crash() {
+    let good = library_in(&laplace_dir(Profile::Release));
+    let bytes = std::fs::read(&good).unwrap();
+    let dir = repo().join("target/plugin-tests/dirs/cut-short");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A copy that stopped at 60 %: its segments reach past the end of the file.
+    std::fs::write(dir.join("libcut.so"), &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let line = refused(&[&dir], &["plugins"], "the file is cut short");
+    assert!(line.contains("libcut.so"), "{line}");
+    // Named like a library but not a file: said, not passed over.
+    std::fs::remove_file(dir.join("libcut.so")).unwrap();
+    std::fs::create_dir_all(dir.join("libfolder.so")).unwrap();
+    refused(&[&dir], &["plugins"], "libfolder.so");
+    std::fs::remove_dir(dir.join("libfolder.so")).unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(dir.join("missing.so"), dir.join("libdangling.so")).unwrap();
+        refused(&[&dir], &["plugins"], "libdangling.so");
+    }
 }

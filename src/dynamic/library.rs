@@ -55,6 +55,45 @@ pub fn plugin_error(path: &Path, message: impl Into<String>) -> CoreError {
     }
 }
 
+/// For a 64-bit little-endian ELF file (Linux's shared libraries), that the file holds every
+/// byte its headers describe: the program and section header tables and each segment's
+/// contents. Other formats pass unchecked (the loader reads and reports them).
+fn check_elf_extent(bytes: &[u8]) -> std::result::Result<(), String> {
+    if bytes.len() < 64 || bytes[..4] != *b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return Ok(());
+    }
+    let u16_at = |at: usize| u64::from(u16::from_le_bytes([bytes[at], bytes[at + 1]]));
+    let u64_at = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    let len = bytes.len() as u64;
+    let short = |needed: u64| {
+        format!("the file is cut short: its ELF headers describe {needed} bytes, it has {len}")
+    };
+    let (phoff, shoff) = (u64_at(0x20).unwrap_or(0), u64_at(0x28).unwrap_or(0));
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    let (shentsize, shnum) = (u16_at(0x3a), u16_at(0x3c));
+    let tables = [(phoff, phentsize * phnum), (shoff, shentsize * shnum)];
+    for end in tables.map(|(offset, size)| offset.saturating_add(size)) {
+        if end > len {
+            return Err(short(end));
+        }
+    }
+    for i in 0..phnum {
+        let at = (phoff + i * phentsize) as usize;
+        // p_offset at +8, p_filesz at +32 in an ELF64 program header.
+        if let (Some(offset), Some(size)) = (u64_at(at + 8), u64_at(at + 32)) {
+            let end = offset.saturating_add(size);
+            if end > len {
+                return Err(short(end));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Hashes and loads the library at `path` and checks its header. The library is never
 /// unloaded (plugin code may still run from the tape or from other threads).
 pub fn load(path: &Path) -> Result<&'static PluginLibrary> {
@@ -65,6 +104,9 @@ pub fn load(path: &Path) -> Result<&'static PluginLibrary> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let fail = |message: String| plugin_error(&path, message);
+    // A library cut short (a copy or build that did not finish) would be mapped past the end
+    // of its file, and the first access there kills the process (SIGBUS).
+    check_elf_extent(&bytes).map_err(fail)?;
     // Loading runs the library's initialisers: only paths the user named reach this point.
     let library =
         unsafe { Library::new(&path) }.map_err(|e| fail(format!("not a loadable library: {e}")))?;

@@ -34,11 +34,12 @@ pub fn plugin_dirs(cli_dirs: &[PathBuf]) -> Vec<PathBuf> {
     cli_dirs.iter().cloned().chain(from_env).collect()
 }
 
-/// Whether `path` is named like a plugin library on this platform.
+/// Whether `path` is named like a plugin library on this platform. Whatever it is (a folder,
+/// a dangling link), loading it then says what is wrong instead of passing over it.
 fn is_library(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
-    path.is_file() && name.starts_with(prefix) && name.ends_with(suffix)
+    name.starts_with(prefix) && name.ends_with(suffix)
 }
 
 /// Loads every plugin library in `dirs`, as registry entries.
