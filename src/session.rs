@@ -183,7 +183,25 @@ pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
 impl<D: Backend> Restored<D> {
     /// The test split of the run's data (its `test_limit` applied).
     pub fn test_split(&self) -> Result<ImageSet> {
-        Ok(load_spec_split(&self.spec.data, Split::Test)?)
+        let set = load_spec_split(&self.spec.data, Split::Test)?;
+        self.check_features(set.features())?;
+        Ok(set)
+    }
+
+    /// Data of `features` values per example must be what the model was built for: the data
+    /// named in `spec.json` may have changed since training (another folder, another format).
+    fn check_features(&self, features: usize) -> Result<()> {
+        if features == self.state.features {
+            return Ok(());
+        }
+        Err(Error::Run {
+            path: self.run.root().to_path_buf(),
+            message: format!(
+                "its data now has {features} values per example, the model was trained on {} \
+                 (the data of spec.json changed since)",
+                self.state.features
+            ),
+        })
     }
 
     /// The tokenizer of a text run ([`run_tokenizer`]); an error for a run of images.
@@ -194,7 +212,10 @@ impl<D: Backend> Restored<D> {
 
     /// The test split of the run's data, text encoded with `tokenizer` (the run's).
     pub fn test_data(&self, tokenizer: Option<&TextTokenizer>) -> Result<Dataset> {
-        Dataset::load(&self.spec.data, Split::Test, tokenizer)
+        let data = Dataset::load(&self.spec.data, Split::Test, tokenizer)?;
+        // 0 for text (encoded with the run's own tokenizer), as the trained state has it.
+        self.check_features(data.dims().features)?;
+        Ok(data)
     }
 
     /// Whether the model reads class labels (see [`Model::is_conditional`]).

@@ -596,3 +596,26 @@ fn a_model_too_large_to_allocate_is_a_one_line_error_that_leaves_no_run() {
         assert!(!run.exists(), "no run folder is left");
     }
 }
+
+#[test]
+fn data_that_no_longer_fits_the_model_is_an_error_not_a_panic() {
+    let (_dir, run) = tiny_run(None);
+    let path = run.join("spec.json");
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // 28 x 28 images where the model was trained on 8 x 8 ones.
+    spec["data"]["dir"] = common::repo()
+        .join("zoo/data/fashion_mnist")
+        .display()
+        .to_string()
+        .into();
+    spec["data"]["pixel_max"] = 255.into();
+    std::fs::write(&path, spec.to_string()).unwrap();
+    for cmd in ["eval", "traverse"] {
+        let stderr = fails_unchanged(cmd, &run, &[], "data of another size");
+        assert!(
+            stderr.contains("784 values per example, the model was trained on 64"),
+            "{stderr}"
+        );
+    }
+}
