@@ -69,6 +69,17 @@ fn every_kind_of_mistake_is_one_line_with_its_pointer() {
             "\"latent_dim\": 0",
             "/bottleneck/config/latent_dim: 0 is less than the minimum of 1",
         ),
+        // Sizes that no machine would hold are refused by name, before anything is built.
+        (
+            "\"latent_dim\": 2",
+            "\"latent_dim\": 4294967296",
+            "/bottleneck/config/latent_dim: 4294967296 is greater than the maximum of 1048576",
+        ),
+        (
+            "\"hidden\": [8]",
+            "\"hidden\": [18446744073709551615]",
+            "/encoder/config/hidden/0: 18446744073709551615 is greater than the maximum of 1048576",
+        ),
     ];
     for (from, to, expected) in cases {
         let (success, out) = validate(&VALID.replace(from, to));

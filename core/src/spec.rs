@@ -104,15 +104,16 @@ pub enum DataSpec {
         /// The WordPiece vocabulary size of the tokenizer trained on the train split (special
         /// tokens included); ignored when `tokenizer` is given.
         #[serde(default = "default_vocab_size")]
-        #[schemars(range(min = 8))]
+        #[schemars(range(min = 8, max = 1_000_000))]
         vocab_size: usize,
         /// A `tokenizer.json` to use instead of training one, relative to the spec file.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tokenizer: Option<String>,
         /// The most ids per sentence, `[CLS]` and `[SEP]` included; longer sentences lose
-        /// their last word pieces.
+        /// their last word pieces. At most 4096 (evaluation holds `max_len²` scores per
+        /// sentence pair).
         #[serde(default = "default_max_len")]
-        #[schemars(range(min = 3))]
+        #[schemars(range(min = 3, max = 4096))]
         max_len: usize,
         /// Use only the first N training sentences (all when absent).
         #[serde(default, skip_serializing_if = "Option::is_none")]

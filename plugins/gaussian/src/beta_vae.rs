@@ -18,7 +18,7 @@ use crate::vib::{GaussianVib, GaussianVibConfig};
 #[serde(deny_unknown_fields)]
 pub struct BetaVaeConfig {
     /// Size of the latent vector.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub latent_dim: usize,
     /// The weight β of the KL in the training loss (1 is the plain VAE).
     #[schemars(range(min = 0.0))]

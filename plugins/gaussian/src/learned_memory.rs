@@ -21,7 +21,7 @@ use vaezoo_core::{Backend, Result};
 pub struct LearnedMemoryConfig {
     /// How many vectors.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 65_536))]
     pub vectors: usize,
 }
 

@@ -18,7 +18,7 @@ use vaezoo_core::{Backend, Result};
 #[serde(deny_unknown_fields)]
 pub struct GaussianVibConfig {
     /// Size of the latent vector of each component.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub latent_dim: usize,
 }
 

@@ -23,7 +23,7 @@ pub struct MlpDecoderConfig {
     /// Widths of the hidden layers (e.g. `[256, 512]` to mirror a 512-256 encoder); the output
     /// layer's width is the data's number of features.
     #[serde(default)]
-    #[schemars(inner(range(min = 1)))]
+    #[schemars(inner(range(min = 1, max = 1_048_576)))]
     pub hidden: Vec<usize>,
     /// Non-linearity after every hidden layer.
     #[serde(default)]

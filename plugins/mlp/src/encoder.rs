@@ -22,7 +22,7 @@ use crate::stack::Stack;
 pub struct MlpEncoderConfig {
     /// Widths of the layers; the last one is the width of the state handed to the bottleneck
     /// (e.g. `[512, 256]` for 784-512-256).
-    #[schemars(length(min = 1), inner(range(min = 1)))]
+    #[schemars(length(min = 1), inner(range(min = 1, max = 1_048_576)))]
     pub hidden: Vec<usize>,
     /// Non-linearity after every layer.
     #[serde(default)]
@@ -30,7 +30,7 @@ pub struct MlpEncoderConfig {
     /// How many state vectors the observation becomes (each as wide as the last layer); more
     /// than one gives mixture bottlenecks such as `nvib` a set of vectors to weigh.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 65_536))]
     pub tokens: usize,
     /// Condition on the class label: q(z | x, c) reads `[x; c]` (a conditional VAE).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,7 +34,7 @@ pub struct DenoisingConfig {
     pub version: Version,
     /// Attention heads; they must divide the latent width.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub heads: usize,
     /// Biases on the projections (the NVAE decoder has none).
     #[serde(default)]
@@ -47,7 +47,7 @@ pub struct DenoisingConfig {
 pub struct SdpaConfig {
     /// Attention heads; they must divide the latent width.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub heads: usize,
     /// Biases on the projections.
     #[serde(default = "yes")]

@@ -26,7 +26,7 @@ pub struct NvibConfig {
     pub version: Version,
     /// Width of the latent components (default: the encoder's width, as the official layer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub latent_dim: Option<usize>,
     /// Mean of the prior component (every dimension).
     #[serde(default)]
@@ -44,12 +44,12 @@ pub struct NvibConfig {
     pub prior_log_alpha_stdev: f64,
     /// Samples per component κ in training (the NVAE used 1).
     #[serde(default = "one_usize")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub kappa: usize,
     /// `head` initialisation: heads of the attention reading the latent (the quadratic α weight
     /// is 1/(2√(latent_dim/heads))).
     #[serde(default = "one_usize")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub heads: usize,
     /// `head` initialisation (tau scheme; ignored by `v1`, which initialises as the NVAE's
     /// `train.py`: Xavier-uniform weights, PyTorch's Linear default biases).

@@ -48,15 +48,15 @@ const NAME: &str = "transformer_decoder";
 #[serde(deny_unknown_fields)]
 pub struct TransformerDecoderConfig {
     /// d_model; it must equal the latent width.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 65_536))]
     pub d_model: usize,
     /// Self-attention heads; they must divide d_model.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub heads: usize,
     /// Decoder layers, each with its own cross-attention.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub layers: usize,
     /// Dropout probability.
     #[serde(default = "default_dropout")]

@@ -29,15 +29,15 @@ use crate::stack::EncoderStack;
 #[serde(deny_unknown_fields)]
 pub struct TransformerConfig {
     /// d_model (the NVAE's DIM_H); the feed-forward is 4·d_model wide.
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 65_536))]
     pub d_model: usize,
     /// Attention heads; they must divide d_model.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub heads: usize,
     /// Layers of the stack.
     #[serde(default = "one")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1024))]
     pub layers: usize,
     /// Dropout probability (embeddings, residual branches, feed-forward).
     #[serde(default = "default_dropout")]

@@ -34,7 +34,7 @@ pub struct VtVariableConfig {
     /// Width of the latent vectors (default: the encoder's width, which `transformer_decoder`
     /// needs as its d_model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub latent_dim: Option<usize>,
     /// VTS: the fraction of the latent vectors the official stride mask drops, on top of the
     /// padding (absent or 0: VTV, nothing dropped; 1 keeps only the first vector).
@@ -50,7 +50,7 @@ pub struct VtPooledConfig {
     /// Width of the latent vector (default: the encoder's width, which `transformer_decoder`
     /// needs as its d_model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_048_576))]
     pub latent_dim: Option<usize>,
     /// How the encoder states are pooled over the real tokens: `mean` (the official default)
     /// or `max`.
