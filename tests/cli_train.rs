@@ -563,14 +563,21 @@ fn status_lines_report_progress_where_no_bar_is_drawn() {
 #[test]
 fn a_model_too_large_to_allocate_is_a_one_line_error_that_leaves_no_run() {
     let dir = tempfile::tempdir().unwrap();
-    for (field, value) in [
-        ("latent_dim", json!(4_294_967_296u64)),
-        ("latent_dim", json!(100_000_000)),
-    ] {
+    // Each size within its schema maximum, the model past 10^9 parameters.
+    let cases = [
+        (
+            json!([1_000_000, 1_000_000]),
+            json!(4),
+            "parameter `encoder.",
+        ),
+        (json!([1000]), json!(1_000_000), "parameter `bottleneck."),
+    ];
+    for (hidden, latent_dim, culprit) in cases {
         let text =
             std::fs::read_to_string(common::repo().join("zoo/vae-optdigits-tiny.json")).unwrap();
         let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
-        spec["bottleneck"]["config"][field] = value;
+        spec["encoder"]["config"]["hidden"] = hidden;
+        spec["bottleneck"]["config"]["latent_dim"] = latent_dim;
         spec["data"]["dir"] = common::repo()
             .join("zoo/data/optdigits")
             .display()
@@ -588,10 +595,8 @@ fn a_model_too_large_to_allocate_is_a_one_line_error_that_leaves_no_run() {
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
-        assert!(
-            stderr.starts_with("error: the model is too large: parameter `bottleneck."),
-            "{stderr}"
-        );
+        let expected = format!("error: the model is too large: {culprit}");
+        assert!(stderr.starts_with(&expected), "{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(!run.exists(), "no run folder is left");
     }
