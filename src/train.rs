@@ -22,6 +22,7 @@ use vaezoo_core::Backend;
 
 use crate::data::{Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
+use crate::interrupt;
 use crate::model::{Model, Objective};
 use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, run_tokenizer, Restored, TrainerState};
@@ -61,40 +62,6 @@ pub struct TrainReport {
     pub seconds: f64,
     /// The signal (SIGINT 2, SIGTERM 15) on which training stopped, after checkpointing.
     pub interrupted: Option<i32>,
-}
-
-/// The signal that asked training to stop (see [`stop_on_interrupt`]), 0 for none: the trainer
-/// checkpoints the step it is at and returns.
-static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// The signal that asked training to stop, if one did.
-fn interrupted_by() -> Option<i32> {
-    Some(INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)).filter(|&s| s != 0)
-}
-
-/// Makes Ctrl-C (SIGINT) and SIGTERM stop training cleanly: the step under way finishes, a
-/// checkpoint of it is written, and the command returns a report with `interrupted` set
-/// (`vaezoo resume` continues bit for bit). A second signal has its default effect (the
-/// process ends at once). Unix only; elsewhere the signals keep their default effect (the
-/// last checkpoint is kept either way).
-pub fn stop_on_interrupt() {
-    #[cfg(unix)]
-    {
-        extern "C" fn on_signal(signal: libc::c_int) {
-            INTERRUPTED.store(signal, std::sync::atomic::Ordering::SeqCst);
-            // SAFETY: signal() is async-signal-safe; the next one gets the default action.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-        for signal in [libc::SIGINT, libc::SIGTERM] {
-            // SAFETY: the handler only stores to an atomic and resets the disposition, both
-            // async-signal-safe.
-            unsafe {
-                libc::signal(signal, on_signal as *const () as libc::sighandler_t);
-            }
-        }
-    }
 }
 
 /// Trains the spec at `spec_path` in a new run folder.
@@ -419,7 +386,7 @@ impl<D: Backend> Job<D> {
                 last_status = Instant::now();
             }
             bar.set_message(status);
-            let interrupted = interrupted_by().is_some();
+            let interrupted = interrupt::requested_by().is_some();
             if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
                 metrics.flush()?;
                 self.checkpoint()?;
@@ -437,7 +404,7 @@ impl<D: Backend> Job<D> {
             total_steps: total,
             steps_this_session: self.step - first,
             seconds,
-            interrupted: interrupted_by(),
+            interrupted: interrupt::requested_by(),
         })
     }
 
