@@ -13,6 +13,7 @@
 //! `RUN/text/` for reading.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use vaezoo_core::plugin::{Ctx, Mode};
 use vaezoo_core::rng::{seeded, HostRng};
@@ -116,28 +117,59 @@ pub fn evaluate_text<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<
         report.not_applicable.insert("avg_alpha0".into(), why);
     }
     let pairs = references.iter().zip(&hypotheses);
-    write_lines(
-        &r.run.text_path("reconstructions.tsv"),
-        pairs.map(|(s, h)| format!("{s}\t{h}")),
+    let mut files = PendingFiles::default();
+    files.add(
+        r.run.text_path("reconstructions.tsv"),
+        pairs.map(|(s, h)| format!("{s}\t{h}")).collect(),
+    );
+    samples_and_lm(
+        r,
+        &tm,
+        &test,
+        lm.as_ref(),
+        opts,
+        &mut rng,
+        &mut report,
+        &mut files,
     )?;
-    samples_and_lm(r, &tm, &test, lm.as_ref(), opts, &mut rng, &mut report)?;
     report.interpolation = Some(interpolation_stats(
         &tm,
         (&test, &references),
         lm.as_ref(),
         opts,
         &mut rng,
-        &r.run.text_path("interpolations.tsv"),
+        (r.run.text_path("interpolations.tsv"), &mut files),
     )?);
     if lm.is_none() {
         report
             .not_applicable
             .insert("interpolation_f_ppl".into(), NEEDS_LM.into());
     }
+    files.write()?;
     Ok(report)
 }
 
-/// Prior samples, written to `RUN/text/samples.txt`, and their forward and reverse PPL.
+/// The files of `RUN/text/` an evaluation writes, held until every metric is computed, so
+/// that a failing evaluation leaves them as they were.
+#[derive(Default)]
+pub(super) struct PendingFiles(Vec<(PathBuf, Vec<String>)>);
+
+impl PendingFiles {
+    /// `path` is to hold `lines`, one per line.
+    pub(super) fn add(&mut self, path: PathBuf, lines: Vec<String>) {
+        self.0.push((path, lines));
+    }
+
+    /// Writes every file (each atomically).
+    fn write(self) -> Result<()> {
+        self.0
+            .into_iter()
+            .try_for_each(|(path, lines)| write_lines(&path, lines))
+    }
+}
+
+/// Prior samples, to be written to `RUN/text/samples.txt`, and their forward and reverse PPL.
+#[allow(clippy::too_many_arguments)]
 fn samples_and_lm<D: Backend>(
     r: &Restored<D>,
     tm: &TextModel<D>,
@@ -146,6 +178,7 @@ fn samples_and_lm<D: Backend>(
     opts: &EvalOptions,
     rng: &mut HostRng,
     report: &mut TextEvalReport,
+    files: &mut PendingFiles,
 ) -> Result<()> {
     if opts.samples == 0 {
         for metric in ["f_ppl", "r_ppl"] {
@@ -176,7 +209,7 @@ fn samples_and_lm<D: Backend>(
         }
     }
     report.samples = samples.len();
-    write_lines(&r.run.text_path("samples.txt"), &samples)?;
+    files.add(r.run.text_path("samples.txt"), samples.clone());
     let (Some(lm), Some(lm_root)) = (lm, &opts.lm) else {
         for metric in ["f_ppl", "r_ppl"] {
             report.not_applicable.insert(metric.into(), NEEDS_LM.into());

@@ -6,17 +6,16 @@
 //! `--lm`) of the τ = ½ outputs that differ from both.
 //! Every pair's outputs go to `RUN/text/interpolations.tsv`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use serde::Serialize;
 use vaezoo_core::rng::HostRng;
 use vaezoo_core::Backend;
 
 use super::reverse_ppl::LanguageModel;
-use super::text::MAX_TEXT_BATCH;
+use super::text::{PendingFiles, MAX_TEXT_BATCH};
 use super::EvalOptions;
 use crate::data::TextSet;
-use crate::run::write_lines;
 use crate::text::{sentence_bleu, TextModel};
 use crate::Result;
 
@@ -49,14 +48,15 @@ pub struct InterpolationStats {
 }
 
 /// Interpolates the pairs of `test`, whose sentences after the tokenizer's round trip are
-/// `references`; writes every output to `out`. See the module docs.
-pub fn interpolation_stats<D: Backend>(
+/// `references`; every output goes to `files`, to be written as `out` once the evaluation is
+/// done. See the module docs.
+pub(super) fn interpolation_stats<D: Backend>(
     tm: &TextModel<D>,
     (test, references): (&TextSet, &[String]),
     lm: Option<&LanguageModel<D>>,
     opts: &EvalOptions,
     rng: &mut HostRng,
-    out: &Path,
+    (out, files): (PathBuf, &mut PendingFiles),
 ) -> Result<InterpolationStats> {
     let n = test.corpus.len();
     let pairs = n / 2;
@@ -93,7 +93,7 @@ pub fn interpolation_stats<D: Backend>(
             tm.params.device().empty_cache();
         }
     }
-    write_lines(out, lines)?;
+    files.add(out, lines);
     let p = pairs.max(1) as f64;
     let taus = TAUS
         .iter()
