@@ -48,33 +48,13 @@ fn resolved(path: &Path) -> PathBuf {
 /// Where process `pid` assembles the run folder `root` before renaming it into place: a
 /// hidden sibling, `.NAME.partial-PID`.
 fn partial_path(root: &Path, pid: u32) -> PathBuf {
-    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("run");
-    root.with_file_name(format!(".{name}.partial-{pid}"))
+    root.with_file_name(format!("{}{pid}", partial_prefix(root)))
 }
 
-/// Removes the partial folders of `root` left by processes that no longer run (killed while
-/// they assembled it; see [`vaezoo_core::process::has_exited`]).
-fn remove_abandoned_partials(root: &Path) {
-    let Some(name) = root.file_name().and_then(|n| n.to_str()) else {
-        return;
-    };
-    let prefix = format!(".{name}.partial-");
-    let parent = match root.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = fs::read_dir(parent) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        if pid.parse().is_ok_and(vaezoo_core::process::has_exited) {
-            let _ = fs::remove_dir_all(entry.path());
-        }
-    }
+/// The name of `root`'s partial folders up to the process id, `.NAME.partial-`.
+fn partial_prefix(root: &Path) -> String {
+    let name = root.file_name().and_then(|n| n.to_str()).unwrap_or("run");
+    format!(".{name}.partial-")
 }
 
 /// A run folder.
@@ -103,7 +83,15 @@ impl RunDir {
             });
         }
         let partial = partial_path(root, std::process::id());
-        remove_abandoned_partials(root);
+        // The partial folders of `root` of processes killed while they assembled it.
+        let prefix = partial_prefix(root);
+        let parent = match partial.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        vaezoo_core::process::remove_left_by_exited(parent, |entry| {
+            entry.strip_prefix(&prefix)?.parse().ok()
+        });
         let built = (|| {
             for dir in [
                 partial.clone(),

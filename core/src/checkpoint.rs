@@ -92,7 +92,12 @@ impl Checkpoint {
         }
         // Makes the rename durable; some platforms cannot open or sync a directory.
         let _ = File::open(dir).and_then(|d| d.sync_all());
-        remove_abandoned_temp_files(dir, &name.to_string_lossy());
+        // The temporary files `.NAME.PID-N.tmp` of saves killed before their rename.
+        let prefix = format!(".{}.", name.to_string_lossy());
+        crate::process::remove_left_by_exited(dir, |entry| {
+            let rest = entry.strip_prefix(&prefix)?.strip_suffix(".tmp")?;
+            rest.split_once('-')?.0.parse().ok()
+        });
         Ok(())
     }
 
@@ -236,25 +241,6 @@ impl Checkpoint {
     }
 }
 
-/// Removes the temporary files `.NAME.PID-N.tmp` in `dir` of saves whose process was killed
-/// before the rename (see [`crate::process::has_exited`]).
-fn remove_abandoned_temp_files(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let pid = (file_name.to_str())
-            .and_then(|n| n.strip_prefix(&prefix)?.strip_suffix(".tmp"))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse().ok());
-        if pid.is_some_and(crate::process::has_exited) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// The SHA-256 (hex) of every metadata entry but `metadata_sha256`, in key order, each key
 /// and value preceded by its length in bytes (8, little-endian), so that no two sets of
 /// entries give the same bytes.
@@ -278,7 +264,7 @@ fn metadata_digest(meta: &HashMap<String, String>) -> String {
 fn bad(path: &Path, message: String) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
-        message: message.split_whitespace().collect::<Vec<_>>().join(" "),
+        message: crate::error::one_line(&message),
     }
 }
 

@@ -67,6 +67,12 @@ pub enum Error {
     },
 }
 
+/// `text` on one line: every run of whitespace, line breaks included, as one space (errors and
+/// listings print one line each).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
@@ -74,5 +80,18 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_and_descriptions_print_on_one_line() {
+        let assertion = "assertion `left == right` failed\n  left: 3\n right: 4";
+        assert_eq!(
+            super::one_line(assertion),
+            "assertion `left == right` failed left: 3 right: 4"
+        );
+        assert_eq!(super::one_line("a\r\n\tplugin "), "a plugin");
     }
 }

@@ -70,6 +70,16 @@ pub fn ok(out: Output) -> String {
 /// A spec like `zoo/vae-optdigits-tiny.json` with the `training` section replaced, written to
 /// `dir/name.json` (its data path made absolute).
 pub fn tiny_spec(dir: &Path, name: &str, training: serde_json::Value) -> PathBuf {
+    tiny_spec_with(dir, name, |spec| spec["training"] = training)
+}
+
+/// A spec like `zoo/vae-optdigits-tiny.json` changed by `edit`, written to `dir/name.json`
+/// (its data path made absolute).
+pub fn tiny_spec_with(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("zoo/vae-optdigits-tiny.json")).unwrap();
     let mut spec: serde_json::Value = serde_json::from_str(&text).unwrap();
     spec["name"] = name.into();
@@ -78,7 +88,7 @@ pub fn tiny_spec(dir: &Path, name: &str, training: serde_json::Value) -> PathBuf
         .display()
         .to_string()
         .into();
-    spec["training"] = training;
+    edit(&mut spec);
     spec.as_object_mut().unwrap().remove("$schema");
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(&spec).unwrap()).unwrap();

@@ -19,6 +19,7 @@ use vaezoo::sample::{sample, SampleOptions};
 use vaezoo::train::{resume, train, TrainOptions, TrainReport};
 use vaezoo::zoo::{reproduce, ReproduceOptions};
 use vaezoo::{init_registry, registry, Error, Result};
+use vaezoo_core::error::one_line;
 use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
 
 mod args;
@@ -97,11 +98,6 @@ fn usage_error(e: clap::Error) -> ExitCode {
 fn status_interval(seconds: Option<usize>, progress: bool) -> Option<std::time::Duration> {
     let seconds = seconds.or((!progress).then_some(30))?;
     Some(std::time::Duration::from_secs(seconds as u64))
-}
-
-/// `text` on one line: every run of whitespace, line breaks included, as one space.
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn run(command: Command) -> Result<ExitCode> {
@@ -437,17 +433,4 @@ fn check(path: &Path, validator: &SpecValidator) -> Result<()> {
     registry()?.check_pins(&spec.plugins)?;
     // Everything `train` checks before its first step: data, build, one forward pass.
     preflight(path, spec)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn messages_and_descriptions_print_on_one_line() {
-        let assertion = "assertion `left == right` failed\n  left: 3\n right: 4";
-        assert_eq!(
-            super::one_line(assertion),
-            "assertion `left == right` failed left: 3 right: 4"
-        );
-        assert_eq!(super::one_line("a\r\n\tplugin "), "a plugin");
-    }
 }
