@@ -12,7 +12,7 @@
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Head, Model, Seq};
 use vaezoo_core::kernels::{AttentionSpec, Weight};
-use vaezoo_core::layers::Activation;
+use vaezoo_core::layers::Activation::Identity;
 use vaezoo_core::params::{ParamBuilder, ParamId};
 use vaezoo_core::{Error, Result};
 use vaezoo_nvib::num::{Dev, Real, Tr};
@@ -73,7 +73,9 @@ impl SelfAttention {
     ) -> Tr<(Batch, Seq, Model), E, D> {
         let (batch, seq, _) = *x.shape();
         assert_eq!(keep.len(), batch.0 * seq.0, "keep must be Batch × Seq");
-        let [q, k, v] = self.project(w, x);
+        // A padded position's query, key and value are never read (its key is masked, its
+        // output is padding), so none of them is computed.
+        let [q, k, v] = self.project(w, x, Some(keep));
         self.attend(w, q, k, v, Some(keep), causal)
     }
 
@@ -96,7 +98,7 @@ impl SelfAttention {
         cache: &mut KvCache<E, D>,
     ) -> Tr<(Batch, Seq, Model), E, D> {
         assert_eq!(x.shape().1, Seq(1), "one new position per step");
-        let [q, k, v] = self.project(w, x);
+        let [q, k, v] = self.project(w, x, None);
         let join = |cached: &Option<Packed<E, D>>, new: Tr<_, E, D>| match cached {
             Some(c) => (c.clone().put_tape(OwnedTape::default()), new).concat_along(Axis::<1>),
             None => new,
@@ -109,11 +111,13 @@ impl SelfAttention {
     }
 
     /// The queries, keys and values of `x` (rows q; k; v of the packed in-projection), each
-    /// `(Batch, Seq, Model)` with the heads packed; the queries carry `x`'s tape.
+    /// `(Batch, Seq, Model)` with the heads packed; the queries carry `x`'s tape. With `keep`
+    /// (`Batch × Seq`), only the flagged positions are projected; the others are zero.
     fn project<E: Real, D: Dev<E>>(
         &self,
         w: &impl Source<E, D>,
         x: Tr<(Batch, Seq, Model), E, D>,
+        keep: Option<&[bool]>,
     ) -> [Tr<(Batch, Seq, Model), E, D>; 3] {
         let (batch, seq, p) = *x.shape();
         let dev = w.device().clone();
@@ -124,15 +128,20 @@ impl SelfAttention {
         let project = |i: usize, x: Tr<(usize, Model), E, D>| {
             let weight = weights.retaped().select(dev.tensor(i));
             let bias = biases.retaped().select(dev.tensor(i));
-            D::linear(x, Weight::OutIn(weight), Some(bias), Activation::Identity)
-                .reshape_like(&(batch, seq, p))
+            let weight = Weight::OutIn(weight);
+            match keep {
+                Some(keep) => D::linear_rows(x, weight, Some(bias), Identity, keep, None),
+                None => D::linear(x, weight, Some(bias), Identity),
+            }
+            .reshape_like(&(batch, seq, p))
         };
         let (k, v) = (project(1, flat.retaped()), project(2, flat.retaped()));
         [project(0, flat), k, v]
     }
 
     /// softmax(q kᵀ/√E + mask) v per head, then the output projection: `keep` (`Batch × Key`)
-    /// hides padded keys, `causal` every key after the query.
+    /// hides padded keys, `causal` every key after the query. With `keep`, queries and keys are
+    /// the same positions, and the padded ones' outputs are zero.
     ///
     /// # Shapes
     /// `q: (Batch, Query, Model)`, `k, v: (Batch, Key, Model)` → `(Batch, Query, Model)`
@@ -155,7 +164,7 @@ impl SelfAttention {
             want_weights: false,
         };
         let (out, _) = D::multi_head_attention(q, k, v, None, spec);
-        self.out.forward(w, out)
+        self.out.forward_rows(w, out, Identity, keep, None)
     }
 }
 
@@ -190,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn masked_keys_do_not_change_the_output() {
+    fn padded_positions_change_nothing_and_are_zero() {
         let (params, sa) = setup();
         let shape = (Batch(1), Seq(3), Model(4));
         let mut values = normal_vec(&mut seeded(1), 12);
@@ -208,6 +217,11 @@ mod tests {
             false,
         );
         assert_eq!(y1.as_vec()[..8], y2.as_vec()[..8], "padded key");
+        assert_eq!(
+            y2.as_vec()[8..],
+            [0.0; 4],
+            "a padded position is not computed"
+        );
         let c1 = sa.forward(
             &params,
             input(&params, values.clone(), shape),

@@ -75,11 +75,12 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
         bias,
     } = weights;
     let [b_q, b_k, b_v, b_o] = split_bias(bias);
+    // A padded component's key and value are never read: only the others are projected.
     let x = Projected {
         heads,
         q: project(query, w_q, b_q),
-        k: project(z.retaped(), w_k, b_k),
-        v: project(z.retaped(), w_v, b_v),
+        k: project_rows(z.retaped(), w_k, b_k, keep),
+        v: project_rows(z.retaped(), w_v, b_v, keep),
     };
     let (out, attn) = denoising_attention_train(x, pi, z, keep, version);
     (project(out, w_o, b_o), attn)
@@ -185,6 +186,23 @@ fn project<N: Dim, I: Dim, E: Real, D: Dev<E>>(
         Activation::Identity,
     )
     .reshape_like(&(batch, n, model))
+}
+
+/// [`project`] of the rows `keep` flags (row-major `Batch × N`); the others are zero.
+///
+/// # Shapes
+/// `x: (Batch, N, I)`, `w: (Model, I)`, `b: (Model,)`, `keep: Batch × N` → `(Batch, N, Model)`
+fn project_rows<N: Dim, I: Dim, E: Real, D: Dev<E>>(
+    x: Tr<(Batch, N, I), E, D>,
+    w: Tr<(Model, I), E, D>,
+    b: Option<Tr<(Model,), E, D>>,
+    keep: &[bool],
+) -> Tr<(Batch, N, Model), E, D> {
+    let (batch, n, i) = *x.shape();
+    let model = w.shape().0;
+    let rows = x.reshape_like(&(batch.0 * n.size(), i));
+    D::linear_rows(rows, Weight::OutIn(w), b, Activation::Identity, keep, None)
+        .reshape_like(&(batch, n, model))
 }
 
 /// Standard multi-head scaled dot-product attention over the latent's components, with the same
