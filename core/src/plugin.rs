@@ -301,6 +301,23 @@ pub trait Attention<D: Backend>: Send + Sync {
         latent: &Mixture<D>,
     ) -> Result<Traced<(Batch, Seq, Latent), D>>;
 
+    /// [`attend`](Attention::attend) where only the queries flagged in `keep` (row-major
+    /// `Batch × Seq`) are read: the others are padding, whose outputs nothing downstream reads,
+    /// so an attention may skip their work and leave them zero (no gradient reaches such a
+    /// query). The default computes every query.
+    ///
+    /// # Shapes
+    /// As [`attend`](Attention::attend), `keep: Batch × Seq`.
+    fn attend_kept(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        _keep: &[bool],
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        self.attend(ctx, queries, latent)
+    }
+
     /// The work on `latent` alone that evaluation-mode [`attend_prepared`] calls over the
     /// same latent can share (greedy decoding attends to one latent at every step), or `None`
     /// (the default) when there is nothing to share.

@@ -19,7 +19,7 @@ use vaezoo_core::registry::{parse_config, schema_of, Build, PluginRegistration};
 use vaezoo_core::{Backend, Error, Result, Traced};
 
 use crate::attention::{
-    denoising_mha_eval_with, denoising_mha_train, sdpa_mha, DaVersion, EvalKeys, MhaBias,
+    denoising_mha_eval_with, denoising_mha_train_kept, sdpa_mha, DaVersion, EvalKeys, MhaBias,
     MhaWeights,
 };
 use crate::layer::Version;
@@ -132,6 +132,31 @@ pub struct Denoising {
 }
 
 impl Denoising {
+    /// [`Attention::attend`], computing only the queries `query_keep` flags in training.
+    ///
+    /// # Shapes
+    /// `queries: (Batch, Seq, Latent)`, `query_keep: Batch × Seq` → `(Batch, Seq, Latent)`
+    fn attend_queries<D: Backend>(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        query_keep: Option<&[bool]>,
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        let (b, s, l) = *queries.shape();
+        let q = queries.reshape_like(&(b, s, Model(l.0)));
+        let weights = self.proj.get(ctx.params);
+        let (out, _) = match ctx.mode {
+            Mode::Train => {
+                let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
+                let latent_terms = (latent.z.reuse(), pi, &keep[..]);
+                denoising_mha_train_kept(q, query_keep, weights, latent_terms, self.version)
+            }
+            Mode::Eval => denoising_mha_eval_with(q, weights, self.eval_keys(latent), self.version),
+        };
+        Ok(out.reshape_like(&(b, s, l)))
+    }
+
     /// The terms of `latent`'s components that evaluation-time attention reads.
     fn eval_keys<D: Backend>(&self, latent: &Mixture<D>) -> EvalKeys<f32, D> {
         let log_var = match &latent.log_var {
@@ -158,17 +183,18 @@ impl<D: Backend> Attention<D> for Denoising {
         queries: Traced<(Batch, Seq, Latent), D>,
         latent: &Mixture<D>,
     ) -> Result<Traced<(Batch, Seq, Latent), D>> {
-        let (b, s, l) = *queries.shape();
-        let q = queries.reshape_like(&(b, s, Model(l.0)));
-        let weights = self.proj.get(ctx.params);
-        let (out, _) = match ctx.mode {
-            Mode::Train => {
-                let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
-                denoising_mha_train(q, weights, latent.z.reuse(), pi, &keep, self.version)
-            }
-            Mode::Eval => denoising_mha_eval_with(q, weights, self.eval_keys(latent), self.version),
-        };
-        Ok(out.reshape_like(&(b, s, l)))
+        self.attend_queries(ctx, queries, None, latent)
+    }
+
+    /// In training, padded queries are neither projected nor output-projected.
+    fn attend_kept(
+        &self,
+        ctx: &mut Ctx<D>,
+        queries: Traced<(Batch, Seq, Latent), D>,
+        keep: &[bool],
+        latent: &Mixture<D>,
+    ) -> Result<Traced<(Batch, Seq, Latent), D>> {
+        self.attend_queries(ctx, queries, Some(keep), latent)
     }
 
     /// In evaluation, the components' keys, values and prior terms ([`EvalKeys`]).

@@ -22,8 +22,13 @@ use crate::self_attention::{KvCache, SelfAttention};
 use crate::weights::Source;
 
 /// The cross-attention of one decoder layer: queries `(Batch, Seq, Model)` read the memory and
-/// return `(Batch, Seq, Model)`; it may draw from the host generator.
-pub type Cross<'a, E, D> = dyn FnMut(Tr<(Batch, Seq, Model), E, D>, &mut HostRng) -> Result<Tr<(Batch, Seq, Model), E, D>>
+/// return `(Batch, Seq, Model)`; it may draw from the host generator. With row flags
+/// (`Batch × Seq`), only the flagged queries are read downstream (the others are padding).
+pub type Cross<'a, E, D> = dyn FnMut(
+        Tr<(Batch, Seq, Model), E, D>,
+        Option<&[bool]>,
+        &mut HostRng,
+    ) -> Result<Tr<(Batch, Seq, Model), E, D>>
     + 'a;
 
 /// `name.self_attn.*`, `name.linear{1,2}.*`, `name.norm{1,2,3}.*` (the cross-attention's
@@ -115,7 +120,7 @@ impl DecoderLayer {
         let [norm1, norm2, norm3] = &self.norms;
         let a = attend(x.retaped());
         let x = norm1.residual(w, x, a, (&self.dropout, mode, rng));
-        let m = cross(x.retaped(), rng)?;
+        let m = cross(x.retaped(), keep, rng)?;
         let x = norm2.residual(w, x, m, (&self.dropout, mode, rng));
         let f = self.ffn.forward(w, x.retaped(), keep, mode, rng);
         Ok(norm3.residual(w, x, f, (&self.dropout, mode, rng)))
@@ -145,7 +150,9 @@ mod tests {
                 |l, p, x| {
                     // A stand-in cross-attention with its own gradient path: tanh(x).
                     let mut cross =
-                        |q: Tr<(Batch, Seq, Model), f32, Cpu>, _: &mut HostRng| Ok(q.tanh());
+                        |q: Tr<(Batch, Seq, Model), f32, Cpu>,
+                         _: Option<&[bool]>,
+                         _: &mut HostRng| { Ok(q.tanh()) };
                     let keep = [true, true, true, true, true, false];
                     let y = l
                         .forward(p, x, &keep, &mut cross, mode, &mut seeded(2))

@@ -196,8 +196,12 @@ mod tests {
             (Batch(2), Seq(3), Model(4)),
             |s, p, x| {
                 assert_eq!((s.len(), s.is_empty()), (2, false));
-                let mut c0 = |q: Tr<(Batch, Seq, Model), f32, Cpu>, _: &mut HostRng| Ok(q.tanh());
-                let mut c1 = |q: Tr<(Batch, Seq, Model), f32, Cpu>, _: &mut HostRng| Ok(q * 0.5);
+                let mut c0 = |q: Tr<(Batch, Seq, Model), f32, Cpu>,
+                              _: Option<&[bool]>,
+                              _: &mut HostRng| { Ok(q.tanh()) };
+                let mut c1 = |q: Tr<(Batch, Seq, Model), f32, Cpu>,
+                              _: Option<&[bool]>,
+                              _: &mut HostRng| { Ok(q * 0.5) };
                 let y = s
                     .forward(
                         p,

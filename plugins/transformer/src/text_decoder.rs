@@ -287,7 +287,9 @@ impl TransformerDecoder {
                 // call and shared by the later ones (every step of greedy decoding).
                 let mut prepared: Option<Option<Prepared>> = None;
                 Box::new(
-                    move |q: Traced<(Batch, Seq, Model), D>, rng: &mut HostRng| {
+                    move |q: Traced<(Batch, Seq, Model), D>,
+                          keep: Option<&[bool]>,
+                          rng: &mut HostRng| {
                         let (b, s, _) = *q.shape();
                         let mut ctx = Ctx { params, mode, rng };
                         let q = q.reshape_like(&(b, s, Latent(width.0)));
@@ -295,9 +297,12 @@ impl TransformerDecoder {
                         if mode == Mode::Eval && prepared.is_none() {
                             prepared = Some(attention.prepare(&mut ctx, latent)?);
                         }
-                        let out = match prepared.as_ref().and_then(Option::as_ref) {
-                            Some(p) => attention.attend_prepared(&mut ctx, q, latent, p)?,
-                            None => attention.attend(&mut ctx, q, latent)?,
+                        let out = match (prepared.as_ref().and_then(Option::as_ref), keep) {
+                            (Some(p), _) => attention.attend_prepared(&mut ctx, q, latent, p)?,
+                            (None, Some(keep)) => {
+                                attention.attend_kept(&mut ctx, q, keep, latent)?
+                            }
+                            (None, None) => attention.attend(&mut ctx, q, latent)?,
                         };
                         Ok(out.reshape_like(&(b, s, width)))
                     },

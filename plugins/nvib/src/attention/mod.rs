@@ -32,7 +32,8 @@ pub use eval::{
     denoising_attention_eval, denoising_attention_eval_with, EvalKeys, LatentQuery, ValueMap,
 };
 pub use multihead::{
-    denoising_mha_eval, denoising_mha_eval_with, denoising_mha_train, sdpa_mha, MhaBias, MhaWeights,
+    denoising_mha_eval, denoising_mha_eval_with, denoising_mha_train, denoising_mha_train_kept,
+    sdpa_mha, MhaBias, MhaWeights, SampledLatent,
 };
 pub use sdpa::sdpa;
 pub use train::denoising_attention_train;

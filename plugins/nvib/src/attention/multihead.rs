@@ -66,6 +66,30 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
     keep: &[bool],
     version: DaVersion,
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
+    denoising_mha_train_kept(query, None, weights, (z, pi, keep), version)
+}
+
+/// The sampled latent that training-time attention reads: z `(Batch, Comp, Latent)`, π
+/// `(Batch, Comp)` and which components exist (`Batch × Comp`).
+pub type SampledLatent<'a, E, D> = (
+    Tr<(Batch, Comp, Latent), E, D>,
+    Tr<(Batch, Comp), E, D>,
+    &'a [bool],
+);
+
+/// [`denoising_mha_train`] of the queries flagged in `query_keep` (row-major `Batch × Seq`;
+/// `None`: all): the others are padding, neither projected nor output-projected, and their
+/// outputs are zero.
+///
+/// # Shapes
+/// As [`denoising_mha_train`], `query_keep: Batch × Seq`.
+pub fn denoising_mha_train_kept<E: Real, D: Dev<E>>(
+    query: Tr<(Batch, Seq, Model), E, D>,
+    query_keep: Option<&[bool]>,
+    weights: MhaWeights<E, D>,
+    (z, pi, keep): SampledLatent<'_, E, D>,
+    version: DaVersion,
+) -> WithWeights<(Batch, Seq, Model), E, D> {
     let MhaWeights {
         heads,
         q: w_q,
@@ -76,14 +100,18 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
     } = weights;
     let [b_q, b_k, b_v, b_o] = split_bias(bias);
     // A padded component's key and value are never read: only the others are projected.
+    let queries = |x, w, b| match query_keep {
+        Some(rows) => project_rows(x, w, b, rows),
+        None => project(x, w, b),
+    };
     let x = Projected {
         heads,
-        q: project(query, w_q, b_q),
+        q: queries(query, w_q, b_q),
         k: project_rows(z.retaped(), w_k, b_k, keep),
         v: project_rows(z.retaped(), w_v, b_v, keep),
     };
     let (out, attn) = denoising_attention_train(x, pi, z, keep, version);
-    (project(out, w_o, b_o), attn)
+    (queries(out, w_o, b_o), attn)
 }
 
 /// Evaluation mode: each head's query is mapped into the latent space (u = q_h W_{k,h}, one

@@ -172,7 +172,7 @@ fn nvae(g: &Golden) -> Result<Produced, String> {
     let (w_ref, dev_ref, latent_ref) = (&w, &dev, &latent);
     // Layer i's cross-attention: v1 denoising attention (eval) with its own projections.
     let attend = |(cross_in, cross_out): (ParamId, ParamId)| {
-        move |q: T<(Batch, Seq, Model)>, _: &mut HostRng| {
+        move |q: T<(Batch, Seq, Model)>, _: Option<&[bool]>, _: &mut HostRng| {
             let packed = w_ref.get(cross_in, (Const::<3>, m, m));
             let part = |i: usize| {
                 packed

@@ -157,20 +157,27 @@ fn mha_inputs(memory: usize) -> Vec<Vec<f64>> {
 
 #[test]
 fn module_train_gradients() {
+    let padded = [true, true, false, true, false, true];
     for (version, heads) in [(DaVersion::V1, 1), (DaVersion::Head, H)] {
-        check(&mha_inputs(1), |mut x| {
-            let (pi, z) = (x.pop().unwrap(), x.pop().unwrap());
-            let q = x.remove(0);
-            let (out, _) = denoising_mha_train(
-                q.reshape_like(&(Batch(B), Seq(NT), Model(H * E))),
-                traced_weights(heads, x),
-                z.reshape_like(&(Batch(B), Comp(NL), Latent(P))),
-                pi.reshape_like(&(Batch(B), Comp(NL))),
-                &keep(),
-                version,
-            );
-            weighted_sum(out)
-        });
+        for query_keep in [None, Some(&padded[..])] {
+            check(&mha_inputs(1), |mut x| {
+                let (pi, z) = (x.pop().unwrap(), x.pop().unwrap());
+                let q = x.remove(0);
+                let latent = (
+                    z.reshape_like(&(Batch(B), Comp(NL), Latent(P))),
+                    pi.reshape_like(&(Batch(B), Comp(NL))),
+                    &keep()[..],
+                );
+                let (out, _) = denoising_mha_train_kept(
+                    q.reshape_like(&(Batch(B), Seq(NT), Model(H * E))),
+                    query_keep,
+                    traced_weights(heads, x),
+                    latent,
+                    version,
+                );
+                weighted_sum(out)
+            });
+        }
     }
 }
 

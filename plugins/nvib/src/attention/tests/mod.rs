@@ -169,6 +169,29 @@ fn eval_with_vanishing_variance_and_means_at_the_sample_is_train() {
     }
 }
 
+#[test]
+fn padded_queries_are_zero_and_the_others_unchanged() {
+    let (mu, pi) = (randn(4, B * NL * P), pi_values(5));
+    let query_keep = [true, false, true, true, true, false];
+    for (version, heads) in [(DaVersion::Head, H), (DaVersion::V1, 1)] {
+        let (weights, q) = mha_values(10);
+        let run = |rows: Option<&[bool]>| {
+            let latent = (comps(&mu), pis(&pi), &keep()[..]);
+            let weights = mha_weights(heads, &weights);
+            denoising_mha_train_kept(query(&q), rows, weights, latent, version).0
+        };
+        let (all, kept) = (run(None).as_vec(), run(Some(&query_keep)).as_vec());
+        let m = H * E;
+        for (row, &real) in query_keep.iter().enumerate() {
+            let (a, k) = (&all[row * m..(row + 1) * m], &kept[row * m..(row + 1) * m]);
+            match real {
+                true => assert!(max_diff(a, k) < 1e-12, "{version:?} row {row}"),
+                false => assert_eq!(k, vec![0.0; m], "{version:?} padded row {row}"),
+            }
+        }
+    }
+}
+
 /// Train, eval and SDPA attention weights for `keep` and `pi`, each `B·H·NT·NL`.
 fn weights_of(keep: &[bool], pi: &[f64]) -> [Vec<f64>; 3] {
     let (q, k, v) = (
