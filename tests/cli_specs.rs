@@ -1,11 +1,12 @@
 //! `vaezoo validate`, `schema` and `plugins`: spec mistakes reported with JSON pointers, the
-//! committed schemas up to date, and every built-in plugin registered.
+//! committed schemas up to date and self-contained (checked by a second validator), and every
+//! built-in plugin registered.
 
 mod common;
 
 use std::collections::BTreeSet;
 
-use common::{ok, repo, text, vaezoo};
+use common::{ok, repo, text, tiny_spec_with, vaezoo};
 use vaezoo_core::schema::schema_files;
 
 const VALID: &str = r#"{
@@ -275,4 +276,76 @@ fn a_closed_stdout_is_a_quiet_successful_exit() {
             out.status
         );
     }
+}
+
+/// Python's `jsonschema` (a second, independent validator), offline: it may not fetch any
+/// document, so every ref of `spec.schema.json` must resolve inside it.
+const SECOND_VALIDATOR: &str = r#"
+import json, sys
+try:
+    import jsonschema, referencing
+except ImportError as e:
+    print("SKIP", e)
+    sys.exit(0)
+def refuse(uri):
+    raise LookupError(f"tried to fetch {uri}")
+schema = json.load(open(sys.argv[1]))
+cls = jsonschema.validators.validator_for(schema)
+cls.check_schema(schema)
+validator = cls(schema, registry=referencing.Registry(retrieve=refuse))
+for path in sys.argv[2:]:
+    errors = sorted("/".join(map(str, e.absolute_path)) for e in validator.iter_errors(json.load(open(path))))
+    print(json.dumps({"spec": path, "errors": errors}))
+"#;
+
+#[test]
+fn spec_schema_is_self_contained_for_a_second_validator() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no python3 to run the second validator");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = tiny_spec_with(dir.path(), "bad", |spec| {
+        spec["bottleneck"]["config"]["latent_dim"] = 0.into();
+    });
+    let mut specs: Vec<String> = std::fs::read_dir(repo().join("zoo"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| p.display().to_string())
+        .collect();
+    specs.sort();
+    let schema = repo().join("schemas/spec.schema.json");
+    let out = std::process::Command::new("python3")
+        .args(["-c", SECOND_VALIDATOR, schema.to_str().unwrap()])
+        .args(&specs)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stdout = text(&out);
+    assert!(
+        out.status.success(),
+        "the second validator failed:\n{stdout}"
+    );
+    if stdout.starts_with("SKIP") {
+        eprintln!("skipped: Python's jsonschema is not installed ({stdout})");
+        return;
+    }
+    let results: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(results.len(), specs.len() + 1, "{stdout}");
+    for result in &results[..specs.len()] {
+        assert_eq!(result["errors"], serde_json::json!([]), "{result}");
+    }
+    assert_eq!(
+        results[specs.len()]["errors"],
+        serde_json::json!(["bottleneck/config/latent_dim"]),
+        "{stdout}"
+    );
 }

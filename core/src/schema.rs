@@ -2,11 +2,14 @@
 //!
 //! [`spec_schema`] starts from the schema of [`Spec`] and turns each plugin slot into
 //! `{kind, config}`: `kind` must be one of the registered names of that slot's kind, and for
-//! each plugin an `if kind == <name> then config: {"$ref": <plugin's $id>}` branch checks the
-//! config. Each plugin's own config schema is embedded whole in `$defs` under
-//! `plugin.<name>`, with its own `$id` ([`plugin_schema_id`]), so that its internal
-//! `#/$defs/…` refs resolve against itself; the `jsonschema` crate finds these embedded
-//! resources offline (the tests check it).
+//! each plugin an `if kind == <name> then config: {"$ref": "#/$defs/plugin.<name>"}` branch
+//! checks the config. Each plugin's own config schema is embedded whole in `$defs` under
+//! `plugin.<name>`, without an `$id` of its own: its local refs (`#/$defs/…`, `#`) are rebased
+//! onto where it sits, so the document is self-contained and every ref is a plain JSON pointer
+//! into it. Editors' validators (VS Code's JSON language service) and offline command-line ones
+//! resolve it without fetching anything; a second validator, Python's `jsonschema`, checks it
+//! in the tests. The standalone `plugins/<name>.schema.json` files keep their `$id`
+//! ([`plugin_schema_id`]).
 //!
 //! [`SpecValidator`] compiles that schema once and reports every problem as
 //! `JSON pointer: message`; [`parse_spec`] reads a spec file's text from JSON to [`Spec`];
@@ -24,9 +27,6 @@ use serde_json::{json, Map, Value};
 use crate::error::{Error, Result};
 use crate::registry::{PluginEntry, PluginKind, Registry};
 use crate::spec::{Component, Spec};
-
-/// `$id` of the composed spec schema.
-pub const SPEC_SCHEMA_ID: &str = "https://vaezoo.dev/schemas/spec.schema.json";
 
 /// The dialect of every schema we write (schemars' default).
 const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -52,9 +52,7 @@ pub fn spec_schema(registry: &Registry) -> Value {
         // Every slot now has its own schema; the generic one is unused.
         defs.shift_remove(&*<Component as JsonSchema>::schema_name());
         for entry in registry.entries() {
-            let mut embedded = plugin_schema(entry);
-            embedded.shift_remove("$schema");
-            defs.insert(format!("plugin.{}", entry.name), Value::Object(embedded));
+            embed_plugin_schema(defs, &entry.name, &entry.schema);
         }
     }
     let dialect = spec
@@ -64,7 +62,6 @@ pub fn spec_schema(registry: &Registry) -> Value {
     spec.shift_remove("title");
     let mut root = Map::new();
     root.insert("$schema".into(), dialect);
-    root.insert("$id".into(), json!(SPEC_SCHEMA_ID));
     root.insert("title".into(), json!("vaezoo model spec"));
     root.extend(spec);
     Value::Object(root)
@@ -78,8 +75,8 @@ fn slot_schema(registry: &Registry, kind: PluginKind, description: Option<Value>
     let branches: Vec<Value> = plugins
         .iter()
         .map(|entry| {
-            let id = plugin_schema_id(&entry.name);
-            let mut then = json!({"properties": {"config": {"$ref": id}}});
+            let target = embedded_ref(&entry.name);
+            let mut then = json!({"properties": {"config": {"$ref": target}}});
             // `{}` (the default of an absent config) cannot do for a schema with required fields.
             if requires_fields(&entry.schema) {
                 then["required"] = json!(["config"]);
@@ -119,6 +116,68 @@ fn slot_schema(registry: &Registry, kind: PluginKind, description: Option<Value>
     Value::Object(slot)
 }
 
+/// Embeds plugin `name`'s config `schema` in `defs`, the `$defs` of an enclosing document, as
+/// `plugin.<name>`: without `$schema` or `$id`, its local refs rebased onto where it now sits,
+/// so that the enclosing document stays self-contained. Returns the ref to it.
+pub(crate) fn embed_plugin_schema(
+    defs: &mut Map<String, Value>,
+    name: &str,
+    schema: &Value,
+) -> String {
+    let mut embedded = schema_object(schema);
+    embedded.shift_remove("$schema");
+    embedded.shift_remove("$id");
+    let target = embedded_ref(name);
+    let mut embedded = Value::Object(embedded);
+    rebase_local_refs(&mut embedded, &target);
+    defs.insert(format!("plugin.{name}"), embedded);
+    target
+}
+
+/// The ref to plugin `name`'s schema embedded by [`embed_plugin_schema`] (a JSON pointer).
+fn embedded_ref(name: &str) -> String {
+    let token = format!("plugin.{name}")
+        .replace('~', "~0")
+        .replace('/', "~1");
+    format!("#/$defs/{token}")
+}
+
+/// A config schema as a JSON object: `false` as `{"not": {}}`, `true` (which accepts
+/// everything) as `{}`; anything else but an object fails in `SpecValidator::new`.
+fn schema_object(schema: &Value) -> Map<String, Value> {
+    match schema {
+        Value::Object(schema) => schema.clone(),
+        Value::Bool(false) => Map::from_iter([("not".to_string(), json!({}))]),
+        _ => Map::new(),
+    }
+}
+
+/// Rewrites every local `$ref` of an embedded schema (`#` or `#/pointer`, relative to the
+/// embedded document) to point at the same place from the root document, whose pointer to the
+/// embedded one is `base`. Values that are instance data (`const`, `enum`, `default`,
+/// `examples`) are left alone; refs to other documents too.
+fn rebase_local_refs(schema: &mut Value, base: &str) {
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match (key.as_str(), value) {
+                    ("$ref", Value::String(target)) => {
+                        if let Some(pointer) = target.strip_prefix('#') {
+                            if pointer.is_empty() || pointer.starts_with('/') {
+                                *target = format!("{base}{pointer}");
+                            }
+                        }
+                    }
+                    ("const" | "enum" | "default" | "examples", _) => {}
+                    (_, value) => rebase_local_refs(value, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rebase_local_refs(v, base)),
+        _ => {}
+    }
+}
+
 /// Whether a config schema lists required properties at its top level.
 pub(crate) fn requires_fields(schema: &Value) -> bool {
     schema
@@ -129,12 +188,7 @@ pub(crate) fn requires_fields(schema: &Value) -> bool {
 
 /// A plugin's config schema as a standalone document: `$schema`, then its `$id`, then the rest.
 fn plugin_schema(entry: &PluginEntry) -> Map<String, Value> {
-    let mut rest = match &entry.schema {
-        Value::Object(schema) => schema.clone(),
-        Value::Bool(false) => Map::from_iter([("not".to_string(), json!({}))]),
-        // `true` accepts everything, like `{}`; anything else fails in `SpecValidator::new`.
-        _ => Map::new(),
-    };
+    let mut rest = schema_object(&entry.schema);
     let dialect = rest
         .shift_remove("$schema")
         .unwrap_or_else(|| json!(DIALECT));

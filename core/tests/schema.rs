@@ -8,8 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use vaezoo_core::registry::{Build, Origin, PluginEntry, Registry};
 use vaezoo_core::schema::{
-    check_plugin_config_schema, parse_spec, plugin_schema_id, schema_files, spec_schema,
-    write_schemas, SpecValidator, SPEC_SCHEMA_ID,
+    check_plugin_config_schema, parse_spec, schema_files, spec_schema, write_schemas, SpecValidator,
 };
 use vaezoo_core::Error;
 
@@ -171,9 +170,10 @@ fn internal_refs_of_a_plugin_schema_resolve() {
         [r#"/bottleneck/config/mode: 5 is not one of "mean" or "sample""#]
     );
     let schema = spec_schema(&registry());
+    // The plugin's own `TrainingSpec`, not the spec's of the same name.
     assert_eq!(
         schema["$defs"]["plugin.bn"]["properties"]["mode"]["$ref"],
-        "#/$defs/TrainingSpec"
+        "#/$defs/plugin.bn/$defs/TrainingSpec"
     );
 }
 
@@ -226,18 +226,44 @@ fn schema_is_deterministic_valid_and_embeds_every_plugin() {
     let registry = registry();
     let schema = spec_schema(&registry);
     assert_eq!(schema.to_string(), spec_schema(&registry).to_string());
-    assert_eq!(schema["$id"], SPEC_SCHEMA_ID);
     assert!(jsonschema::meta::is_valid(&schema));
     for entry in registry.entries() {
         let embedded = &schema["$defs"][format!("plugin.{}", entry.name)];
-        assert_eq!(embedded["$id"], plugin_schema_id(&entry.name));
-        assert!(embedded.get("$schema").is_none());
+        assert!(embedded.get("$schema").is_none() && embedded.get("$id").is_none());
+    }
+    // Self-contained: no `$id` anywhere, every ref a JSON pointer that resolves in the document.
+    let text = schema.to_string();
+    assert!(!text.contains("\"$id\""), "an $id left in the spec schema");
+    let mut refs = Vec::new();
+    collect_refs(&schema, &mut refs);
+    assert!(!refs.is_empty());
+    for target in refs {
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("remote ref {target}"));
+        assert!(schema.pointer(pointer).is_some(), "dangling ref {target}");
     }
     assert_eq!(
         schema["properties"]["bottleneck"]["properties"]["kind"]["enum"],
         json!(["bn", "flat"])
     );
     assert!(schema["$defs"].get("Component").is_none());
+}
+
+/// Every `$ref` string under `value`.
+fn collect_refs(value: &serde_json::Value, refs: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", serde_json::Value::String(r)) => refs.push(r.clone()),
+                    _ => collect_refs(v, refs),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, refs)),
+        _ => {}
+    }
 }
 
 #[test]
