@@ -44,14 +44,32 @@ pub enum ParamInit {
 
 /// The most scalar parameters a model may declare, unless the environment variable
 /// `VAEZOO_MAX_PARAMS` gives another number: one billion, 4 GB of f32 values (about 16 GB
-/// with Adam's two moments and the gradients).
+/// with Adam's two moments and the gradients), or fewer where this process may use less
+/// memory ([`memory_max_params`]).
 pub const DEFAULT_MAX_PARAMS: usize = 1_000_000_000;
+
+/// Bytes one scalar parameter takes in training: its value, its gradient and Adam's moments.
+pub const TRAINING_BYTES_PER_PARAM: u64 = 16;
+
+/// The most parameters whose training state fits in half the memory this process may use
+/// ([`crate::process::memory_limit`]; the other half is for activations and everything
+/// else), or `None` where that memory is not known.
+pub fn memory_max_params() -> Option<usize> {
+    let memory = crate::process::memory_limit()?;
+    usize::try_from(memory / 2 / TRAINING_BYTES_PER_PARAM).ok()
+}
+
+/// `bytes` in gigabytes, for messages.
+fn gigabytes(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
 
 /// Declares parameters while plugins are built; `prefix` scopes the names of one component.
 ///
-/// The values are counted against a limit ([`DEFAULT_MAX_PARAMS`]): past it (or where a shape's
-/// size overflows) nothing more is allocated, and [`Self::check_size`] reports the first
-/// parameter that did not fit, instead of an allocation that aborts the process.
+/// The values are counted against a limit ([`DEFAULT_MAX_PARAMS`], or fewer where memory is
+/// short: [`memory_max_params`]): past it (or where a shape's size overflows) nothing more is
+/// allocated, and [`Self::check_size`] reports the first parameter that did not fit, with the
+/// memory its training would take, instead of an allocation that aborts the process.
 pub struct ParamBuilder<'a> {
     params: Vec<HostParam>,
     inits: Vec<ParamInit>,
@@ -63,18 +81,23 @@ pub struct ParamBuilder<'a> {
 }
 
 impl<'a> ParamBuilder<'a> {
-    /// An empty builder drawing initial values from `rng`.
+    /// An empty builder drawing initial values from `rng`, with the default limit:
+    /// `VAEZOO_MAX_PARAMS` when set, else the smaller of [`DEFAULT_MAX_PARAMS`] and
+    /// [`memory_max_params`].
     pub fn new(rng: &'a mut HostRng) -> Self {
         let limit = std::env::var("VAEZOO_MAX_PARAMS")
             .ok()
-            .and_then(|v| v.parse().ok());
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                memory_max_params().map_or(DEFAULT_MAX_PARAMS, |m| m.min(DEFAULT_MAX_PARAMS))
+            });
         Self {
             params: Vec::new(),
             inits: Vec::new(),
             prefix: String::new(),
             rng,
             total: 0,
-            limit: limit.unwrap_or(DEFAULT_MAX_PARAMS),
+            limit,
             too_large: None,
         }
     }
@@ -107,9 +130,14 @@ impl<'a> ParamBuilder<'a> {
             _ => {
                 if self.too_large.is_none() {
                     let size = n.map_or("more than 2^64".into(), |n| n.to_string());
+                    let needed = total.map_or("more than 2^64 bytes".into(), |t| {
+                        gigabytes(t as u64 * TRAINING_BYTES_PER_PARAM)
+                    });
                     self.too_large = Some(format!(
-                        "parameter `{}` of shape {shape:?} ({size} values) takes it past {} \
-                         parameters; check the sizes in the spec (VAEZOO_MAX_PARAMS raises the limit)",
+                        "parameter `{}` of shape {shape:?} ({size} values) takes the model past \
+                         {} parameters (training it would take {needed}: values, gradients and \
+                         Adam's moments); check the sizes in the spec (VAEZOO_MAX_PARAMS sets \
+                         another limit)",
                         self.full_name(name),
                         self.limit
                     ));
@@ -487,6 +515,7 @@ mod tests {
         pb.constant("c", &[usize::MAX, 2], 0.0); // overflows: not allocated either
         let e = pb.check_size().unwrap_err().to_string();
         assert!(e.contains("`enc.b` of shape [10, 6] (60 values)"), "{e}");
+        assert!(e.contains("training it would take 0.0 GB"), "{e}");
         let sizes: Vec<usize> = pb.finish().iter().map(|p| p.values.len()).collect();
         assert_eq!(sizes, [50, 0, 0]);
     }

@@ -161,6 +161,12 @@ fn images_from(
         ));
     }
     let (total, rows, cols) = (file.dims[0], file.dims[1], file.dims[2]);
+    if rows == 0 || cols == 0 {
+        return Err(DataError::new(
+            path,
+            format!("images of {rows} × {cols} pixels: a model needs at least one pixel"),
+        ));
+    }
     let n = limit.map_or(total, |l| l.min(total));
     let used = &file.body[..n * rows * cols];
     if let Some(pos) = used.iter().position(|&v| f32::from(v) > pixel_max) {

@@ -147,6 +147,15 @@ fn bad_files_are_errors() {
     let huge = write(dir, "h", &idx_bytes(2051, &[u32::MAX; 3], &[]));
     assert!(read_images(&huge, 255.0, None).is_err());
 
+    for dims in [[2, 0, 0], [2, 4, 0], [0, 0, 3]] {
+        let empty = write(dir, "e", &idx_bytes(2051, &dims, &[]));
+        let err = read_images(&empty, 255.0, None).unwrap_err();
+        assert!(
+            err.message.contains("at least one pixel"),
+            "{dims:?}: {err}"
+        );
+    }
+
     let bright = write(dir, "b", &idx_bytes(2051, &[1, 1, 2], &[3, 200]));
     let err = read_images(&bright, 16.0, None).unwrap_err();
     assert!(
