@@ -31,6 +31,7 @@ pub mod run;
 pub mod sample;
 pub mod session;
 pub mod spec_file;
+pub mod tensorboard;
 pub mod text;
 pub mod train;
 pub mod zoo;

@@ -8,6 +8,7 @@
 //! RUN/plots/                            loss curves, sample grids (PNG)
 //! RUN/eval.json                         the last `vaezoo eval`
 //! RUN/tokenizer.json                    a text run's tokenizer (+ tokenizer_config.json)
+//! RUN/tensorboard/                      TensorBoard events of metrics.jsonl (`--tensorboard`)
 //! ```
 //!
 //! Every file that is replaced is written to a temporary file and renamed, so an interrupted
@@ -149,6 +150,11 @@ impl RunDir {
         self.root.join("metrics.jsonl")
     }
 
+    /// `tensorboard/`, the folder of TensorBoard event files.
+    pub fn tensorboard_dir(&self) -> PathBuf {
+        self.root.join(crate::tensorboard::FOLDER)
+    }
+
     /// `checkpoints/latest.safetensors`.
     pub fn checkpoint_path(&self) -> PathBuf {
         self.root.join("checkpoints").join("latest.safetensors")
@@ -227,7 +233,8 @@ impl RunDir {
 
     /// Refuses `out`, an output a command was asked to write for this run, when it is one of
     /// the run's own records (spec, environment, metrics, evaluation, tokenizer, or anything in
-    /// `checkpoints/` or `text/`), by any path or symlink: outputs go to `plots/` or outside.
+    /// `checkpoints/`, `text/` or `tensorboard/`), by any path or symlink: outputs go to
+    /// `plots/` or outside.
     pub fn check_output(&self, out: &Path) -> Result<()> {
         let Ok(root) = fs::canonicalize(&self.root) else {
             return Ok(());
@@ -249,7 +256,8 @@ impl RunDir {
             .any(|r| r.strip_prefix(&self.root) == Ok(&relative))
             || relative.as_os_str().is_empty()
             || relative.starts_with("checkpoints")
-            || relative.starts_with("text");
+            || relative.starts_with("text")
+            || relative.starts_with(crate::tensorboard::FOLDER);
         if is_record {
             return Err(Error::Run {
                 path: out.to_path_buf(),

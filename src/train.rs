@@ -27,6 +27,7 @@ use crate::model::{Model, Objective};
 use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, run_tokenizer, Restored, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
+use crate::tensorboard::EventWriter;
 use crate::{plots, progress, registry, Result};
 
 /// Options of `vaezoo train` / `vaezoo resume`.
@@ -43,6 +44,8 @@ pub struct TrainOptions {
     /// Print a plain status line (step, epoch, losses, rate) on stderr at most this often,
     /// for logs where no bar is drawn (`None`: never).
     pub status_every: Option<std::time::Duration>,
+    /// Also write the logged scalars as TensorBoard events (always, for a run that has them).
+    pub tensorboard: bool,
     /// Where to compute.
     pub device: DeviceChoice,
 }
@@ -321,6 +324,12 @@ impl<D: Backend> Job<D> {
         // The loss plot is written at the end: its folder is checked before the first write.
         self.run.ensure_plots_dir()?;
         let mut metrics = self.run.metrics_writer()?;
+        // A resumed session's events start after its checkpoint's step; TensorBoard drops the
+        // earlier sessions' events from there on.
+        let events_dir = self.run.tensorboard_dir();
+        let mut events = (opts.tensorboard || events_dir.is_dir())
+            .then(|| EventWriter::create(&events_dir, (self.step > 0).then_some(self.step + 1)))
+            .transpose()?;
         let mut grads = vec![Vec::new(); self.params.len()];
         let mut batches = Vec::new();
         let mut batches_epoch = u64::MAX;
@@ -372,6 +381,9 @@ impl<D: Backend> Job<D> {
                 line["kl_capacity"] = json!(c);
             }
             metrics.write(&line)?;
+            if let Some(events) = &mut events {
+                events.write_metrics(&line)?;
+            }
             bar.set_position(self.step);
             let status = format!(
                 "epoch {} loss {loss_value:.2} rec {rec:.2} kl {kl:.2}",
@@ -389,6 +401,9 @@ impl<D: Backend> Job<D> {
             let interrupted = interrupt::requested_by().is_some();
             if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
                 metrics.flush()?;
+                if let Some(events) = &mut events {
+                    events.flush()?;
+                }
                 self.checkpoint()?;
             }
             if interrupted {

@@ -291,3 +291,62 @@ fn status_lines_report_progress_where_no_bar_is_drawn() {
     assert!(lines[23].starts_with("step 24/24 epoch "), "{}", lines[23]);
     assert!(lines[23].ends_with(" it/s)"), "{}", lines[23]);
 }
+
+#[test]
+fn tensorboard_events_follow_the_metrics_across_a_resume() {
+    use vaezoo::tensorboard::{read_events, What};
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_arg = run.to_str().unwrap();
+    let spec = "zoo/vae-optdigits-tiny.json";
+    ok(vaezoo(&[
+        "train",
+        spec,
+        "--out",
+        run_arg,
+        "--stop-after",
+        "4",
+        "--tensorboard",
+    ]));
+    // No flag: a run with events keeps writing them.
+    ok(vaezoo(&["resume", run_arg, "--stop-after", "9"]));
+    let mut files: Vec<_> = std::fs::read_dir(run.join("tensorboard"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "one event file per session: {files:?}");
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let loss_at: Vec<f32> = metrics
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap() as f32
+        })
+        .collect();
+    // The first session's steps 1-4 (the checkpoint every 5 steps does not matter: the
+    // stop writes one at step 4), then a START at 5 and steps 5-9.
+    let mut steps = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let events = read_events(file).unwrap();
+        assert_eq!(events[0].what, What::FileVersion("brain.Event:2".into()));
+        if i == 1 {
+            assert_eq!((events[1].step, &events[1].what), (5, &What::SessionLog(1)));
+        }
+        for event in &events {
+            if let What::Scalars(scalars) = &event.what {
+                let loss = scalars.iter().find(|(tag, _)| tag == "loss").unwrap().1;
+                assert_eq!(
+                    loss,
+                    loss_at[event.step as usize - 1],
+                    "step {}",
+                    event.step
+                );
+                assert!(scalars.iter().any(|(tag, _)| tag == "kl"));
+                steps.push(event.step);
+            }
+        }
+    }
+    assert_eq!(steps, (1..=9).collect::<Vec<u64>>());
+}

@@ -61,6 +61,10 @@ pub enum Command {
         /// terminal, as in a log file; none under the progress bar of a terminal).
         #[arg(long, value_name = "SECONDS", value_parser = usize_in(0, 86_400))]
         status_every: Option<usize>,
+        /// Also write every logged scalar as TensorBoard events (RUN/tensorboard/; `resume`
+        /// continues them).
+        #[arg(long)]
+        tensorboard: bool,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
@@ -75,6 +79,10 @@ pub enum Command {
         /// Seconds between plain status lines on stderr (as for `train`).
         #[arg(long, value_name = "SECONDS", value_parser = usize_in(0, 86_400))]
         status_every: Option<usize>,
+        /// Write TensorBoard events (RUN/tensorboard/), as `train --tensorboard` does; on by
+        /// itself for a run that has them.
+        #[arg(long)]
+        tensorboard: bool,
         /// Where to compute.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,

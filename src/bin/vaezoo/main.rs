@@ -178,6 +178,7 @@ fn run(command: Command) -> Result<ExitCode> {
             seed,
             stop_after,
             status_every,
+            tensorboard,
             device,
         } => {
             let opts = TrainOptions {
@@ -186,6 +187,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 stop_after,
                 progress,
                 status_every: status_interval(status_every, progress),
+                tensorboard,
                 device,
             };
             report(train(&spec, &opts)?)
@@ -194,12 +196,14 @@ fn run(command: Command) -> Result<ExitCode> {
             run,
             stop_after,
             status_every,
+            tensorboard,
             device,
         } => {
             let opts = TrainOptions {
                 stop_after,
                 progress,
                 status_every: status_interval(status_every, progress),
+                tensorboard,
                 device,
                 ..Default::default()
             };
