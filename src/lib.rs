@@ -21,6 +21,7 @@ pub mod dynamic;
 pub mod error;
 pub mod evaluate;
 pub mod explore;
+pub mod export;
 pub mod interrupt;
 pub mod model;
 pub mod plot_runs;

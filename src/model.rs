@@ -6,7 +6,7 @@ use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
 use vaezoo_core::backend::Reuse;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
-use vaezoo_core::params::{HostParam, ParamBuilder};
+use vaezoo_core::params::{HostParam, ParamBuilder, TorchView};
 use vaezoo_core::plugin::{
     Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlShaping, KlTerm, Observation, Progress,
 };
@@ -47,6 +47,7 @@ pub struct Model {
     prior: Box<dyn DynPrior>,
     decoder: Box<dyn DynDecoder>,
     latent_dim: usize,
+    torch_views: BTreeMap<String, TorchView>,
 }
 
 /// The scalar a step minimises, and its parts.
@@ -119,8 +120,14 @@ impl Model {
             prior,
             decoder,
             latent_dim: bottleneck.latent_dim,
+            torch_views: params.torch_views(),
         };
         Ok((model, params.finish()))
+    }
+
+    /// How parameter `name` maps onto the equivalent PyTorch module's tensor.
+    pub fn torch_view(&self, name: &str) -> TorchView {
+        self.torch_views.get(name).cloned().unwrap_or_default()
     }
 
     /// The latent size.

@@ -7,6 +7,8 @@
 //! Gradients are matched to parameters by tensor id: a typed view is a reshape of the flat
 //! tensor, which keeps its id.
 
+use std::collections::BTreeMap;
+
 use dfdx::prelude::*;
 
 use crate::backend::{Backend, Traced};
@@ -26,6 +28,20 @@ pub struct HostParam {
     pub shape: Vec<usize>,
     /// Row-major values.
     pub values: Vec<f32>,
+}
+
+/// How a parameter maps onto the tensor of the equivalent PyTorch module (what
+/// `vaezoo export --format pytorch` writes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TorchView {
+    /// The same shape and values (PyTorch's layout already).
+    #[default]
+    Same,
+    /// A matrix stored `(in, out)` for `x · W`, which `nn.Linear` stores `(out, in)`.
+    Transposed,
+    /// The same values in another shape: e.g. the `(d,)` weight and the scalar bias of a map
+    /// to one output, `(1, d)` and `(1,)` in `nn.Linear(d, 1)`.
+    Reshaped(Vec<usize>),
 }
 
 /// How a parameter's initial values were chosen: what a plugin behind the C ABI reports, so
@@ -78,6 +94,7 @@ pub struct ParamBuilder<'a> {
     total: usize,
     limit: usize,
     too_large: Option<String>,
+    torch_views: BTreeMap<String, TorchView>,
 }
 
 impl<'a> ParamBuilder<'a> {
@@ -99,6 +116,7 @@ impl<'a> ParamBuilder<'a> {
             total: 0,
             limit,
             too_large: None,
+            torch_views: BTreeMap::new(),
         }
     }
 
@@ -266,6 +284,18 @@ impl<'a> ParamBuilder<'a> {
     /// The parameters declared so far with how each was initialised, in declaration order.
     pub fn declarations(&self) -> impl Iterator<Item = (&HostParam, ParamInit)> {
         self.params.iter().zip(self.inits.iter().copied())
+    }
+
+    /// Records how parameter `id` maps onto PyTorch's layout (the default is
+    /// [`TorchView::Same`]).
+    pub fn set_torch_view(&mut self, id: ParamId, view: TorchView) {
+        let name = self.params[id.0].name.clone();
+        self.torch_views.insert(name, view);
+    }
+
+    /// The parameters whose PyTorch layout differs, by full name ([`Self::set_torch_view`]).
+    pub fn torch_views(&self) -> BTreeMap<String, TorchView> {
+        self.torch_views.clone()
     }
 
     /// The declared parameters, in declaration order.

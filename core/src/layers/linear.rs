@@ -6,9 +6,10 @@ use dfdx::shapes::Dim;
 use crate::backend::{Backend, Traced};
 use crate::kernels::Weight;
 use crate::layers::Activation;
-use crate::params::{ParamBuilder, ParamId, ParamStore};
+use crate::params::{ParamBuilder, ParamId, ParamStore, TorchView};
 
-/// `y = x W + b` from axis `I` to axis `O`; `W` is stored `(I, O)`, `b` is `(O,)`.
+/// `y = x W + b` from axis `I` to axis `O`; `W` is stored `(I, O)` (`nn.Linear`'s `(O, I)`
+/// transposed, [`TorchView::Transposed`]), `b` is `(O,)`.
 ///
 /// Initialised as PyTorch's `nn.Linear`: both uniform in `±1/sqrt(in)`.
 #[derive(Clone, Debug)]
@@ -25,6 +26,7 @@ impl<I: Dim, O: Dim> Linear<I, O> {
         let (i, o) = (in_dim.size(), out_dim.size());
         let bound = 1.0 / (i as f32).sqrt();
         let weight = params.uniform(&format!("{name}.weight"), &[i, o], bound);
+        params.set_torch_view(weight, TorchView::Transposed);
         let bias = params.uniform(&format!("{name}.bias"), &[o], bound);
         Self {
             weight,

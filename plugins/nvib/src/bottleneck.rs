@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Latent, Model};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
-use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
+use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore, TorchView};
 use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates, Mode};
 use vaezoo_core::registry::{
     parse_config, schema_of, Build, BuiltBottleneck, PluginRegistration, Shared,
@@ -126,11 +126,14 @@ impl Nvib {
                 };
                 let mu = linear(params, "mu");
                 let log_var = linear(params, "log_var");
-                let alpha = AlphaIds::V1 {
-                    w: params.uniform("alpha.weight", &[m], xavier(1)),
-                    b: params.uniform("alpha.bias", &[], bias),
-                };
-                (mu, log_var, alpha)
+                let (w, b) = (
+                    params.uniform("alpha.weight", &[m], xavier(1)),
+                    params.uniform("alpha.bias", &[], bias),
+                );
+                // The official `alpha_proj` is `nn.Linear(d, 1)`.
+                params.set_torch_view(w, TorchView::Reshaped(vec![1, m]));
+                params.set_torch_view(b, TorchView::Reshaped(vec![1]));
+                (mu, log_var, AlphaIds::V1 { w, b })
             }
             Version::Head => {
                 let init = head_init(
@@ -160,6 +163,10 @@ impl Nvib {
                 (mu, log_var, alpha)
             }
         };
+        // Both versions store the projections (in, out), the official `nn.Linear`s (out, in).
+        for (weight, _) in [mu, log_var] {
+            params.set_torch_view(weight, TorchView::Transposed);
+        }
         Self {
             version: cfg.version,
             kappa: cfg.kappa,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use vaezoo::device::DeviceChoice;
 
 /// Variational information bottlenecks composed from JSON specs.
@@ -181,6 +181,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
     },
+    /// Write a run's weights alone for another framework: `pytorch` writes
+    /// model.safetensors named as the checkpoint and laid out as PyTorch's modules hold them
+    /// (nn.Linear's (out, in)), with the run's spec.json (default RUN/export/pytorch/).
+    Export {
+        /// The run folder.
+        run: PathBuf,
+        /// The target framework.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Output folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Plot text runs' vectors kept against BLEU (from each RUN/eval.json) into a PNG.
     Plot {
         /// The evaluated text runs.
@@ -245,4 +258,11 @@ pub enum ZooCommand {
 /// (or 2^64 - 1) is a one-line error instead of an allocation that aborts or a run of hours.
 fn usize_in(low: u64, high: u64) -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(low..=high)
+}
+
+/// What `vaezoo export` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// PyTorch: safetensors in the layouts of `torch.nn` modules.
+    Pytorch,
 }

@@ -12,6 +12,7 @@ use vaezoo::evaluate::{evaluate, EvalOptions, Evaluation};
 use vaezoo::explore::interpolate::{interpolate, InterpolateOptions};
 use vaezoo::explore::text::{interpolate_text, is_text_run, reconstruct};
 use vaezoo::explore::traverse::{traverse, TraverseOptions};
+use vaezoo::export::export_pytorch;
 use vaezoo::interrupt::stop_on_interrupt;
 use vaezoo::plot_runs::plot_vectors_vs_bleu;
 use vaezoo::preflight::preflight;
@@ -24,7 +25,7 @@ use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
 
 mod args;
 
-use args::{Cli, Command, ZooCommand};
+use args::{Cli, Command, ExportFormat, ZooCommand};
 
 fn main() -> ExitCode {
     // Expected problems are errors; a panic is a bug, but still one line, not a backtrace.
@@ -326,6 +327,18 @@ fn run(command: Command) -> Result<ExitCode> {
             for (source, output) in sentences.iter().zip(outputs) {
                 println!("{source}\n  → {output}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { run, format, out } => {
+            let exported = match format {
+                ExportFormat::Pytorch => export_pytorch(&run, out.as_deref())?,
+            };
+            println!(
+                "wrote {} tensors of step {} to {}",
+                exported.tensors,
+                exported.step,
+                exported.dir.join("model.safetensors").display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Plot { runs, out } => {

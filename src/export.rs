@@ -1,0 +1,138 @@
+//! `vaezoo export RUN --format pytorch`: a run's weights alone, as PyTorch modules hold them.
+//!
+//! The export folder (default `RUN/export/pytorch/`) gets `model.safetensors`, the latest
+//! checkpoint's parameters without the optimiser's state, each named as in the checkpoint and
+//! laid out as the equivalent PyTorch module's `state_dict()` entry: a matrix vaezoo stores
+//! `(in, out)` for `x · W` is written `(out, in)` as `nn.Linear` holds it, and a map to one
+//! output (NVIB's α) as `nn.Linear(d, 1)`'s `(1, d)` and `(1,)` (each plugin records its
+//! parameters' layouts: [`TorchView`]). Beside it, `spec.json` (the run's resolved spec, for
+//! the sizes) and, for the MLP VAE family, nothing else is needed to rebuild the model in plain
+//! torch: `python/vaezoo_torch.py` does it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use vaezoo_core::dfdx::prelude::Cpu;
+use vaezoo_core::params::{HostParam, TorchView};
+
+use crate::run::{write_atomic, write_json};
+use crate::session::restore;
+use crate::{Error, Result};
+
+/// What [`export_pytorch`] wrote.
+#[derive(Clone, Debug)]
+pub struct Exported {
+    /// The export folder.
+    pub dir: PathBuf,
+    /// The number of tensors in `model.safetensors`.
+    pub tensors: usize,
+    /// The training step of the checkpoint they came from.
+    pub step: u64,
+}
+
+/// Writes the weights of `run`'s latest checkpoint to `out` (default `RUN/export/pytorch/`):
+/// `model.safetensors` in PyTorch's layouts and `spec.json` (see the module documentation).
+/// Nothing is written unless every tensor converts; `out` may not be one of the run's records.
+pub fn export_pytorch(run: &Path, out: Option<&Path>) -> Result<Exported> {
+    let restored = restore(&Cpu::default(), run)?;
+    let default = || restored.run.root().join("export").join("pytorch");
+    let dir = out.map_or_else(default, Path::to_path_buf);
+    restored.run.check_output(&dir)?;
+    let params = &restored.checkpoint.params;
+    let tensors = params
+        .iter()
+        .map(|p| torch_tensor(p, &restored.model.torch_view(&p.name)))
+        .collect::<Result<Vec<_>>>()?;
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(params.len());
+    for ((p, (shape, _)), data) in params.iter().zip(&tensors).zip(&bytes) {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| Error::Run {
+            path: run.to_path_buf(),
+            message: format!("cannot export parameter `{}`: {e}", p.name),
+        })?;
+        views.push((p.name.as_str(), view));
+    }
+    let step = restored.checkpoint.step;
+    // `format: pt` is how Hugging Face's loaders recognise PyTorch weights.
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("vaezoo_step".to_string(), step.to_string()),
+        (
+            "vaezoo_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ]);
+    let file = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Run {
+        path: run.to_path_buf(),
+        message: format!("cannot export: {e}"),
+    })?;
+    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let spec = serde_json::to_value(&restored.spec).expect("a spec serialises");
+    write_json(&dir.join("spec.json"), &spec)?;
+    write_atomic(&dir.join("model.safetensors"), &file)?;
+    Ok(Exported {
+        dir,
+        tensors: params.len(),
+        step,
+    })
+}
+
+/// The shape and values of `param` in PyTorch's layout.
+fn torch_tensor(param: &HostParam, view: &TorchView) -> Result<(Vec<usize>, Vec<f32>)> {
+    let bad = |what: String| Error::Usage(format!("cannot export `{}`: {what}", param.name));
+    match view {
+        TorchView::Same => Ok((param.shape.clone(), param.values.clone())),
+        TorchView::Transposed => {
+            let &[rows, cols] = param.shape.as_slice() else {
+                return Err(bad(format!("{:?} is not a matrix", param.shape)));
+            };
+            let mut out = vec![0.0; rows * cols];
+            for (r, row) in param.values.chunks_exact(cols.max(1)).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    out[c * rows + r] = v;
+                }
+            }
+            Ok((vec![cols, rows], out))
+        }
+        TorchView::Reshaped(shape) => {
+            if shape.iter().product::<usize>() != param.values.len() {
+                return Err(bad(format!("{:?} does not hold {shape:?}", param.shape)));
+            }
+            Ok((shape.clone(), param.values.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_transpose_and_reshape() {
+        let p = HostParam {
+            name: "w".into(),
+            shape: vec![2, 3],
+            values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        };
+        assert_eq!(torch_tensor(&p, &TorchView::Same).unwrap().0, [2, 3]);
+        let (shape, values) = torch_tensor(&p, &TorchView::Transposed).unwrap();
+        assert_eq!(
+            (shape, values),
+            (vec![3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
+        );
+        let (shape, _) = torch_tensor(&p, &TorchView::Reshaped(vec![1, 6])).unwrap();
+        assert_eq!(shape, [1, 6]);
+        assert!(torch_tensor(&p, &TorchView::Reshaped(vec![4])).is_err());
+        let v = HostParam {
+            shape: vec![6],
+            ..p
+        };
+        assert!(torch_tensor(&v, &TorchView::Transposed).is_err());
+    }
+}
