@@ -81,28 +81,95 @@ fn an_mlp_vae_exports_as_nn_linear_layers() {
     assert!(run.join("export/pytorch/spec.json").is_file());
 }
 
+/// The state_dict of the official NVAE with one layer each (golden `nvae_v1_eval_forward`).
+const OFFICIAL_NVAE: [&str; 41] = [
+    "encoder.layers.0.self_attn.in_proj_weight",
+    "encoder.layers.0.self_attn.in_proj_bias",
+    "encoder.layers.0.self_attn.out_proj.weight",
+    "encoder.layers.0.self_attn.out_proj.bias",
+    "encoder.layers.0.linear1.weight",
+    "encoder.layers.0.linear1.bias",
+    "encoder.layers.0.linear2.weight",
+    "encoder.layers.0.linear2.bias",
+    "encoder.layers.0.norm1.weight",
+    "encoder.layers.0.norm1.bias",
+    "encoder.layers.0.norm2.weight",
+    "encoder.layers.0.norm2.bias",
+    "encoder.norm.weight",
+    "encoder.norm.bias",
+    "decoder.layers.0.self_attn.in_proj_weight",
+    "decoder.layers.0.self_attn.in_proj_bias",
+    "decoder.layers.0.self_attn.out_proj.weight",
+    "decoder.layers.0.self_attn.out_proj.bias",
+    "decoder.layers.0.multihead_attn.in_proj_weight",
+    "decoder.layers.0.multihead_attn.out_proj.weight",
+    "decoder.layers.0.linear1.weight",
+    "decoder.layers.0.linear1.bias",
+    "decoder.layers.0.linear2.weight",
+    "decoder.layers.0.linear2.bias",
+    "decoder.layers.0.norm1.weight",
+    "decoder.layers.0.norm1.bias",
+    "decoder.layers.0.norm2.weight",
+    "decoder.layers.0.norm2.bias",
+    "decoder.layers.0.norm3.weight",
+    "decoder.layers.0.norm3.bias",
+    "decoder.norm.weight",
+    "decoder.norm.bias",
+    "embedding.weight",
+    "output_proj.weight",
+    "output_proj.bias",
+    "nvib_layer.mu_proj.weight",
+    "nvib_layer.mu_proj.bias",
+    "nvib_layer.logvar_proj.weight",
+    "nvib_layer.logvar_proj.bias",
+    "nvib_layer.alpha_proj.weight",
+    "nvib_layer.alpha_proj.bias",
+];
+
 #[test]
-fn an_nvae_exports_official_layouts() {
+fn an_nvae_exports_the_official_names_and_layouts() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let checkpoint = trained_and_exported("zoo/nvae-wiki-tiny.json", &run, Some("1"));
     let tensors = exported(&run);
-    assert_eq!(tensors.len(), checkpoint.params.len());
-    for (name, shape, values) in tensors {
-        let p = checkpoint.params.iter().find(|p| p.name == name).unwrap();
-        let want: (Vec<usize>, Vec<f32>) = match name.as_str() {
-            // NVIB's α is the official nn.Linear(d, 1).
-            "bottleneck.alpha.weight" => (vec![1, p.shape[0]], p.values.clone()),
-            "bottleneck.alpha.bias" => (vec![1], p.values.clone()),
-            "bottleneck.mu.weight" | "bottleneck.log_var.weight" => {
-                let (rows, cols) = (p.shape[0], p.shape[1]);
-                (vec![cols, rows], transposed(&p.values, rows, cols))
-            }
-            // The Transformer's weights are stored as PyTorch's already.
-            _ => (p.shape.clone(), p.values.clone()),
-        };
-        assert_eq!((shape, values), want, "{name}");
-    }
+    let mut names: Vec<&str> = tensors.iter().map(|t| t.0.as_str()).collect();
+    let mut official = OFFICIAL_NVAE.to_vec();
+    names.sort();
+    official.sort();
+    assert_eq!(names, official);
+    let ours = |name: &str| checkpoint.params.iter().find(|p| p.name == name).unwrap();
+    let get = |name: &str| tensors.iter().find(|t| t.0 == name).unwrap();
+    // NVIB's projections as nn.Linear: (out, in), and α as nn.Linear(d, 1).
+    let mu = ours("bottleneck.mu.weight");
+    let (rows, cols) = (mu.shape[0], mu.shape[1]);
+    let want = (vec![cols, rows], transposed(&mu.values, rows, cols));
+    assert_eq!(
+        (
+            get("nvib_layer.mu_proj.weight").1.clone(),
+            get("nvib_layer.mu_proj.weight").2.clone()
+        ),
+        want
+    );
+    let alpha = ours("bottleneck.alpha.weight");
+    assert_eq!(get("nvib_layer.alpha_proj.weight").1, [1, alpha.shape[0]]);
+    assert_eq!(get("nvib_layer.alpha_proj.bias").1, [1]);
+    // The cross-attention's q, k, v stacked row-wise as nn.MultiheadAttention's in_proj.
+    let layer = "decoder.stack.layers.0.multihead_attn";
+    let (_, shape, values) = get("decoder.layers.0.multihead_attn.in_proj_weight");
+    let q = ours(&format!("{layer}.q.weight"));
+    assert_eq!(*shape, [3 * q.shape[0], q.shape[1]]);
+    let qkv: Vec<f32> = ["q", "k", "v"]
+        .iter()
+        .flat_map(|m| ours(&format!("{layer}.{m}.weight")).values.clone())
+        .collect();
+    assert_eq!(*values, qkv);
+    // The Transformer's own weights are PyTorch's layout already.
+    let ffn = ours("encoder.stack.layers.0.linear1.weight");
+    let exported_ffn = get("encoder.layers.0.linear1.weight");
+    assert_eq!(
+        (&exported_ffn.1, &exported_ffn.2),
+        (&ffn.shape, &ffn.values)
+    );
 }
 
 /// Rebuilds the MLP VAE of `export` with python/vaezoo_torch.py and prints the test split's

@@ -1,15 +1,20 @@
 //! `vaezoo export RUN --format pytorch`: a run's weights alone, as PyTorch modules hold them.
 //!
 //! The export folder (default `RUN/export/pytorch/`) gets `model.safetensors`, the latest
-//! checkpoint's parameters without the optimiser's state, each named as in the checkpoint and
-//! laid out as the equivalent PyTorch module's `state_dict()` entry: a matrix vaezoo stores
+//! checkpoint's parameters without the optimiser's state, named as in the checkpoint (a text
+//! model: as the official code names them, below) and laid out as the equivalent PyTorch
+//! module's `state_dict()` entry: a matrix vaezoo stores
 //! `(in, out)` for `x · W` is written `(out, in)` as `nn.Linear` holds it, and a map to one
 //! output (NVIB's α) as `nn.Linear(d, 1)`'s `(1, d)` and `(1,)` (each plugin records its
 //! parameters' layouts: [`TorchView`]). Beside it, `spec.json` (the run's resolved spec, for
-//! the sizes) and, for the MLP VAE family, nothing else is needed to rebuild the model in plain
-//! torch: `python/vaezoo_torch.py` does it.
+//! the sizes): with them, `python/vaezoo_torch.py` rebuilds the MLP VAE family in plain torch.
+//! A Transformer encoder-decoder's tensors take the names of the official `nvib_transformers`
+//! NVAE ([`official`]), the cross-attention's query, key and value maps stacked into its
+//! `in_proj_weight` as `nn.MultiheadAttention` holds them.
 
-use std::collections::HashMap;
+mod official;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +26,7 @@ use vaezoo_core::params::{HostParam, TorchView};
 use crate::run::{write_atomic, write_json};
 use crate::session::restore;
 use crate::{Error, Result};
+use official::{official, Official};
 
 /// What [`export_pytorch`] wrote.
 #[derive(Clone, Debug)]
@@ -41,22 +47,36 @@ pub fn export_pytorch(run: &Path, out: Option<&Path>) -> Result<Exported> {
     let default = || restored.run.root().join("export").join("pytorch");
     let dir = out.map_or_else(default, Path::to_path_buf);
     restored.run.check_output(&dir)?;
-    let params = &restored.checkpoint.params;
-    let tensors = params
-        .iter()
-        .map(|p| torch_tensor(p, &restored.model.torch_view(&p.name)))
+    let spec = &restored.spec;
+    let kinds = [
+        &spec.encoder.kind,
+        &spec.bottleneck.kind,
+        &spec.decoder.kind,
+    ]
+    .map(String::as_str);
+    // Official name → its parts (index, shape, values); a whole tensor is the one part 0 of 1.
+    let mut named: BTreeMap<String, Vec<(usize, usize, Tensor)>> = BTreeMap::new();
+    for p in &restored.checkpoint.params {
+        let tensor = torch_tensor(p, &restored.model.torch_view(&p.name))?;
+        let Official { name, part } = official(&p.name, kinds);
+        let (i, n) = part.unwrap_or((0, 1));
+        named.entry(name).or_default().push((i, n, tensor));
+    }
+    let tensors = named
+        .into_iter()
+        .map(|(name, parts)| Ok((stacked(&name, parts)?, name)))
         .collect::<Result<Vec<_>>>()?;
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
-        .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .map(|((_, values), _)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
-    let mut views = Vec::with_capacity(params.len());
-    for ((p, (shape, _)), data) in params.iter().zip(&tensors).zip(&bytes) {
+    let mut views = Vec::with_capacity(tensors.len());
+    for (((shape, _), name), data) in tensors.iter().zip(&bytes) {
         let view = TensorView::new(Dtype::F32, shape.clone(), data).map_err(|e| Error::Run {
             path: run.to_path_buf(),
-            message: format!("cannot export parameter `{}`: {e}", p.name),
+            message: format!("cannot export tensor `{name}`: {e}"),
         })?;
-        views.push((p.name.as_str(), view));
+        views.push((name.as_str(), view));
     }
     let step = restored.checkpoint.step;
     // `format: pt` is how Hugging Face's loaders recognise PyTorch weights.
@@ -78,13 +98,38 @@ pub fn export_pytorch(run: &Path, out: Option<&Path>) -> Result<Exported> {
     write_atomic(&dir.join("model.safetensors"), &file)?;
     Ok(Exported {
         dir,
-        tensors: params.len(),
+        tensors: tensors.len(),
         step,
     })
 }
 
+/// A tensor's shape and values.
+type Tensor = (Vec<usize>, Vec<f32>);
+
+/// The tensor `name` made of `parts` (index, count, tensor): the one whole tensor, or the
+/// parts stacked along their rows in index order (all present, all of one shape).
+fn stacked(name: &str, mut parts: Vec<(usize, usize, Tensor)>) -> Result<Tensor> {
+    parts.sort_by_key(|(i, ..)| *i);
+    let count = parts[0].1;
+    let shape = parts[0].2 .0.clone();
+    let complete = parts.len() == count
+        && parts
+            .iter()
+            .enumerate()
+            .all(|(k, (i, n, (s, _)))| *i == k && *n == count && *s == shape);
+    if !complete || shape.is_empty() {
+        return Err(Error::Usage(format!(
+            "cannot export `{name}`: its {count} parts do not stack"
+        )));
+    }
+    let mut stacked_shape = shape;
+    stacked_shape[0] *= count;
+    let values = parts.into_iter().flat_map(|(.., (_, v))| v).collect();
+    Ok((stacked_shape, values))
+}
+
 /// The shape and values of `param` in PyTorch's layout.
-fn torch_tensor(param: &HostParam, view: &TorchView) -> Result<(Vec<usize>, Vec<f32>)> {
+fn torch_tensor(param: &HostParam, view: &TorchView) -> Result<Tensor> {
     let bad = |what: String| Error::Usage(format!("cannot export `{}`: {what}", param.name));
     match view {
         TorchView::Same => Ok((param.shape.clone(), param.values.clone())),
