@@ -6,7 +6,7 @@ use vaezoo_core::axes::{Batch, Comp, Feature, Latent};
 use vaezoo_core::backend::Reuse;
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
-use vaezoo_core::params::{HostParam, ParamBuilder, TorchView};
+use vaezoo_core::params::{HostParam, ParamBuilder};
 use vaezoo_core::plugin::{
     Ctx, DynBottleneck, DynDecoder, DynEncoder, DynPrior, KlShaping, KlTerm, Observation, Progress,
 };
@@ -14,6 +14,7 @@ use vaezoo_core::registry::{DataDims, LatentInfo, Registry};
 use vaezoo_core::rng::HostRng;
 use vaezoo_core::schedule::KlSchedule;
 use vaezoo_core::spec::{Spec, TrainingSpec};
+use vaezoo_core::torch_layout::TorchView;
 use vaezoo_core::{Backend, Error as CoreError, Traced};
 
 use crate::Result;
@@ -128,6 +129,11 @@ impl Model {
     /// How parameter `name` maps onto the equivalent PyTorch module's tensor.
     pub fn torch_view(&self, name: &str) -> TorchView {
         self.torch_views.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The parameters whose PyTorch layout differs from vaezoo's, by name.
+    pub fn torch_views(&self) -> &BTreeMap<String, TorchView> {
+        &self.torch_views
     }
 
     /// The latent size.

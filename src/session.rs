@@ -168,6 +168,17 @@ pub fn restore<D: Backend>(dev: &D, root: &Path) -> Result<Restored<D>> {
         state.dims(),
         &mut seeded(spec.training.seed),
     )?;
+    // A checkpoint stores PyTorch's layouts and how vaezoo's map onto them; a model that
+    // computes with other layouts than the writer's must not read its values.
+    if !checkpoint.torch_views.is_empty() && &checkpoint.torch_views != model.torch_views() {
+        return Err(vaezoo_core::Error::Checkpoint {
+            path,
+            message: "its tensors' layouts (torch_layout) are not those of this model's plugins; \
+                      was it written by another version of a plugin?"
+                .into(),
+        }
+        .into());
+    }
     let mut params = ParamStore::new(dev, init);
     params.load_host(&checkpoint.params)?;
     Ok(Restored {

@@ -432,6 +432,7 @@ impl<D: Backend> Job<D> {
             spec: serde_json::to_value(&self.spec).expect("specs serialise"),
             trainer: serde_json::to_value(&self.state).expect("trainer state serialises"),
             versions: versions(),
+            torch_views: self.model.torch_views().clone(),
         };
         Ok(ckpt.save(&self.run.checkpoint_path())?)
     }

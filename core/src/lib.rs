@@ -35,6 +35,7 @@ pub mod rng;
 pub mod schedule;
 pub mod schema;
 pub mod spec;
+pub mod torch_layout;
 
 pub use backend::{Backend, Traced};
 pub use error::{Error, Result};

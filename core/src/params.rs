@@ -14,6 +14,7 @@ use dfdx::prelude::*;
 use crate::backend::{Backend, Traced};
 use crate::error::{Error, Result};
 use crate::rng::{normal_vec, uniform_vec, HostRng};
+use crate::torch_layout::TorchView;
 
 /// The index of a parameter in its store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -28,20 +29,6 @@ pub struct HostParam {
     pub shape: Vec<usize>,
     /// Row-major values.
     pub values: Vec<f32>,
-}
-
-/// How a parameter maps onto the tensor of the equivalent PyTorch module (what
-/// `vaezoo export --format pytorch` writes).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum TorchView {
-    /// The same shape and values (PyTorch's layout already).
-    #[default]
-    Same,
-    /// A matrix stored `(in, out)` for `x · W`, which `nn.Linear` stores `(out, in)`.
-    Transposed,
-    /// The same values in another shape: e.g. the `(d,)` weight and the scalar bias of a map
-    /// to one output, `(1, d)` and `(1,)` in `nn.Linear(d, 1)`.
-    Reshaped(Vec<usize>),
 }
 
 /// How a parameter's initial values were chosen: what a plugin behind the C ABI reports, so

@@ -230,6 +230,7 @@ fn checkpoint(entry: &PluginEntry) -> CheckResult {
         spec: json!({}),
         trainer: json!({}),
         versions: BTreeMap::from([(entry.name.clone(), entry.version.clone())]),
+        torch_views: BTreeMap::new(),
     };
     let loaded = round_trip(&saved)?;
     let mut other = setup(entry, INIT_SEED + 1)?;

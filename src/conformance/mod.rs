@@ -372,6 +372,7 @@ impl Kit<'_> {
             spec: self.spec.clone(),
             trainer: json!({}),
             versions: BTreeMap::from([(plugin, version)]),
+            torch_views: model.torch_views().clone(),
         };
         let loaded = round_trip(&saved)?;
         let (other, mut restored) = self.build(INIT_SEED + 1)?;

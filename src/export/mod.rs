@@ -1,16 +1,17 @@
 //! `vaezoo export RUN --format pytorch`: a run's weights alone, as PyTorch modules hold them.
 //!
 //! The export folder (default `RUN/export/pytorch/`) gets `model.safetensors`, the latest
-//! checkpoint's parameters without the optimiser's state, named as in the checkpoint (a text
-//! model: as the official code names them, below) and laid out as the equivalent PyTorch
-//! module's `state_dict()` entry: a matrix vaezoo stores
-//! `(in, out)` for `x · W` is written `(out, in)` as `nn.Linear` holds it, and a map to one
-//! output (NVIB's α) as `nn.Linear(d, 1)`'s `(1, d)` and `(1,)` (each plugin records its
-//! parameters' layouts: [`TorchView`]). Beside it, `spec.json` (the run's resolved spec, for
-//! the sizes): with them, `python/vaezoo_torch.py` rebuilds the MLP VAE family in plain torch.
-//! A Transformer encoder-decoder's tensors take the names of the official `nvib_transformers`
-//! NVAE ([`official`]), the cross-attention's query, key and value maps stacked into its
-//! `in_proj_weight` as `nn.MultiheadAttention` holds them.
+//! checkpoint's parameters without the optimiser's state, laid out as the equivalent PyTorch
+//! module's `state_dict()` entries ([`TorchView`], the layout checkpoints store too): a matrix
+//! vaezoo computes with as `(in, out)` is written `(out, in)` as `nn.Linear` holds it, and a
+//! map to one output (NVIB's α) as `nn.Linear(d, 1)`'s `(1, d)` and `(1,)`. Tensors keep the
+//! checkpoint's names, except a Transformer encoder-decoder's, which take the names of the
+//! official `nvib_transformers` NVAE ([`official`]; the cross-attention's query, key and value
+//! maps stacked into its `in_proj_weight` as `nn.MultiheadAttention` holds them). Beside it,
+//! `spec.json` (the run's resolved spec, for the sizes): with both, `python/vaezoo_torch.py`
+//! rebuilds the MLP VAE family in plain torch.
+//!
+//! [`TorchView`]: vaezoo_core::torch_layout::TorchView
 
 mod official;
 
@@ -21,7 +22,6 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use vaezoo_core::dfdx::prelude::Cpu;
-use vaezoo_core::params::{HostParam, TorchView};
 
 use crate::run::{write_atomic, write_json};
 use crate::session::restore;
@@ -57,7 +57,10 @@ pub fn export_pytorch(run: &Path, out: Option<&Path>) -> Result<Exported> {
     // Official name → its parts (index, shape, values); a whole tensor is the one part 0 of 1.
     let mut named: BTreeMap<String, Vec<(usize, usize, Tensor)>> = BTreeMap::new();
     for p in &restored.checkpoint.params {
-        let tensor = torch_tensor(p, &restored.model.torch_view(&p.name))?;
+        let view = restored.model.torch_view(&p.name);
+        let tensor = view
+            .to_torch(&p.shape, &p.values)
+            .map_err(|e| Error::Usage(format!("cannot export `{}`: {e}", p.name)))?;
         let Official { name, part } = official(&p.name, kinds);
         let (i, n) = part.unwrap_or((0, 1));
         named.entry(name).or_default().push((i, n, tensor));
@@ -126,58 +129,4 @@ fn stacked(name: &str, mut parts: Vec<(usize, usize, Tensor)>) -> Result<Tensor>
     stacked_shape[0] *= count;
     let values = parts.into_iter().flat_map(|(.., (_, v))| v).collect();
     Ok((stacked_shape, values))
-}
-
-/// The shape and values of `param` in PyTorch's layout.
-fn torch_tensor(param: &HostParam, view: &TorchView) -> Result<Tensor> {
-    let bad = |what: String| Error::Usage(format!("cannot export `{}`: {what}", param.name));
-    match view {
-        TorchView::Same => Ok((param.shape.clone(), param.values.clone())),
-        TorchView::Transposed => {
-            let &[rows, cols] = param.shape.as_slice() else {
-                return Err(bad(format!("{:?} is not a matrix", param.shape)));
-            };
-            let mut out = vec![0.0; rows * cols];
-            for (r, row) in param.values.chunks_exact(cols.max(1)).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    out[c * rows + r] = v;
-                }
-            }
-            Ok((vec![cols, rows], out))
-        }
-        TorchView::Reshaped(shape) => {
-            if shape.iter().product::<usize>() != param.values.len() {
-                return Err(bad(format!("{:?} does not hold {shape:?}", param.shape)));
-            }
-            Ok((shape.clone(), param.values.clone()))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn views_transpose_and_reshape() {
-        let p = HostParam {
-            name: "w".into(),
-            shape: vec![2, 3],
-            values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
-        };
-        assert_eq!(torch_tensor(&p, &TorchView::Same).unwrap().0, [2, 3]);
-        let (shape, values) = torch_tensor(&p, &TorchView::Transposed).unwrap();
-        assert_eq!(
-            (shape, values),
-            (vec![3, 2], vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0])
-        );
-        let (shape, _) = torch_tensor(&p, &TorchView::Reshaped(vec![1, 6])).unwrap();
-        assert_eq!(shape, [1, 6]);
-        assert!(torch_tensor(&p, &TorchView::Reshaped(vec![4])).is_err());
-        let v = HostParam {
-            shape: vec![6],
-            ..p
-        };
-        assert!(torch_tensor(&v, &TorchView::Transposed).is_err());
-    }
 }

@@ -6,7 +6,8 @@ use dfdx::shapes::Dim;
 use crate::backend::{Backend, Traced};
 use crate::kernels::Weight;
 use crate::layers::Activation;
-use crate::params::{ParamBuilder, ParamId, ParamStore, TorchView};
+use crate::params::{ParamBuilder, ParamId, ParamStore};
+use crate::torch_layout::TorchView;
 
 /// `y = x W + b` from axis `I` to axis `O`; `W` is stored `(I, O)` (`nn.Linear`'s `(O, I)`
 /// transposed, [`TorchView::Transposed`]), `b` is `(O,)`.

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Latent, Model};
 use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::latent::Mixture;
-use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore, TorchView};
+use vaezoo_core::params::{ParamBuilder, ParamId, ParamStore};
 use vaezoo_core::plugin::{Bottleneck, Ctx, EncoderStates, Mode};
 use vaezoo_core::registry::{
     parse_config, schema_of, Build, BuiltBottleneck, PluginRegistration, Shared,
 };
+use vaezoo_core::torch_layout::TorchView;
 use vaezoo_core::{Backend, Result};
 
 use crate::init::{head_init, Taus};

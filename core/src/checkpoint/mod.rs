@@ -2,12 +2,15 @@
 //! trainer's own state in one safetensors file, written atomically and checked on load so a
 //! resumed run continues bit for bit or fails with a one-line error.
 //!
-//! Layout: F32 tensors `param/<name>`, `adam.m/<name>` and `adam.v/<name>`; the
-//! `__metadata__` strings `format`, `format_version`, `step`, `adam_step`, `param_order`,
-//! `rng`, `spec`, `trainer`, `versions`, `payload_sha256` (the SHA-256 of every tensor's
-//! bytes in `param_order`: param, then m, then v for each name) and `metadata_sha256` (the
-//! SHA-256 of every other entry, see [`metadata_digest`]), so that no byte of the file can
-//! change unnoticed. Files of format version 1 (no `metadata_sha256`) are still read.
+//! Layout: F32 tensors `param/<name>`, `adam.m/<name>` and `adam.v/<name>`, each in PyTorch's
+//! layout (`nn.Linear`'s `(out, in)` weights: [`TorchView`]); the `__metadata__` strings
+//! `format`, `format_version`, `step`, `adam_step`, `param_order`, `rng`, `spec`, `trainer`,
+//! `versions`, `torch_layout` (for each tensor stored otherwise than vaezoo computes with it:
+//! its view and vaezoo's shape), `payload_sha256` (the SHA-256 of every tensor's bytes in
+//! `param_order`: param, then m, then v for each name) and `metadata_sha256` (the SHA-256 of
+//! every other entry, see [`metadata_digest`]), so that no byte of the file can change
+//! unnoticed. Older files are still read: format version 2 (tensors in vaezoo's layouts, no
+//! `torch_layout`) and 1 (no `metadata_sha256` either).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -18,15 +21,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::optim::AdamState;
 use crate::params::HostParam;
 use crate::rng::HostRng;
+use crate::torch_layout::TorchView;
 
 const FORMAT: &str = "vaezoo-checkpoint";
-const FORMAT_VERSION: &str = "2";
+const FORMAT_VERSION: &str = "3";
+/// The format version of checkpoints written before tensors were stored in PyTorch's layouts:
+/// read, each tensor as vaezoo computes with it.
+const FORMAT_VERSION_OWN_LAYOUTS: &str = "2";
 /// The format version of checkpoints written before the metadata was checksummed: read, with
 /// only the tensors checked.
 const FORMAT_VERSION_UNCHECKED_METADATA: &str = "1";
@@ -50,6 +58,17 @@ pub struct Checkpoint {
     pub trainer: serde_json::Value,
     /// Versions of the crates and plugins that wrote the checkpoint.
     pub versions: BTreeMap<String, String>,
+    /// How the parameters map onto PyTorch's layout, the one the file stores (the model's,
+    /// `Model::torch_views`; those not listed are [`TorchView::Same`]). Empty when read from a
+    /// file of format version 1 or 2, which store vaezoo's layouts.
+    pub torch_views: BTreeMap<String, TorchView>,
+}
+
+/// How a tensor of the file relates to vaezoo's: the view, and vaezoo's shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct StoredLayout {
+    view: TorchView,
+    shape: Vec<usize>,
 }
 
 impl Checkpoint {
@@ -119,14 +138,28 @@ impl Checkpoint {
         }
         let mut seen = HashSet::new();
         let mut tensors = Vec::with_capacity(3 * params.len());
+        let mut layouts = BTreeMap::new();
         for (i, p) in params.iter().enumerate() {
             if !seen.insert(p.name.as_str()) {
                 return Err(format!("parameter `{}` appears twice", p.name));
             }
+            let view = self.torch_views.get(&p.name).cloned().unwrap_or_default();
             for (prefix, values) in PREFIXES.iter().zip([&p.values, &m[i], &v[i]]) {
+                let (shape, values) = view
+                    .to_torch(&p.shape, values)
+                    .map_err(|e| format!("parameter `{}`: {e}", p.name))?;
                 let data: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-                tensors.push((format!("{prefix}/{}", p.name), p.shape.clone(), data));
+                tensors.push((format!("{prefix}/{}", p.name), shape, data));
             }
+            if view != TorchView::Same {
+                let shape = p.shape.clone();
+                layouts.insert(p.name.as_str(), StoredLayout { view, shape });
+            }
+        }
+        if let Some(name) = self.torch_views.keys().find(|n| !seen.contains(n.as_str())) {
+            return Err(format!(
+                "a PyTorch layout for `{name}`, which is no parameter"
+            ));
         }
         let mut hasher = Sha256::new();
         tensors.iter().for_each(|(_, _, data)| hasher.update(data));
@@ -144,6 +177,7 @@ impl Checkpoint {
             ("spec", serde_json::to_string(&self.spec)),
             ("trainer", serde_json::to_string(&self.trainer)),
             ("versions", serde_json::to_string(&self.versions)),
+            ("torch_layout", serde_json::to_string(&layouts)),
         ] {
             metadata.insert(
                 key.into(),
@@ -179,7 +213,7 @@ impl Checkpoint {
             ));
         }
         let version = get("format_version")?;
-        if version == FORMAT_VERSION {
+        if version == FORMAT_VERSION || version == FORMAT_VERSION_OWN_LAYOUTS {
             if &metadata_digest(meta) != get("metadata_sha256")? {
                 return Err("checksum mismatch: the metadata was changed or is damaged".into());
             }
@@ -188,6 +222,10 @@ impl Checkpoint {
                 "unsupported format_version `{version}` (expected `{FORMAT_VERSION}`)"
             ));
         }
+        let layouts: BTreeMap<String, StoredLayout> = match version == FORMAT_VERSION {
+            true => json_entry(meta, "torch_layout")?,
+            false => BTreeMap::new(),
+        };
         let parse = |key: &str| -> Result<u64, String> {
             get(key)?
                 .parse()
@@ -205,17 +243,31 @@ impl Checkpoint {
         let mut hasher = Sha256::new();
         let mut params = Vec::with_capacity(order.len());
         let (mut m, mut v) = (Vec::new(), Vec::new());
+        if let Some(name) = layouts.keys().find(|n| !order.contains(n)) {
+            return Err(format!(
+                "torch_layout names `{name}`, which is no parameter"
+            ));
+        }
         for name in order {
             let param = f32_tensor(&tensors, &format!("param/{name}"), None)?;
-            let shape = param.shape().to_vec();
-            let m_i = f32_tensor(&tensors, &format!("adam.m/{name}"), Some(&shape))?;
-            let v_i = f32_tensor(&tensors, &format!("adam.v/{name}"), Some(&shape))?;
+            let stored = param.shape().to_vec();
+            let m_i = f32_tensor(&tensors, &format!("adam.m/{name}"), Some(&stored))?;
+            let v_i = f32_tensor(&tensors, &format!("adam.v/{name}"), Some(&stored))?;
             for view in [&param, &m_i, &v_i] {
                 hasher.update(view.data());
             }
-            m.push(f32s(m_i.data()));
-            v.push(f32s(v_i.data()));
-            let values = f32s(param.data());
+            // Back from the stored layout to vaezoo's.
+            let (view, shape) = match layouts.get(&name) {
+                Some(layout) => (layout.view.clone(), layout.shape.clone()),
+                None => (TorchView::Same, stored.clone()),
+            };
+            let own = |tensor: &TensorView| {
+                view.from_torch(&shape, (&stored, &f32s(tensor.data())))
+                    .map_err(|e| format!("tensor of `{name}`: {e}"))
+            };
+            let (values, m_i, v_i) = (own(&param)?, own(&m_i)?, own(&v_i)?);
+            m.push(m_i);
+            v.push(v_i);
             params.push(HostParam {
                 name,
                 shape,
@@ -237,6 +289,7 @@ impl Checkpoint {
             spec: json_entry(meta, "spec")?,
             trainer: json_entry(meta, "trainer")?,
             versions: json_entry(meta, "versions")?,
+            torch_views: layouts.into_iter().map(|(n, l)| (n, l.view)).collect(),
         })
     }
 }
@@ -311,201 +364,4 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::RngCore;
-    use serde_json::json;
-    use std::path::PathBuf;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(test: &str) -> Self {
-            let dir = std::env::temp_dir()
-                .join(format!("vaezoo-checkpoint-{test}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn sample(step: u64) -> Checkpoint {
-        let mut rng = crate::rng::seeded(7);
-        for _ in 0..3 {
-            rng.next_u64();
-        }
-        let p = |name: &str, shape: Vec<usize>, base: f32| HostParam {
-            name: name.into(),
-            values: (0..shape.iter().product::<usize>())
-                .map(|i| base + i as f32 * 0.1)
-                .collect(),
-            shape,
-        };
-        Checkpoint {
-            step,
-            params: vec![
-                p("encoder.weight", vec![2, 3], -1.0),
-                p("encoder.bias", vec![4], 0.5),
-            ],
-            optimizer: AdamState {
-                step,
-                m: vec![
-                    vec![0.01, -0.02, 0.03, 1e-8, f32::MIN_POSITIVE, -0.0],
-                    vec![0.1; 4],
-                ],
-                v: vec![vec![1e-3; 6], vec![2.5e-7, 0.0, 3.0, 1e30]],
-            },
-            rng,
-            spec: json!({"model": {"latent": 8, "lr": 1e-3, "beta": 0.1}, "name": "test"}),
-            trainer: json!({"epoch": 2, "position": 17}),
-            versions: BTreeMap::from([("vaezoo-core".to_string(), "0.1.0".to_string())]),
-        }
-    }
-
-    /// Asserts that loading `path` fails with a one-line checkpoint error; returns the message.
-    fn load_err(path: &Path) -> String {
-        match Checkpoint::load(path) {
-            Err(e @ Error::Checkpoint { .. }) => {
-                let text = e.to_string();
-                assert!(!text.contains('\n'), "multi-line error: {text:?}");
-                text
-            }
-            other => panic!("expected a checkpoint error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn round_trip_is_exact_and_the_rng_continues() {
-        let dir = TempDir::new("round-trip");
-        let path = dir.0.join("ckpt.safetensors");
-        let mut original = sample(42);
-        original.save(&path).unwrap();
-        let mut loaded = Checkpoint::load(&path).unwrap();
-        assert_eq!(loaded, original);
-        for _ in 0..5 {
-            assert_eq!(loaded.rng.next_u64(), original.rng.next_u64());
-        }
-    }
-
-    #[test]
-    fn saving_over_a_checkpoint_replaces_it_and_leaves_no_temp_file() {
-        let dir = TempDir::new("atomic");
-        let path = dir.0.join("ckpt.safetensors");
-        sample(1).save(&path).unwrap();
-        sample(2).save(&path).unwrap();
-        assert_eq!(Checkpoint::load(&path).unwrap(), sample(2));
-        let names: Vec<String> = fs::read_dir(&dir.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["ckpt.safetensors".to_string()]);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn a_save_removes_the_temporary_files_of_killed_saves_only() {
-        let dir = TempDir::new("leftovers");
-        let path = dir.0.join("ckpt.safetensors");
-        let killed = dir.0.join(format!(".ckpt.safetensors.{}-0.tmp", u32::MAX));
-        let running = dir
-            .0
-            .join(format!(".ckpt.safetensors.{}-7.tmp", std::process::id()));
-        let other = dir.0.join(".other.safetensors.4294967295-0.tmp");
-        for f in [&killed, &running, &other] {
-            fs::write(f, b"partial").unwrap();
-        }
-        sample(5).save(&path).unwrap();
-        assert!(!killed.exists());
-        assert!(running.exists() && other.exists());
-    }
-
-    #[test]
-    fn damaged_or_missing_files_are_one_line_errors() {
-        let dir = TempDir::new("damaged");
-        let good = dir.0.join("good.safetensors");
-        sample(3).save(&good).unwrap();
-        let bytes = fs::read(&good).unwrap();
-        let write = |name: &str, data: &[u8]| {
-            let p = dir.0.join(name);
-            fs::write(&p, data).unwrap();
-            p
-        };
-        load_err(&write("half", &bytes[..bytes.len() / 2]));
-        load_err(&write("empty", &[]));
-        let garbage: Vec<u8> = (0..4096u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        load_err(&write("garbage", &garbage));
-        let mut flipped = bytes.clone();
-        *flipped.last_mut().unwrap() ^= 0x01;
-        assert!(load_err(&write("flipped", &flipped)).contains("checksum mismatch"));
-        assert!(load_err(&dir.0.join("missing")).contains("cannot read"));
-    }
-
-    /// `bytes` (a checkpoint) written again with its metadata changed by `edit`.
-    fn with_metadata(bytes: &[u8], edit: impl FnOnce(&mut HashMap<String, String>)) -> Vec<u8> {
-        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
-        let mut meta = header.metadata().clone().unwrap();
-        edit(&mut meta);
-        let tensors = SafeTensors::deserialize(bytes).unwrap();
-        safetensors::serialize(tensors.tensors(), Some(meta)).unwrap()
-    }
-
-    #[test]
-    fn edited_metadata_is_caught_and_version_1_files_still_load() {
-        let dir = TempDir::new("metadata");
-        let good = dir.0.join("good.safetensors");
-        sample(4).save(&good).unwrap();
-        let bytes = fs::read(&good).unwrap();
-        let write = |name: &str, data: Vec<u8>| {
-            let p = dir.0.join(name);
-            fs::write(&p, data).unwrap();
-            p
-        };
-        for (key, value) in [("step", "1000000000000"), ("trainer", "{}"), ("spec", "{}")] {
-            let edited = with_metadata(&bytes, |m| {
-                m.insert(key.into(), value.into());
-            });
-            let e = load_err(&write(key, edited));
-            assert!(e.contains("metadata was changed"), "{key}: {e}");
-        }
-        let dropped = with_metadata(&bytes, |m| {
-            m.remove("metadata_sha256");
-        });
-        assert!(load_err(&write("dropped", dropped)).contains("metadata_sha256"));
-        // Written before the metadata was checksummed: read as it was then.
-        let version_1 = with_metadata(&bytes, |m| {
-            m.remove("metadata_sha256");
-            m.insert("format_version".into(), "1".into());
-        });
-        assert_eq!(
-            Checkpoint::load(&write("v1", version_1)).unwrap(),
-            sample(4)
-        );
-    }
-
-    #[test]
-    fn foreign_and_future_files_are_rejected() {
-        let dir = TempDir::new("foreign");
-        let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let write = |name: &str, meta: Option<HashMap<String, String>>| {
-            let view = TensorView::new(Dtype::F32, vec![2], &data).unwrap();
-            let p = dir.0.join(name);
-            fs::write(&p, safetensors::serialize([("w", view)], meta).unwrap()).unwrap();
-            p
-        };
-        assert!(load_err(&write("plain", None)).contains("not a vaezoo checkpoint"));
-        let future = HashMap::from([
-            ("format".to_string(), FORMAT.to_string()),
-            ("format_version".to_string(), "3".to_string()),
-        ]);
-        assert!(load_err(&write("future", Some(future))).contains("format_version `3`"));
-    }
-}
+mod tests;
