@@ -32,6 +32,7 @@ pub mod run;
 pub mod sample;
 pub mod session;
 pub mod spec_file;
+pub mod sweep;
 pub mod tensorboard;
 pub mod text;
 pub mod train;

@@ -487,6 +487,12 @@ fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Value {
     let plugins: Vec<_> = registry()
         .map(|r| r.entries().map(|e| json!({"kind": e.kind.as_str(), "name": e.name, "version": e.version, "origin": e.origin.to_string()})).collect())
         .unwrap_or_default();
+    // Under Slurm (a sweep's array task): which job and task trained the run.
+    let slurm: serde_json::Map<String, serde_json::Value> =
+        ["SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"]
+            .into_iter()
+            .filter_map(|key| Some((key.to_lowercase(), json!(std::env::var(key).ok()?))))
+            .collect();
     json!({
         "vaezoo": env!("CARGO_PKG_VERSION"),
         "versions": versions(),
@@ -496,5 +502,6 @@ fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Value {
         "git_revision": git,
         "started_utc": utc_stamp(),
         "plugins": plugins,
+        "slurm": slurm,
     })
 }

@@ -181,6 +181,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
         device: DeviceChoice,
     },
+    /// Sweeps: one base spec and a grid of overrides (a sweep file), planned, run locally or
+    /// as a Slurm job array, and gathered into one table.
+    #[command(subcommand)]
+    Sweep(SweepCommand),
     /// Write a run's weights alone for another framework: `pytorch` writes
     /// model.safetensors named as the checkpoint and laid out as PyTorch's modules hold them
     /// (nn.Linear's (out, in)), with the run's spec.json (default RUN/export/pytorch/).
@@ -251,6 +255,61 @@ pub enum ZooCommand {
         /// Text: the language model run of the forward and reverse perplexity.
         #[arg(long, value_name = "RUN")]
         lm: Option<PathBuf>,
+    },
+}
+
+/// `vaezoo sweep …`.
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Print every run (id, seed, overrides) after checking every resolved spec.
+    Plan {
+        /// The sweep file.
+        file: PathBuf,
+    },
+    /// Run the runs not finished yet, N at a time (threads split between them); a finished run
+    /// is skipped, a failed one reported while the others go on.
+    Run {
+        /// The sweep file.
+        file: PathBuf,
+        /// Runs at a time.
+        #[arg(long, default_value_t = 1, value_parser = usize_in(1, 1024))]
+        jobs: usize,
+    },
+    /// Run one run of the sweep (a Slurm array task runs its SLURM_ARRAY_TASK_ID).
+    Task {
+        /// The sweep file.
+        file: PathBuf,
+        /// The run's index in the plan (from 0).
+        index: usize,
+    },
+    /// Write the sweep as a Slurm job array script (OUT/sweep.sbatch) and submit it.
+    Submit {
+        /// The sweep file.
+        file: PathBuf,
+        /// Submit to Slurm (the only scheduler there is).
+        #[arg(long, required = true)]
+        slurm: bool,
+        /// The partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// The time limit of each task (Slurm's format, e.g. 02:00:00).
+        #[arg(long)]
+        time: Option<String>,
+        /// CPUs per task (also the task's threads).
+        #[arg(long, value_parser = usize_in(1, 4096))]
+        cpus_per_task: Option<usize>,
+        /// Write and print the script without submitting it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Evaluate the finished runs not yet evaluated and write one table of every run's
+    /// metrics (OUT/summary.csv and OUT/summary.md).
+    Collect {
+        /// The sweep file.
+        file: PathBuf,
+        /// Evaluations at a time.
+        #[arg(long, default_value_t = 1, value_parser = usize_in(1, 1024))]
+        jobs: usize,
     },
 }
 
