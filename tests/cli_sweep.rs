@@ -91,7 +91,9 @@ fn a_sweep_killed_and_started_again_ends_as_an_uninterrupted_one() {
     let whole = tempfile::tempdir().unwrap();
     let file = sweep_file(whole.path(), |_| {});
     ok(vaezoo(&["sweep", "run", arg(&file), "--jobs", "2"]));
-    ok(vaezoo(&["sweep", "collect", arg(&file), "--jobs", "2"]));
+    let out = ok(vaezoo(&["sweep", "collect", arg(&file), "--jobs", "2"]));
+    assert!(out.contains("neg_elbo-vs-lr.png"), "{out}");
+    assert!(whole.path().join("out/neg_elbo-vs-lr.png").is_file());
     let expected = std::fs::read_to_string(whole.path().join("out/summary.csv")).unwrap();
     assert_eq!(expected.lines().count(), 9, "{expected}");
 

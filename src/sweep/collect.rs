@@ -1,9 +1,10 @@
 //! `vaezoo sweep collect`: evaluates the finished runs not yet evaluated (a child `vaezoo eval`
 //! each, `--jobs` at a time) and writes one table of every run: its id, seed, the value of each
-//! axis, then every number of its `eval.json`, as `OUT/summary.csv` and `OUT/summary.md`.
+//! axis, then every number of its `eval.json`, as `OUT/summary.csv` and `OUT/summary.md`,
+//! and a figure: vectors kept against BLEU for text runs, else the -ELBO against an axis.
 //! Runs not finished yet are listed with empty metrics.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +13,8 @@ use serde_json::Value;
 
 use super::run::is_done;
 use super::Sweep;
+use crate::plot_runs::plot_vectors_vs_bleu;
+use crate::plots;
 use crate::run::write_atomic;
 use crate::{Error, Result};
 
@@ -24,6 +27,8 @@ pub struct Table {
     pub rows: Vec<Vec<String>>,
     /// `OUT/summary.csv` and `OUT/summary.md`.
     pub files: [PathBuf; 2],
+    /// The figure, when there is one (see [`collect`]).
+    pub plot: Option<PathBuf>,
 }
 
 /// Evaluates what is missing (`jobs` at a time; failures are reported and leave the run's
@@ -87,11 +92,78 @@ pub fn collect(sweep: &Sweep, jobs: usize) -> Result<Table> {
     std::fs::create_dir_all(&sweep.out).map_err(|e| Error::io(&sweep.out, e))?;
     write_atomic(&files[0], csv(&header, &rows).as_bytes())?;
     write_atomic(&files[1], markdown(&header, &rows).as_bytes())?;
+    let plot = plot(sweep, &evals)?;
     Ok(Table {
         header,
         rows,
         files,
+        plot,
     })
+}
+
+/// The sweep's figure: for text runs with vectors kept and BLEU, those against each other
+/// (`OUT/vectors-vs-bleu.png`); otherwise the -ELBO (or the first metric) against the first
+/// numeric axis, one series per value of the other axes (`OUT/<metric>-vs-<axis>.png`).
+/// `None` when no run is evaluated yet or no axis is numeric.
+fn plot(sweep: &Sweep, evals: &[Option<Value>]) -> Result<Option<PathBuf>> {
+    let evaluated: Vec<(&super::PlannedRun, &Value)> = (sweep.runs.iter().zip(evals))
+        .filter_map(|(run, eval)| Some((run, eval.as_ref()?)))
+        .collect();
+    let Some(&(_, first)) = evaluated.first() else {
+        return Ok(None);
+    };
+    if first["bleu"].is_number() && first["stats"]["avg_prop_vec"].is_number() {
+        let out = sweep.out.join("vectors-vs-bleu.png");
+        let dirs: Vec<PathBuf> = evaluated
+            .iter()
+            .map(|(r, _)| sweep.run_dir(&r.id))
+            .collect();
+        plot_vectors_vs_bleu(&dirs, &out)?;
+        return Ok(Some(out));
+    }
+    let Some(axis) = (0..sweep.axes.len())
+        .find(|&a| evaluated.iter().all(|(r, _)| r.overrides[a].1.is_number()))
+    else {
+        return Ok(None);
+    };
+    let numbers = first
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v.is_number());
+    let metric = match first["neg_elbo"].is_number() {
+        true => "neg_elbo".to_string(),
+        false => match numbers.map(|(k, _)| k.clone()).next() {
+            Some(m) => m,
+            None => return Ok(None),
+        },
+    };
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for (run, eval) in &evaluated {
+        let others: Vec<String> = (run.overrides.iter().enumerate())
+            .filter(|(a, _)| *a != axis)
+            .map(|(a, (_, v))| format!("{}={}", sweep.axes[a], compact(v)))
+            .collect();
+        let name = match others.is_empty() {
+            true => metric.clone(),
+            false => others.join(", "),
+        };
+        let x = run.overrides[axis].1.as_f64().unwrap_or(f64::NAN);
+        let y = eval[&metric].as_f64().unwrap_or(f64::NAN);
+        series.entry(name).or_default().push((x, y));
+    }
+    let series: Vec<(&str, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(n, p)| (n.as_str(), p.clone()))
+        .collect();
+    let axis_name = &sweep.axes[axis];
+    let out = sweep.out.join(format!("{metric}-vs-{axis_name}.png"));
+    let title = format!(
+        "{}: {metric} against {axis_name}, one dot per run",
+        sweep.name
+    );
+    plots::xy_chart(&out, &title, &series, (axis_name, &metric), false)?;
+    Ok(Some(out))
 }
 
 /// `vaezoo eval` of run `id` in a child process.

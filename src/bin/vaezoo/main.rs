@@ -537,7 +537,7 @@ fn sweep(command: SweepCommand) -> Result<ExitCode> {
         SweepCommand::Collect { file, jobs } => {
             let plan = Sweep::plan(&file)?;
             let table = collect(&plan, jobs)?;
-            for file in &table.files {
+            for file in table.files.iter().chain(&table.plot) {
                 println!("wrote {}", file.display());
             }
             ok(true)
