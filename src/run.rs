@@ -326,28 +326,61 @@ impl RunDir {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let committed = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         Ok(MetricsWriter {
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
             path,
+            committed,
         })
     }
 }
 
-/// Appends one JSON line per step to `metrics.jsonl`.
+/// Appends one JSON line per step to `metrics.jsonl`. Lines count once [`Self::commit`]ted
+/// (with the checkpoint that covers them): dropped before that, the writer cuts the file back
+/// to its last committed length, so that a session that fails (a full disk at the checkpoint,
+/// a numerical error) leaves `metrics.jsonl` as it was.
 pub struct MetricsWriter {
-    out: BufWriter<fs::File>,
+    out: Option<BufWriter<fs::File>>,
     path: PathBuf,
+    committed: u64,
 }
 
 impl MetricsWriter {
     /// Appends one line.
     pub fn write(&mut self, line: &Value) -> Result<()> {
-        writeln!(self.out, "{line}").map_err(|e| Error::io(&self.path, e))
+        let out = self.out.as_mut().expect("open until dropped");
+        writeln!(out, "{line}").map_err(|e| Error::io(&self.path, e))
     }
 
-    /// Pushes buffered lines to the file (done before every checkpoint).
+    /// Pushes buffered lines to the file (before the checkpoint that covers them).
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| Error::io(&self.path, e))
+        let out = self.out.as_mut().expect("open until dropped");
+        out.flush().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Makes the lines written so far permanent (once their checkpoint is saved).
+    pub fn commit(&mut self) -> Result<()> {
+        self.flush()?;
+        let out = self.out.as_ref().expect("open until dropped");
+        self.committed = out
+            .get_ref()
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        Ok(())
+    }
+}
+
+impl Drop for MetricsWriter {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            // Uncommitted lines are discarded, buffered or written; cutting a file back never
+            // needs space, so this works on a full disk too.
+            let (file, _unwritten) = out.into_parts();
+            if file.metadata().is_ok_and(|m| m.len() != self.committed) {
+                let _ = file.set_len(self.committed);
+            }
+        }
     }
 }
 
@@ -423,7 +456,7 @@ mod tests {
         for step in 1..=5u64 {
             w.write(&serde_json::json!({ "step": step })).unwrap();
         }
-        w.flush().unwrap();
+        w.commit().unwrap();
         drop(w);
         let mut f = fs::OpenOptions::new()
             .append(true)
@@ -438,6 +471,28 @@ mod tests {
             .map(|v| v["step"].as_u64().unwrap())
             .collect();
         assert_eq!(steps, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn uncommitted_metric_lines_are_cut_back_when_the_writer_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::create(&dir.path().join("r"), |_| Ok(())).unwrap();
+        let mut w = run.metrics_writer().unwrap();
+        w.write(&serde_json::json!({ "step": 1 })).unwrap();
+        w.commit().unwrap();
+        let committed = fs::read(run.metrics_path()).unwrap();
+        // Written to the file (flushed) and still buffered: both go.
+        w.write(&serde_json::json!({ "step": 2 })).unwrap();
+        w.flush().unwrap();
+        w.write(&serde_json::json!({ "step": 3 })).unwrap();
+        drop(w);
+        assert_eq!(fs::read(run.metrics_path()).unwrap(), committed);
+        // A new session starts from what is there.
+        let mut w = run.metrics_writer().unwrap();
+        w.write(&serde_json::json!({ "step": 2 })).unwrap();
+        w.commit().unwrap();
+        drop(w);
+        assert_eq!(run.read_metrics().unwrap().len(), 2);
     }
 
     #[test]

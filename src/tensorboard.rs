@@ -25,10 +25,13 @@ use crate::error::{Error, Result};
 /// The folder of a run's event files.
 pub const FOLDER: &str = "tensorboard";
 
-/// Appends events to one event file of a run's `tensorboard/` folder.
+/// Appends events to one event file of a run's `tensorboard/` folder. As `metrics.jsonl`'s
+/// writer, it keeps only what a checkpoint covers: dropped before a [`Self::commit`], it
+/// removes its file, and after one, it cuts the file back to the last commit.
 pub struct EventWriter {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     path: PathBuf,
+    committed: Option<u64>,
 }
 
 impl EventWriter {
@@ -55,8 +58,9 @@ impl EventWriter {
             }
         };
         let mut writer = Self {
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
             path,
+            committed: None,
         };
         let mut version = Vec::new();
         put_double(&mut version, 1, wall_time());
@@ -96,7 +100,21 @@ impl EventWriter {
 
     /// Pushes buffered events to the file.
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| Error::io(&self.path, e))
+        let out = self.out.as_mut().expect("open until dropped");
+        out.flush().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Makes the events written so far permanent (once their checkpoint is saved).
+    pub fn commit(&mut self) -> Result<()> {
+        self.flush()?;
+        let out = self.out.as_ref().expect("open until dropped");
+        let len = out
+            .get_ref()
+            .metadata()
+            .map_err(|e| Error::io(&self.path, e))?
+            .len();
+        self.committed = Some(len);
+        Ok(())
     }
 
     /// One TFRecord: length, masked CRC of the length, payload, masked CRC of the payload.
@@ -107,9 +125,25 @@ impl EventWriter {
         bytes.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
         bytes.extend_from_slice(payload);
         bytes.extend_from_slice(&masked_crc32c(payload).to_le_bytes());
-        self.out
-            .write_all(&bytes)
-            .map_err(|e| Error::io(&self.path, e))
+        let out = self.out.as_mut().expect("open until dropped");
+        out.write_all(&bytes).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            let (file, _unwritten) = out.into_parts();
+            match self.committed {
+                Some(len) => {
+                    let _ = file.set_len(len);
+                }
+                None => {
+                    drop(file);
+                    let _ = fs::remove_file(&self.path);
+                }
+            }
+        }
     }
 }
 
@@ -372,8 +406,9 @@ mod tests {
         writer
             .write_metrics(&serde_json::json!({"loss": 1.0}))
             .unwrap(); // no step: nothing
-        writer.flush().unwrap();
+        writer.commit().unwrap();
         let path = writer.path.clone();
+        drop(writer);
         let events = read_events(&path).unwrap();
         let whats: Vec<(u64, What)> = events.into_iter().map(|e| (e.step, e.what)).collect();
         assert_eq!(
@@ -394,6 +429,18 @@ mod tests {
         assert!(read_events(&path).is_err());
         fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         assert!(read_events(&path).is_err());
+    }
+
+    #[test]
+    fn a_session_that_never_commits_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = EventWriter::create(dir.path(), None).unwrap();
+        writer
+            .write_metrics(&serde_json::json!({"step": 1, "loss": 2.0}))
+            .unwrap();
+        writer.flush().unwrap();
+        drop(writer);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -87,18 +87,29 @@ pub fn train(spec_path: &Path, opts: &TrainOptions) -> Result<TrainReport> {
     let env = environment(&spec, opts.device);
     // The model is built before the run folder exists: a spec whose model cannot be built
     // (or is too large) leaves nothing behind.
+    let created = std::cell::Cell::new(false);
     let create_run = || {
-        RunDir::create(&root, |run| {
+        let run = RunDir::create(&root, |run| {
             if let Some(tokenizer) = &tokenizer {
                 tokenizer.save(&run.tokenizer_path())?;
                 write_json(&run.tokenizer_config_path(), &tokenizer.hf_config())?;
             }
             write_json(&run.spec_path(), &spec_json)?;
             write_json(&run.env_path(), &env)
-        })
+        });
+        created.set(run.is_ok());
+        run
     };
-    on_device!(opts.device, |dev| fresh_job(dev, create_run, spec, data)?
-        .run_loop(opts))
+    let outcome = on_device!(opts.device, |dev| fresh_job(dev, create_run, spec, data)?
+        .run_loop(opts));
+    // A new run that failed before its first checkpoint (a loss that turned NaN at once, a
+    // full disk) holds nothing to resume: it goes, so that a run folder is either resumable
+    // or absent and `train --out` can be run again.
+    let checkpoint = root.join("checkpoints").join("latest.safetensors");
+    if outcome.is_err() && created.get() && checkpoint.symlink_metadata().is_err() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    outcome
 }
 
 /// A job at step 0: parameters initialised from the spec's seed, in the run folder that
@@ -400,11 +411,17 @@ impl<D: Backend> Job<D> {
             bar.set_message(status);
             let interrupted = interrupt::requested_by().is_some();
             if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
+                // Lines and events first, the checkpoint, then both committed: a failure on the
+                // way cuts them back to the last checkpoint (see MetricsWriter).
                 metrics.flush()?;
                 if let Some(events) = &mut events {
                     events.flush()?;
                 }
                 self.checkpoint()?;
+                metrics.commit()?;
+                if let Some(events) = &mut events {
+                    events.commit()?;
+                }
             }
             if interrupted {
                 break;

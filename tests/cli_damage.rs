@@ -377,3 +377,23 @@ fn data_that_no_longer_fits_the_model_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    // A learning rate that turns the loss NaN at the second step.
+    let path = common::tiny_spec_with(dir.path(), "nan", |spec| {
+        spec["training"]["optimizer"]["lr"] = json!(1e19);
+    });
+    let run = dir.path().join("run");
+    let args = [
+        "train",
+        path.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let out = vaezoo(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: numerical problem"), "{stderr}");
+    assert!(!run.exists(), "the failed run's folder is gone");
+}

@@ -27,6 +27,7 @@ use crate::run::{write_atomic, write_json};
 use crate::session::restore;
 use crate::{Error, Result};
 use official::{official, Official};
+use vaezoo_core::checkpoint::with_sorted_header;
 
 /// What [`export_pytorch`] wrote.
 #[derive(Clone, Debug)]
@@ -91,10 +92,13 @@ pub fn export_pytorch(run: &Path, out: Option<&Path>) -> Result<Exported> {
             env!("CARGO_PKG_VERSION").to_string(),
         ),
     ]);
-    let file = safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Run {
-        path: run.to_path_buf(),
-        message: format!("cannot export: {e}"),
-    })?;
+    let file = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| e.to_string())
+        .and_then(with_sorted_header)
+        .map_err(|e| Error::Run {
+            path: run.to_path_buf(),
+            message: format!("cannot export: {e}"),
+        })?;
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let spec = serde_json::to_value(&restored.spec).expect("a spec serialises");
     write_json(&dir.join("spec.json"), &spec)?;

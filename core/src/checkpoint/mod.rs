@@ -193,7 +193,8 @@ impl Checkpoint {
                 .map_err(|e| format!("tensor `{name}`: {e}"))?;
             views.push((name.as_str(), view));
         }
-        safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+        with_sorted_header(bytes)
     }
 
     /// Parses and checks safetensors bytes.
@@ -291,6 +292,41 @@ impl Checkpoint {
             versions: json_entry(meta, "versions")?,
             torch_views: layouts.into_iter().map(|(n, l)| (n, l.view)).collect(),
         })
+    }
+}
+
+/// Safetensors `bytes` with the keys of their JSON header in sorted order (the tensors' data
+/// untouched): safetensors writes the metadata map in hash order, which differs from process
+/// to process, so the same checkpoint would otherwise not be the same bytes twice.
+pub fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("no safetensors header")?;
+    let len = usize::try_from(u64::from_le_bytes(len_bytes)).map_err(|e| e.to_string())?;
+    let header = bytes
+        .get(8..8 + len)
+        .ok_or("a safetensors header cut short")?;
+    let header: serde_json::Value = serde_json::from_slice(header).map_err(|e| e.to_string())?;
+    let mut text = serde_json::to_vec(&sorted_keys(header)).map_err(|e| e.to_string())?;
+    // The data starts on an 8-byte boundary, as safetensors pads it.
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - len);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + len..]);
+    Ok(out)
+}
+
+/// `value` with every object's keys in sorted order.
+fn sorted_keys(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let sorted: BTreeMap<String, serde_json::Value> =
+                map.into_iter().map(|(k, v)| (k, sorted_keys(v))).collect();
+            serde_json::Value::Object(sorted.into_iter().collect())
+        }
+        other => other,
     }
 }
 
