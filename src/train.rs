@@ -429,7 +429,11 @@ impl<D: Backend> Job<D> {
         }
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
-        self.plot_losses()?;
+        // The steps are saved by now: a plot that cannot be written (a full disk) is worth a
+        // warning, not a failed session.
+        if let Err(e) = self.plot_losses() {
+            eprintln!("warning: no loss plot: {e}");
+        }
         Ok(TrainReport {
             run: self.run.root().to_path_buf(),
             step: self.step,
@@ -441,6 +445,10 @@ impl<D: Backend> Job<D> {
     }
 
     fn checkpoint(&self) -> Result<()> {
+        // `checkpoints/` may be missing (a run restarted after it was deleted).
+        let path = self.run.checkpoint_path();
+        let dir = path.parent().expect("checkpoints/ holds the checkpoint");
+        std::fs::create_dir_all(dir).map_err(|e| vaezoo_core::Error::io(dir, e))?;
         let ckpt = Checkpoint {
             step: self.step,
             params: self.params.to_host(),
@@ -451,7 +459,7 @@ impl<D: Backend> Job<D> {
             versions: versions(),
             torch_views: self.model.torch_views().clone(),
         };
-        Ok(ckpt.save(&self.run.checkpoint_path())?)
+        Ok(ckpt.save(&path)?)
     }
 
     /// `plots/loss.png`: per-epoch means of loss, reconstruction and KL.

@@ -150,9 +150,9 @@ fn default_pixel_max() -> f32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingSpec {
-    /// Passes over the training split.
+    /// Passes over the training split (at most a million).
     #[serde(default = "default_epochs")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub epochs: u64,
     /// Examples per step; the last batch of an epoch may be smaller.
     #[serde(default = "default_batch_size")]
