@@ -384,6 +384,21 @@ impl Drop for MetricsWriter {
     }
 }
 
+/// Fails, naming it, when one of `paths` is a folder, which [`write_atomic`] cannot replace:
+/// checked before a command writes the first of several files, so that a failure leaves all
+/// of them as they were.
+pub fn check_replaceable(paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        if fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
+            return Err(Error::Run {
+                path: path.clone(),
+                message: "is a folder where a file belongs; move it away".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");

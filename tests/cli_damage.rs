@@ -397,3 +397,26 @@ fn a_new_run_that_fails_before_its_first_checkpoint_leaves_no_folder() {
     assert!(stderr.starts_with("error: numerical problem"), "{stderr}");
     assert!(!run.exists(), "the failed run's folder is gone");
 }
+
+#[test]
+fn an_eval_output_that_is_a_folder_stops_eval_before_it_writes_anything() {
+    let (_dir, run) = tiny_run(None);
+    ok(vaezoo(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--iw-samples",
+        "0",
+    ]));
+    std::fs::remove_file(run.join("eval.json")).unwrap();
+    std::fs::create_dir(run.join("eval.json")).unwrap();
+    let stderr = fails_unchanged(
+        "eval",
+        &run,
+        &["--iw-samples", "0"],
+        "eval.json as a folder",
+    );
+    assert!(
+        stderr.contains("is a folder where a file belongs"),
+        "{stderr}"
+    );
+}

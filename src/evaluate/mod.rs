@@ -36,7 +36,7 @@ pub use text_report::TextEvalReport;
 
 use crate::data::ImageSet;
 use crate::device::{on_device, DeviceChoice};
-use crate::run::{write_json, write_lines};
+use crate::run::{check_replaceable, write_json, write_lines};
 use crate::session::{restore, Restored};
 use crate::{progress, Result};
 use is_nll::{log_weights, neg_log_mean_exp, PosteriorBatch, CHUNK_ROWS};
@@ -140,6 +140,7 @@ pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
         } else {
             let (report, rows) = evaluate_on(&r, opts)?;
             let lines = rows.iter().map(|row| serde_json::json!(row));
+            check_replaceable(&[r.run.eval_examples_path(), r.run.eval_path()])?;
             write_lines(&r.run.eval_examples_path(), lines)?;
             let json = serde_json::to_value(&report).expect("reports serialise");
             (Evaluation::Vector(report), json)

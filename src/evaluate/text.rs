@@ -24,7 +24,7 @@ use super::text_interpolation::interpolation_stats;
 use super::text_report::TextEvalReport;
 use super::EvalOptions;
 use crate::data::{Dataset, TextSet};
-use crate::run::write_lines;
+use crate::run::{check_replaceable, write_lines};
 use crate::session::Restored;
 use crate::text::generate::kept_statistics;
 use crate::text::{corpus_bleu, TextModel, TokenCe};
@@ -145,6 +145,10 @@ pub fn evaluate_text<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<
             .not_applicable
             .insert("interpolation_f_ppl".into(), NEEDS_LM.into());
     }
+    // Nothing is written unless every file, eval.json included, can be.
+    let mut outputs: Vec<PathBuf> = files.0.iter().map(|(path, _)| path.clone()).collect();
+    outputs.push(r.run.eval_path());
+    check_replaceable(&outputs)?;
     files.write()?;
     Ok(report)
 }
