@@ -7,11 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
-use super::run::is_done;
+use super::run::{in_parallel, is_done};
 use super::Sweep;
 use crate::plot_runs::plot_vectors_vs_bleu;
 use crate::plots;
@@ -38,16 +37,9 @@ pub fn collect(sweep: &Sweep, jobs: usize) -> Result<Table> {
         .filter(|r| is_done(sweep, &r.id) && !sweep.run_dir(&r.id).join("eval.json").exists())
         .map(|r| r.id.as_str())
         .collect();
-    let next = AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
-            scope.spawn(|| {
-                while let Some(id) = pending.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    if let Err(e) = evaluate(sweep, id) {
-                        eprintln!("{id}: evaluation failed: {e}");
-                    }
-                }
-            });
+    in_parallel(&pending, jobs, |id| {
+        if let Err(e) = evaluate(sweep, id) {
+            eprintln!("{id}: evaluation failed: {e}");
         }
     });
     let evals: Vec<Option<Value>> = (sweep.runs.iter())

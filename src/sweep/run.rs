@@ -30,31 +30,47 @@ pub fn run_sweep(sweep: &Sweep, jobs: usize) -> Result<Vec<(String, Outcome)>> {
     prepare(sweep)?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_job = (threads / jobs.max(1)).max(1);
+    let outcomes = in_parallel(&sweep.runs, jobs, |run| {
+        let outcome = run_one(sweep, run, Some(per_job));
+        match &outcome {
+            Ok(Outcome::Failed(why)) => eprintln!("{}: failed: {why}", run.id),
+            Ok(outcome) => eprintln!("{}: {}", run.id, describe(outcome)),
+            Err(e) => eprintln!("{}: failed: {e}", run.id),
+        }
+        outcome.unwrap_or_else(|e| Outcome::Failed(e.to_string()))
+    });
+    Ok(sweep
+        .runs
+        .iter()
+        .map(|r| r.id.clone())
+        .zip(outcomes)
+        .collect())
+}
+
+/// `f` of every item, `jobs` threads taking the next item as each finishes; results in
+/// item order.
+pub(super) fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let outcomes = Mutex::new(vec![None; sweep.runs.len()]);
+    let results = Mutex::new((0..items.len()).map(|_| None).collect::<Vec<Option<R>>>());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(run) = sweep.runs.get(i) else { break };
-                let outcome = run_one(sweep, run, Some(per_job));
-                match &outcome {
-                    Ok(Outcome::Failed(why)) => eprintln!("{}: failed: {why}", run.id),
-                    Ok(outcome) => eprintln!("{}: {}", run.id, describe(outcome)),
-                    Err(e) => eprintln!("{}: failed: {e}", run.id),
-                }
-                let outcome = outcome.unwrap_or_else(|e| Outcome::Failed(e.to_string()));
-                outcomes.lock().expect("no worker panics")[i] = Some(outcome);
+                let Some(item) = items.get(i) else { break };
+                let result = f(item);
+                results.lock().expect("no worker panics")[i] = Some(result);
             });
         }
     });
-    let outcomes = outcomes.into_inner().expect("no worker panics");
-    Ok(sweep
-        .runs
-        .iter()
-        .zip(outcomes)
-        .map(|(run, o)| (run.id.clone(), o.expect("every run was taken")))
-        .collect())
+    let results = results.into_inner().expect("no worker panics");
+    results
+        .into_iter()
+        .map(|r| r.expect("every item was taken"))
+        .collect()
 }
 
 /// Runs run `index` of `sweep` (a Slurm array task), with every thread of the task.
