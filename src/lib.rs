@@ -23,6 +23,7 @@ pub mod evaluate;
 pub mod explore;
 pub mod export;
 pub mod interrupt;
+pub mod memory;
 pub mod model;
 pub mod plot_runs;
 pub mod plots;

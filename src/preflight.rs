@@ -4,7 +4,8 @@
 //! pass and objective run on two examples. So a spec that validates also builds: heads that
 //! divide d_model, a latent width the decoder takes, partner plugins (a prior that needs its
 //! bottleneck's settings), an encoder for the data's format and KL schedules that name the
-//! model's terms are all checked.
+//! model's terms are all checked, and so is the memory a training step of the spec's batch
+//! takes ([`crate::memory`]).
 //!
 //! A plugin's config error names the slot it came from as a JSON pointer (`/decoder/config`,
 //! or `/decoder/config/cross_attention/config` for a nested component), and a KL schedule
@@ -19,6 +20,7 @@ use vaezoo_core::rng::seeded;
 use vaezoo_core::spec::Spec;
 
 use crate::data::Dataset;
+use crate::memory::{check_step_fits, gradient_bytes};
 use crate::model::Model;
 use crate::spec_file::resolve_paths;
 use crate::{registry, Error, Result};
@@ -55,7 +57,9 @@ pub fn preflight(path: &Path, mut spec: Spec) -> Result<()> {
     model
         .objective(losses, &spec.training, progress)
         .map_err(at)?;
-    Ok(())
+    // Training adds the gradient buffers and Adam's two moments.
+    let pending = 3 * gradient_bytes(&params);
+    check_step_fits(&params, &model, &data, &spec.training, pending)
 }
 
 /// The JSON pointer (within `config`) of a nested component `{"kind": plugin, …}`, such as a

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use vaezoo_core::plugin::{Ctx, Mode};
-use vaezoo_core::rng::seeded;
+use vaezoo_core::rng::{seeded, HostRng};
 use vaezoo_core::spec::DataSpec;
 use vaezoo_core::Backend;
 
 use crate::device::{on_device, DeviceChoice};
+use crate::memory::rows_per_call;
 use crate::run::write_lines;
 use crate::session::restore;
 use crate::text::TextModel;
@@ -92,15 +93,28 @@ fn sample_on<D: Backend>(dev: &D, root: &Path, opts: &SampleOptions) -> Result<S
             conditional: r.is_conditional(),
         });
     }
-    let mut ctx = Ctx {
-        params: &r.params,
-        mode: Mode::Eval,
-        rng: &mut rng,
+    // In as few calls as the memory left allows (the built-in priors draw row after row, so
+    // their samples are the same whatever the calls).
+    let draw = |rng: &mut HostRng, n: usize| -> Result<Vec<f32>> {
+        let mut ctx = Ctx {
+            params: &r.params,
+            mode: Mode::Eval,
+            rng,
+        };
+        let labels = opts.class.map(|c| vec![c; n]);
+        let z = r
+            .model
+            .sample(&mut ctx, n, labels.as_deref(), opts.temperature)?;
+        Ok(z.as_vec())
     };
-    let images = r
-        .model
-        .sample(&mut ctx, opts.n, labels.as_deref(), opts.temperature)?
-        .as_vec();
+    let per_call = rows_per_call(dev, |n| draw(&mut seeded(0), n).map(drop))?;
+    let mut images = Vec::with_capacity(opts.n * r.state.features);
+    let mut left = opts.n;
+    while left > 0 {
+        let n = left.min(per_call.unwrap_or(usize::MAX));
+        images.extend(draw(&mut rng, n)?);
+        left -= n;
+    }
     let side = (r.state.features as f64).sqrt() as usize;
     let (rows, cols) = if side * side == r.state.features {
         (side, side)

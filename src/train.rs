@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
-use vaezoo_core::checkpoint::Checkpoint;
+use vaezoo_core::checkpoint::{CheckpointRef, ParamRef};
 use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::*;
-use vaezoo_core::optim::{clip_global_norm, global_norm, Adam};
+use vaezoo_core::optim::{clip_global_norm, global_norm, Adam, AdamState};
 use vaezoo_core::params::ParamStore;
 use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Observation, Progress};
 use vaezoo_core::rng::{seeded, HostRng};
@@ -23,6 +23,7 @@ use vaezoo_core::Backend;
 use crate::data::{Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::interrupt;
+use crate::memory::{check_step_fits, gradient_bytes};
 use crate::model::{Model, Objective};
 use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, run_tokenizer, Restored, TrainerState};
@@ -123,9 +124,16 @@ fn fresh_job<D: Backend>(
     let dims = data.dims();
     let mut rng = seeded(spec.training.seed);
     let (model, init) = Model::build(registry()?, &spec, dims, &mut rng)?;
-    let run = run()?;
     let params = ParamStore::new(dev, init);
     let adam = Adam::new(spec.training.optimizer.clone(), &params);
+    check_step_fits(
+        &params,
+        &model,
+        &data,
+        &spec.training,
+        gradient_bytes(&params),
+    )?;
+    let run = run()?;
     let state = TrainerState {
         features: dims.features,
         classes: dims.classes,
@@ -161,7 +169,7 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
         run.truncate_metrics(0)?;
         return fresh_job(dev, || Ok(run), spec, data)?.run_loop(opts);
     }
-    let restored = restore(dev, root)?;
+    let mut restored = restore(dev, root)?;
     let data = load_train(&restored.run, &restored.spec)?;
     if data.dims() != restored.state.dims() {
         return Err(crate::Error::Run {
@@ -174,8 +182,27 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
         });
     }
     check_progress(root, &restored, total_steps(&restored.spec, data.len()))?;
-    let mut adam = Adam::new(restored.spec.training.optimizer.clone(), &restored.params);
-    adam.load_state(restored.checkpoint.optimizer.clone())?;
+    // The checkpoint's tensors move into the session (the weights are in the store by now):
+    // copies would hold the model's state twice while it trains.
+    restored.checkpoint.params = Vec::new();
+    let optimizer = std::mem::replace(
+        &mut restored.checkpoint.optimizer,
+        AdamState {
+            step: 0,
+            m: Vec::new(),
+            v: Vec::new(),
+        },
+    );
+    let config = restored.spec.training.optimizer.clone();
+    let adam = Adam::resumed(config, &restored.params, optimizer)?;
+    let (params, model) = (&restored.params, &restored.model);
+    check_step_fits(
+        params,
+        model,
+        &data,
+        &restored.spec.training,
+        gradient_bytes(params),
+    )?;
     restored.run.truncate_metrics(restored.checkpoint.step)?;
     let mut job = Job {
         run: restored.run,
@@ -449,15 +476,23 @@ impl<D: Backend> Job<D> {
         let path = self.run.checkpoint_path();
         let dir = path.parent().expect("checkpoints/ holds the checkpoint");
         std::fs::create_dir_all(dir).map_err(|e| vaezoo_core::Error::io(dir, e))?;
-        let ckpt = Checkpoint {
+        // Borrowed: a copy of the weights and Adam's moments would triple their memory.
+        let params = (0..self.params.len())
+            .map(|i| ParamRef {
+                name: self.params.name(i),
+                shape: self.params.shape(i),
+                values: self.params.host(i),
+            })
+            .collect();
+        let ckpt = CheckpointRef {
             step: self.step,
-            params: self.params.to_host(),
-            optimizer: self.adam.state().clone(),
-            rng: self.rng.clone(),
-            spec: serde_json::to_value(&self.spec).expect("specs serialise"),
-            trainer: serde_json::to_value(&self.state).expect("trainer state serialises"),
-            versions: versions(),
-            torch_views: self.model.torch_views().clone(),
+            params,
+            optimizer: self.adam.state(),
+            rng: &self.rng,
+            spec: &serde_json::to_value(&self.spec).expect("specs serialise"),
+            trainer: &serde_json::to_value(&self.state).expect("trainer state serialises"),
+            versions: &versions(),
+            torch_views: self.model.torch_views(),
         };
         Ok(ckpt.save(&path)?)
     }

@@ -96,21 +96,21 @@ impl Adam {
         &self.state
     }
 
-    /// Restores a saved state; its sizes must match the current one.
-    pub fn load_state(&mut self, state: AdamState) -> Result<()> {
-        let sizes = |s: &AdamState| {
-            (
-                s.m.iter().map(Vec::len).collect::<Vec<_>>(),
-                s.v.iter().map(Vec::len).collect::<Vec<_>>(),
-            )
-        };
-        if sizes(&state) != sizes(&self.state) {
+    /// Adam resumed from a saved `state`, whose moments must have the sizes of `params`'
+    /// values (taken over as they are, not copied).
+    pub fn resumed<D: Backend>(
+        cfg: AdamConfig,
+        params: &ParamStore<D>,
+        state: AdamState,
+    ) -> Result<Self> {
+        let sizes: Vec<usize> = (0..params.len()).map(|i| params.host(i).len()).collect();
+        let fits = |moments: &[Vec<f32>]| moments.iter().map(Vec::len).eq(sizes.iter().copied());
+        if !fits(&state.m) || !fits(&state.v) {
             return Err(Error::Shape(
                 "optimiser state does not match the model's parameters".into(),
             ));
         }
-        self.state = state;
-        Ok(())
+        Ok(Self { cfg, state })
     }
 
     /// One update of every parameter from its gradient `grads[i]`.

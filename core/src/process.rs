@@ -33,10 +33,37 @@ pub fn remove_left_by_exited(dir: &Path, owner: impl Fn(&str) -> Option<u32>) {
     }
 }
 
-/// The memory this process may use, in bytes: the smallest of its address-space limit
-/// (`ulimit -v`), its control group's memory limit and the machine's memory, as Linux reports
-/// them; `None` where none of them is known.
+/// The environment variable (and `--max-memory`) that lowers [`memory_limit`]: bytes, or a
+/// number with `K`, `M`, `G` or `T` (powers of 1024), e.g. `8G`.
+pub const MAX_MEMORY_VAR: &str = "VAEZOO_MAX_MEMORY";
+
+/// `text` as a number of bytes: digits with an optional `K`, `M`, `G` or `T` (powers of 1024,
+/// a trailing `B` or `iB` allowed), e.g. `512M`, `8G`, `8GiB`, `1.5G`; `None` if it is not one.
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let text = text
+        .strip_suffix("iB")
+        .or_else(|| text.strip_suffix('B'))
+        .unwrap_or(text);
+    let (number, scale) = match text.char_indices().last()? {
+        (at, 'K' | 'k') => (&text[..at], 1u64 << 10),
+        (at, 'M' | 'm') => (&text[..at], 1 << 20),
+        (at, 'G' | 'g') => (&text[..at], 1 << 30),
+        (at, 'T' | 't') => (&text[..at], 1 << 40),
+        _ => (text, 1),
+    };
+    let value = number.trim().parse::<f64>().ok()?;
+    let bytes = value * scale as f64;
+    (value.is_finite() && value > 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// The memory this process may use, in bytes: the smallest of [`MAX_MEMORY_VAR`] (when set),
+/// its address-space limit (`ulimit -v`), its control group's memory limit and the machine's
+/// memory, as Linux reports them; `None` where none of them is known.
 pub fn memory_limit() -> Option<u64> {
+    let asked = std::env::var(MAX_MEMORY_VAR)
+        .ok()
+        .and_then(|v| parse_bytes(&v));
     let read = |path: &str| fs::read_to_string(path).ok();
     let address_space = read("/proc/self/limits").and_then(|text| {
         let line = text.lines().find(|l| l.starts_with("Max address space"))?;
@@ -48,7 +75,10 @@ pub fn memory_limit() -> Option<u64> {
         let kib = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
         kib.checked_mul(1024)
     });
-    [address_space, cgroup, machine].into_iter().flatten().min()
+    [asked, address_space, cgroup, machine]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 #[cfg(test)]

@@ -34,8 +34,9 @@ use vaezoo_core::Backend;
 pub use report::{EvalReport, ExampleRow};
 pub use text_report::TextEvalReport;
 
-use crate::data::ImageSet;
+use crate::data::{Dataset, ImageSet};
 use crate::device::{on_device, DeviceChoice};
+use crate::memory;
 use crate::run::{check_replaceable, write_json, write_lines};
 use crate::session::{restore, Restored};
 use crate::{progress, Result};
@@ -61,6 +62,10 @@ pub struct EvalOptions {
     /// Text: the language model run (e.g. of `zoo/lm-wiki.json`) of the forward and reverse
     /// PPL.
     pub lm: Option<PathBuf>,
+    /// The most rows one forward pass may take: `vaezoo eval` lowers it to what the memory
+    /// left holds ([`rows_in_memory`]), so that a large model evaluates in smaller batches
+    /// instead of failing an allocation.
+    pub max_rows: usize,
 }
 
 impl Default for EvalOptions {
@@ -74,6 +79,7 @@ impl Default for EvalOptions {
             device: DeviceChoice::Cpu,
             samples: 200,
             lm: None,
+            max_rows: usize::MAX,
         }
     }
 }
@@ -133,12 +139,22 @@ impl Evaluation {
 pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
     on_device!(opts.device, |dev| {
         let r = restore(dev, root)?;
+        let mut opts = opts.clone();
         let (report, json) = if matches!(r.spec.data, DataSpec::Text { .. }) {
-            let report = text::evaluate_text(&r, opts)?;
+            let tokenizer = r.tokenizer()?;
+            let test = r.test_data(Some(&tokenizer))?;
+            opts.max_rows = opts.max_rows.min(rows_in_memory(&r, &test)?);
+            let report = text::evaluate_text(&r, &opts, &tokenizer, test)?;
             let json = serde_json::to_value(&report).expect("reports serialise");
             (Evaluation::Text(report), json)
         } else {
-            let (report, rows) = evaluate_on(&r, opts)?;
+            let test = r.test_split()?;
+            let data = Dataset::Images(test);
+            opts.max_rows = opts.max_rows.min(rows_in_memory(&r, &data)?);
+            let Dataset::Images(test) = data else {
+                unreachable!("image data stays image data")
+            };
+            let (report, rows) = evaluate_on(&r, &opts, test)?;
             let lines = rows.iter().map(|row| serde_json::json!(row));
             check_replaceable(&[r.run.eval_examples_path(), r.run.eval_path()])?;
             write_lines(&r.run.eval_examples_path(), lines)?;
@@ -148,6 +164,20 @@ pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
         write_json(&r.run.eval_path(), &json)?;
         Ok(report)
     })
+}
+
+/// The most rows of `data` per forward pass that fit in the memory left
+/// ([`memory::rows_that_fit`]); said on stderr when fewer than the defaults of a batch.
+pub fn rows_in_memory<D: Backend>(r: &Restored<D>, data: &Dataset) -> Result<usize> {
+    let lengths = memory::row_lengths(data);
+    let observe = |rows: &[usize]| data.observation(r.params.device(), rows);
+    let training = &r.spec.training;
+    let fit = memory::rows_that_fit(&r.params, &r.model, training, &lengths, &observe)?;
+    let fit = fit.unwrap_or(usize::MAX);
+    if fit < text::MAX_TEXT_BATCH {
+        eprintln!("note: {fit} examples per forward pass, as many as the memory left holds");
+    }
+    Ok(fit)
 }
 
 /// Test examples `rows` as a batch on the device, with their labels.
@@ -172,10 +202,10 @@ const MEAN_STREAM: u64 = 0x6d65_616e;
 fn evaluate_on<D: Backend>(
     r: &Restored<D>,
     opts: &EvalOptions,
+    test: ImageSet,
 ) -> Result<(EvalReport, Vec<ExampleRow>)> {
     let dev = r.params.device();
-    let test = r.test_split()?;
-    let batch = opts.batch_size.max(1);
+    let batch = opts.batch_size.min(opts.max_rows).max(1);
     let samples = opts.elbo_samples.max(1);
     let share = 1.0 / samples as f64;
     let mut rng = seeded(opts.seed);
@@ -274,7 +304,12 @@ fn posterior_metrics<D: Backend>(
     report: &mut EvalReport,
     rows_out: &mut [ExampleRow],
 ) -> Result<()> {
-    let (batch, k, latent) = (opts.batch_size.max(1), opts.iw_samples, report.latent_dim);
+    let batch = opts.batch_size.min(opts.max_rows).max(1);
+    let (k, latent, chunk) = (
+        opts.iw_samples,
+        report.latent_dim,
+        CHUNK_ROWS.min(opts.max_rows),
+    );
     let bar = progress::bar(
         test.n as u64,
         opts.progress,
@@ -329,7 +364,7 @@ fn posterior_metrics<D: Backend>(
                 log_var: &log_var.as_vec(),
                 latent,
             };
-            match log_weights(&r.model, &mut ctx, &posterior, k, CHUNK_ROWS, &bar)? {
+            match log_weights(&r.model, &mut ctx, &posterior, k, chunk, &bar)? {
                 Some(lw) => {
                     let nll: Vec<f64> = lw.chunks_exact(k).map(neg_log_mean_exp).collect();
                     *total += nll.iter().sum::<f64>();

@@ -41,7 +41,7 @@ impl<D: Backend> LanguageModel<D> {
         let tm = TextModel::of_run(&self.run, &self.tokenizer)?;
         let mut rng = seeded(opts.seed);
         let mut ce = TokenCe::default();
-        for chunk in sentences.chunks(opts.batch_size.clamp(1, MAX_TEXT_BATCH)) {
+        for chunk in sentences.chunks(opts.batch_size.min(opts.max_rows).clamp(1, MAX_TEXT_BATCH)) {
             let obs = tm.observation(chunk, None)?;
             ce.add(tm.token_ce(&mut rng, &obs)?);
             self.run.params.device().empty_cache();

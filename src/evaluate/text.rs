@@ -27,7 +27,7 @@ use crate::data::{Dataset, TextSet};
 use crate::run::{check_replaceable, write_lines};
 use crate::session::Restored;
 use crate::text::generate::kept_statistics;
-use crate::text::{corpus_bleu, TextModel, TokenCe};
+use crate::text::{corpus_bleu, TextModel, TextTokenizer, TokenCe};
 use crate::{progress, Error, Result};
 
 /// Why the perplexities of generated text are missing without a language model.
@@ -45,17 +45,21 @@ pub fn length_sorted_batches(set: &TextSet, batch: usize) -> Vec<Vec<usize>> {
 }
 
 /// Evaluates a restored text run; see the module docs.
-pub fn evaluate_text<D: Backend>(r: &Restored<D>, opts: &EvalOptions) -> Result<TextEvalReport> {
-    let tokenizer = r.tokenizer()?;
-    let tm = TextModel::of_run(r, &tokenizer)?;
-    let Dataset::Text(test) = r.test_data(Some(&tokenizer))? else {
+pub fn evaluate_text<D: Backend>(
+    r: &Restored<D>,
+    opts: &EvalOptions,
+    tokenizer: &TextTokenizer,
+    test: Dataset,
+) -> Result<TextEvalReport> {
+    let tm = TextModel::of_run(r, tokenizer)?;
+    let Dataset::Text(test) = test else {
         unreachable!("a text spec loads text")
     };
     let lm = (opts.lm.as_deref())
         .map(|root| LanguageModel::open(r.params.device(), root))
         .transpose()?;
     let mut rng = seeded(opts.seed);
-    let batch = opts.batch_size.clamp(1, MAX_TEXT_BATCH);
+    let batch = opts.batch_size.min(opts.max_rows).clamp(1, MAX_TEXT_BATCH);
     let batches = length_sorted_batches(&test, batch);
     let bar = progress::bar(
         test.corpus.len() as u64,
@@ -193,7 +197,7 @@ fn samples_and_lm<D: Backend>(
     }
     let mut samples = Vec::with_capacity(opts.samples);
     while samples.len() < opts.samples {
-        let n = (opts.samples - samples.len()).min(MAX_TEXT_BATCH);
+        let n = (opts.samples - samples.len()).min(MAX_TEXT_BATCH.min(opts.max_rows));
         // A conditional model samples every class in turn.
         let labels: Option<Vec<usize>> = (r.is_conditional() && r.state.classes > 0).then(|| {
             (samples.len()..samples.len() + n)

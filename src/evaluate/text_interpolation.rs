@@ -63,7 +63,7 @@ pub(super) fn interpolation_stats<D: Backend>(
     let mut sums = vec![[0.0f64; 3]; TAUS.len()];
     let mut mid_differing = Vec::new();
     let mut lines = Vec::new();
-    let batch = opts.batch_size.clamp(1, MAX_TEXT_BATCH);
+    let batch = opts.batch_size.min(opts.max_rows).clamp(1, MAX_TEXT_BATCH);
     for start in (0..pairs).step_by(batch) {
         let first: Vec<usize> = (start..(start + batch).min(pairs)).collect();
         let second: Vec<usize> = first.iter().map(|&i| n - 1 - i).collect();

@@ -68,6 +68,9 @@ fn odd_number(c: &mut Case) -> Value {
             json!(2),
             json!(3),
             json!(7),
+            // Sizes within the parameter limit whose activations may not fit.
+            json!(16_384),
+            json!(262_144),
             json!(1_000_000_000),
             json!(4_294_967_296u64),
             json!(u64::MAX),

@@ -86,7 +86,9 @@ fn round_trip_is_exact_and_the_rng_continues() {
 #[test]
 fn the_same_checkpoint_is_the_same_bytes() {
     // safetensors' metadata map comes out in hash order, which each HashMap draws anew.
-    let bytes: Vec<Vec<u8>> = (0..8).map(|_| sample(9).to_bytes().unwrap()).collect();
+    let bytes: Vec<Vec<u8>> = (0..8)
+        .map(|_| sample(9).borrowed().to_bytes().unwrap())
+        .collect();
     assert!(bytes.windows(2).all(|w| w[0] == w[1]));
     assert_eq!(Checkpoint::from_bytes(&bytes[0]).unwrap(), sample(9));
 }

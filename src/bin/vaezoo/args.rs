@@ -13,6 +13,12 @@ pub struct Cli {
     /// folders of VAEZOO_PLUGIN_PATH are loaded too).
     #[arg(long, global = true, value_name = "DIR")]
     pub plugin_dir: Vec<PathBuf>,
+    /// The most memory a command may use (e.g. `8G`; K, M, G, T are powers of 1024): a model
+    /// or a training batch that would need more is refused before anything is written
+    /// (default: the smallest of VAEZOO_MAX_MEMORY, `ulimit -v`, the control group's limit
+    /// and the machine's memory).
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_memory)]
+    pub max_memory: Option<u64>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -324,4 +330,10 @@ fn usize_in(low: u64, high: u64) -> clap::builder::RangedU64ValueParser<usize> {
 pub enum ExportFormat {
     /// PyTorch: safetensors in the layouts of `torch.nn` modules.
     Pytorch,
+}
+
+/// A `--max-memory` size: bytes, or a number with K, M, G or T.
+fn parse_memory(text: &str) -> Result<u64, String> {
+    vaezoo_core::process::parse_bytes(text)
+        .ok_or_else(|| format!("`{text}` is not a size such as 512M or 8G"))
 }

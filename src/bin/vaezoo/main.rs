@@ -25,6 +25,10 @@ use vaezoo_core::schema::{parse_spec, write_schemas, SpecValidator};
 
 mod args;
 
+/// The system allocator, counted: the memory check before training measures a step with it.
+#[global_allocator]
+static ALLOC: vaezoo::memory::meter::MeteredAlloc = vaezoo::memory::meter::MeteredAlloc;
+
 use args::{Cli, Command, ExportFormat, SweepCommand, ZooCommand};
 
 fn main() -> ExitCode {
@@ -51,6 +55,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    if let Some(bytes) = cli.max_memory {
+        // Before any thread starts: read by every size check (vaezoo_core::process).
+        std::env::set_var(vaezoo_core::process::MAX_MEMORY_VAR, bytes.to_string());
+    }
     if matches!(
         cli.command,
         Command::Train { .. } | Command::Resume { .. } | Command::Zoo(_)
@@ -234,6 +242,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     device,
                     samples,
                     lm,
+                    ..EvalOptions::default()
                 },
             )?;
             let unit = match r {
