@@ -8,8 +8,13 @@
 //!   rate is the mean units (samples or tokens) per timed step divided by that median.
 //! - `threads` is rayon's global pool size (`RAYON_NUM_THREADS`), the threads vaezoo computes
 //!   on; `peak_rss_mb` is the process's `VmHWM`, what PyTorch's `ru_maxrss` reports.
+//! - The allocator is the `vaezoo` binary's, the system one counted
+//!   ([`vaezoo::memory::meter`]), so that the benches time what the command line runs.
 
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: vaezoo::memory::meter::MeteredAlloc = vaezoo::memory::meter::MeteredAlloc;
 
 use serde_json::{json, Map, Value};
 
