@@ -14,6 +14,7 @@
 //! - [`dynamic`]: plugins loaded at start-up from separately built libraries (the C ABI);
 //! - [`plots`]: PNG loss curves and image grids; [`progress`]: progress bars.
 
+pub mod append;
 pub mod conformance;
 pub mod data;
 pub mod device;

@@ -14,12 +14,12 @@
 //! four message types and CRC-32C.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+use crate::append::CommittedFile;
 use crate::error::{Error, Result};
 
 /// The folder of a run's event files.
@@ -28,11 +28,7 @@ pub const FOLDER: &str = "tensorboard";
 /// Appends events to one event file of a run's `tensorboard/` folder. As `metrics.jsonl`'s
 /// writer, it keeps only what a checkpoint covers: dropped before a [`Self::commit`], it
 /// removes its file, and after one, it cuts the file back to the last commit.
-pub struct EventWriter {
-    out: Option<BufWriter<File>>,
-    path: PathBuf,
-    committed: Option<u64>,
-}
+pub struct EventWriter(CommittedFile);
 
 impl EventWriter {
     /// Creates a new event file in `dir` (made if missing) and writes its version record; with
@@ -57,11 +53,7 @@ impl EventWriter {
                 Err(e) => return Err(Error::io(&path, e)),
             }
         };
-        let mut writer = Self {
-            out: Some(BufWriter::new(file)),
-            path,
-            committed: None,
-        };
+        let mut writer = Self(CommittedFile::created(path, file));
         let mut version = Vec::new();
         put_double(&mut version, 1, wall_time());
         put_bytes(&mut version, 3, b"brain.Event:2");
@@ -100,21 +92,12 @@ impl EventWriter {
 
     /// Pushes buffered events to the file.
     pub fn flush(&mut self) -> Result<()> {
-        let out = self.out.as_mut().expect("open until dropped");
-        out.flush().map_err(|e| Error::io(&self.path, e))
+        self.0.flush()
     }
 
     /// Makes the events written so far permanent (once their checkpoint is saved).
     pub fn commit(&mut self) -> Result<()> {
-        self.flush()?;
-        let out = self.out.as_ref().expect("open until dropped");
-        let len = out
-            .get_ref()
-            .metadata()
-            .map_err(|e| Error::io(&self.path, e))?
-            .len();
-        self.committed = Some(len);
-        Ok(())
+        self.0.commit()
     }
 
     /// One TFRecord: length, masked CRC of the length, payload, masked CRC of the payload.
@@ -125,25 +108,7 @@ impl EventWriter {
         bytes.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
         bytes.extend_from_slice(payload);
         bytes.extend_from_slice(&masked_crc32c(payload).to_le_bytes());
-        let out = self.out.as_mut().expect("open until dropped");
-        out.write_all(&bytes).map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-impl Drop for EventWriter {
-    fn drop(&mut self) {
-        if let Some(out) = self.out.take() {
-            let (file, _unwritten) = out.into_parts();
-            match self.committed {
-                Some(len) => {
-                    let _ = file.set_len(len);
-                }
-                None => {
-                    drop(file);
-                    let _ = fs::remove_file(&self.path);
-                }
-            }
-        }
+        self.0.write_all(&bytes)
     }
 }
 
@@ -407,7 +372,7 @@ mod tests {
             .write_metrics(&serde_json::json!({"loss": 1.0}))
             .unwrap(); // no step: nothing
         writer.commit().unwrap();
-        let path = writer.path.clone();
+        let path = writer.0.path().to_path_buf();
         drop(writer);
         let events = read_events(&path).unwrap();
         let whats: Vec<(u64, What)> = events.into_iter().map(|e| (e.step, e.what)).collect();

@@ -11,25 +11,29 @@ use std::time::Instant;
 
 use serde_json::json;
 use vaezoo_core::checkpoint::{CheckpointRef, ParamRef};
-use vaezoo_core::custom_op::take_backward_failure;
-use vaezoo_core::dfdx::prelude::*;
-use vaezoo_core::optim::{clip_global_norm, global_norm, Adam, AdamState};
+use vaezoo_core::optim::{Adam, AdamState};
 use vaezoo_core::params::ParamStore;
-use vaezoo_core::plugin::{Ctx, KlShaping, Mode, Observation, Progress};
+use vaezoo_core::plugin::{KlShaping, Progress};
 use vaezoo_core::rng::{seeded, HostRng};
-use vaezoo_core::spec::{Spec, TrainingSpec};
+use vaezoo_core::spec::Spec;
 use vaezoo_core::Backend;
 
 use crate::data::{Dataset, Split};
 use crate::device::{on_device, DeviceChoice};
 use crate::interrupt;
 use crate::memory::{check_step_fits, gradient_bytes};
-use crate::model::{Model, Objective};
+use crate::model::Model;
 use crate::run::{utc_stamp, write_json, RunDir};
 use crate::session::{restore, run_tokenizer, Restored, TrainerState};
 use crate::spec_file::{read_spec, resolve_paths};
 use crate::tensorboard::EventWriter;
 use crate::{plots, progress, registry, Result};
+
+mod environment;
+mod step;
+
+use environment::{environment, versions};
+pub use step::{empty_cache_between_steps, StepOutcome, StepState};
 
 /// Options of `vaezoo train` / `vaezoo resume`.
 #[derive(Clone, Debug, Default)]
@@ -216,80 +220,6 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
         step: restored.checkpoint.step,
     };
     job.run_loop(opts)
-}
-
-/// Empties the device's buffer cache before a step when batch shapes vary (text).
-///
-/// dfdx reuses a cached buffer only for a tensor of the same size, which another batch shape
-/// rarely asks for: the cache would mostly hold memory, while glibc keeps freed memory for reuse
-/// anyway (see `device::cpu`). Emptied before every step instead of every 4th, the peak RSS of
-/// `nvae_text_train` (2 threads) fell from 1.8 to 0.92-0.97 GB at the same step time, and
-/// `nvae_text_train_wiki` took 605-647 instead of 749-869 ms a step.
-pub fn empty_cache_between_steps<D: Backend>(dev: &D, shapes_vary: bool) {
-    if shapes_vary {
-        dev.empty_cache();
-    }
-}
-
-/// What one optimiser step changes: the model's weights, Adam, the generator, and the gradient
-/// buffers it reuses from step to step (one per parameter).
-pub struct StepState<'a, D: Backend> {
-    /// The built plugins.
-    pub model: &'a Model,
-    /// The weights.
-    pub params: &'a mut ParamStore<D>,
-    /// The optimiser.
-    pub adam: &'a mut Adam,
-    /// The generator of training noise (dropout, sampling).
-    pub rng: &'a mut HostRng,
-    /// The gradients, one buffer per parameter (empty at first).
-    pub grads: &'a mut [Vec<f32>],
-}
-
-/// One step's objective (its `loss` now a tape-less handle: the backward pass used the taped
-/// one) and the gradients' global norm before clipping.
-pub struct StepOutcome<D: Backend> {
-    /// The objective at this step.
-    pub objective: Objective<D>,
-    /// The gradients' global norm before clipping.
-    pub grad_norm: f32,
-}
-
-impl<D: Backend> StepState<'_, D> {
-    /// One step of the trainer on the batch `obs` (the benchmarks time exactly this): the
-    /// losses in training mode, the objective at `progress`, backward, the gradients read out,
-    /// clipped to `training`'s global norm (if any), and Adam.
-    pub fn step(
-        &mut self,
-        training: &TrainingSpec,
-        obs: &Observation<D>,
-        progress: Progress,
-    ) -> Result<StepOutcome<D>> {
-        let mut ctx = Ctx {
-            params: self.params,
-            mode: Mode::Train,
-            rng: self.rng,
-        };
-        let losses = self.model.losses(&mut ctx, obs)?;
-        let mut objective = self.model.objective(losses, training, progress)?;
-        let untaped = objective.loss.retaped();
-        let loss = std::mem::replace(&mut objective.loss, untaped);
-        let mut g = loss.backward();
-        if let Some(e) = take_backward_failure() {
-            return Err(e.into());
-        }
-        self.params.gradients_into(&mut g, self.grads);
-        drop(g);
-        let grad_norm = match training.grad_clip_norm {
-            Some(max) => clip_global_norm(self.grads, max),
-            None => global_norm(self.grads),
-        };
-        self.adam.step(self.params, self.grads);
-        Ok(StepOutcome {
-            objective,
-            grad_norm,
-        })
-    }
 }
 
 /// Checks a checkpoint's counters against the run's spec and data before anything is written:
@@ -523,45 +453,4 @@ impl<D: Backend> Job<D> {
         )?;
         Ok(())
     }
-}
-
-/// Versions of vaezoo and of every registered plugin.
-fn versions() -> BTreeMap<String, String> {
-    let mut v = BTreeMap::from([("vaezoo".to_string(), env!("CARGO_PKG_VERSION").to_string())]);
-    if let Ok(reg) = registry() {
-        for e in reg.entries() {
-            v.insert(format!("plugin:{}", e.name), e.version.clone());
-        }
-    }
-    v
-}
-
-/// `env.json`: versions, seed, device, plugins, git revision, threads.
-fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Value {
-    let git = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let plugins: Vec<_> = registry()
-        .map(|r| r.entries().map(|e| json!({"kind": e.kind.as_str(), "name": e.name, "version": e.version, "origin": e.origin.to_string()})).collect())
-        .unwrap_or_default();
-    // Under Slurm (a sweep's array task): which job and task trained the run.
-    let slurm: serde_json::Map<String, serde_json::Value> =
-        ["SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"]
-            .into_iter()
-            .filter_map(|key| Some((key.to_lowercase(), json!(std::env::var(key).ok()?))))
-            .collect();
-    json!({
-        "vaezoo": env!("CARGO_PKG_VERSION"),
-        "versions": versions(),
-        "seed": spec.training.seed,
-        "device": device.name(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "git_revision": git,
-        "started_utc": utc_stamp(),
-        "plugins": plugins,
-        "slurm": slurm,
-    })
 }
