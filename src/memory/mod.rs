@@ -132,6 +132,9 @@ pub fn check_step_fits<D: Backend>(
     )))
 }
 
+/// The batch size up to which [`rows_that_fit`] measures a step: about an evaluation's.
+const EVAL_ROWS_MEASURED: usize = 1024;
+
 /// The most rows of an evaluation's forward pass that fit in the memory left now: as many as
 /// of a training step, whose cost per row bounds a forward pass's without the tape. `None`
 /// where nothing is known ([`check_step_fits`]); an error where not even one row fits.
@@ -148,7 +151,9 @@ pub fn rows_that_fit<D: Backend>(
     let Some(budget) = step_budget(0) else {
         return Ok(None);
     };
-    let Some(step) = measure_step(params, model, training, lengths, observe, 1, budget)? else {
+    // Measured up to batches of this size, as an evaluation's (not just the first rows).
+    let rows = lengths.len().min(EVAL_ROWS_MEASURED);
+    let Some(step) = measure_step(params, model, training, lengths, observe, rows, budget)? else {
         return Ok(None);
     };
     fits_one_row(&step, budget)?;
