@@ -49,14 +49,9 @@ pub fn collect(sweep: &Sweep, jobs: usize) -> Result<Table> {
             serde_json::from_str(&text).ok()
         })
         .collect();
-    // Every top-level number of any eval.json, in name order.
+    // Every number of any eval.json, nested ones as `stats.avg_prop_vec`, in name order.
     let metrics: BTreeSet<String> = (evals.iter().flatten())
-        .filter_map(Value::as_object)
-        .flat_map(|m| {
-            m.iter()
-                .filter(|(_, v)| v.is_number())
-                .map(|(k, _)| k.clone())
-        })
+        .flat_map(|e| numbers(e, ""))
         .collect();
     let mut header = vec!["id".to_string(), "seed".to_string()];
     header.extend(sweep.axes.iter().cloned());
@@ -73,7 +68,7 @@ pub fn collect(sweep: &Sweep, jobs: usize) -> Result<Table> {
             row.extend(run.overrides.iter().map(|(_, v)| compact(v)));
             row.extend(metrics.iter().map(|m| {
                 eval.as_ref()
-                    .and_then(|e| e.get(m))
+                    .and_then(|e| m.split('.').try_fold(e, |v, key| v.get(key)))
                     .map(compact)
                     .unwrap_or_default()
             }));
@@ -91,6 +86,25 @@ pub fn collect(sweep: &Sweep, jobs: usize) -> Result<Table> {
         files,
         plot,
     })
+}
+
+/// The dotted names (under `prefix`) of the numbers in `value`'s objects, nested ones
+/// included; arrays are not entered.
+fn numbers(value: &Value, prefix: &str) -> Vec<String> {
+    let Some(object) = value.as_object() else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    // A key with a dot in it could not be told from a nested one: left out.
+    for (key, v) in object.iter().filter(|(key, _)| !key.contains('.')) {
+        let name = format!("{prefix}{key}");
+        if v.is_number() {
+            names.push(name);
+        } else if v.is_object() {
+            names.extend(numbers(v, &format!("{name}.")));
+        }
+    }
+    names
 }
 
 /// The sweep's figure: for text runs with vectors kept and BLEU, those against each other
@@ -209,4 +223,17 @@ fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
     text.push_str(&format!("|{}\n", "---|".repeat(header.len())));
     rows.iter().for_each(|r| text.push_str(&line(r)));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nested_numbers_get_dotted_names_and_arrays_and_strings_none() {
+        let eval = serde_json::json!({
+            "bleu": 46.2, "lm": null, "name": "x", "curve": [1, 2],
+            "stats": {"avg_prop_vec": 0.6, "deep": {"n": 3}}, "odd.key": 1,
+        });
+        let names = super::numbers(&eval, "");
+        assert_eq!(names, ["bleu", "stats.avg_prop_vec", "stats.deep.n"]);
+    }
 }
