@@ -161,15 +161,24 @@ fn describe(outcome: &Outcome) -> &'static str {
 }
 
 /// On Linux, the child gets SIGKILL when this process dies, so that a killed sweep leaves no
-/// run training behind it (the next start resumes it instead).
+/// run training behind it (the next start resumes it instead). A child whose parent died
+/// before the request took effect (between fork and prctl) does not start: it would train on
+/// beside the next start of the sweep, into the same run folder.
 fn die_with_parent(command: &mut Command) {
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe and changes only the child's own settings.
+        let parent = std::process::id();
+        // SAFETY: prctl and getppid are async-signal-safe and change only the child's own
+        // settings.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other(
+                        "the sweep ended before this run began",
+                    ));
+                }
                 Ok(())
             });
         }
