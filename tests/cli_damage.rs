@@ -312,7 +312,6 @@ fn a_model_too_large_to_allocate_is_a_one_line_error_that_leaves_no_run() {
 
 #[test]
 fn a_model_whose_training_does_not_fit_the_memory_limit_is_refused_before_allocating() {
-    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().unwrap();
     // 4·10^8 parameters: within the default limit of 10^9, but training them takes 6.4 GB,
     // more than half of the 2 GiB address space the process gets.
@@ -320,27 +319,15 @@ fn a_model_whose_training_does_not_fit_the_memory_limit_is_refused_before_alloca
         spec["encoder"]["config"]["hidden"] = json!([20_000, 20_000]);
     });
     let run = dir.path().join("run");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vaezoo"));
-    command.args([
-        "train",
-        path.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 2 << 30,
-                rlim_max: 2 << 30,
-            };
-            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    let out = command.env_remove("VAEZOO_MAX_PARAMS").output().unwrap();
+    let out = common::vaezoo_within(
+        2 << 30,
+        &[
+            "train",
+            path.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

@@ -6,32 +6,11 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{ok, text, tiny_spec_with, vaezoo};
+use common::{ok, text, tiny_spec_with, vaezoo, vaezoo_within};
 use serde_json::json;
-
-/// `vaezoo ARGS` with its address space limited to `bytes` (as `ulimit -v`).
-fn vaezoo_within(bytes: u64, args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vaezoo"));
-    command.args(args).env_remove("VAEZOO_MAX_PARAMS");
-    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
-    unsafe {
-        command.pre_exec(move || {
-            let limit = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    command.output().unwrap()
-}
 
 /// The tiny digits VAE with `hidden` units in both MLPs and batches of `batch` (512 examples).
 fn wide_spec(dir: &Path, name: &str, hidden: usize, batch: usize) -> String {

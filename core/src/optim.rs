@@ -59,7 +59,7 @@ impl Default for AdamConfig {
 }
 
 /// Adam's state: the step count and both moments of every parameter.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AdamState {
     /// Updates done so far.
     pub step: u64,

@@ -17,7 +17,7 @@ use std::any::TypeId;
 
 use vaezoo_core::custom_op::take_backward_failure;
 use vaezoo_core::dfdx::prelude::{Backward, Cpu};
-use vaezoo_core::params::ParamStore;
+use vaezoo_core::params::{gigabytes, ParamStore};
 use vaezoo_core::plugin::{Ctx, Mode, Observation, Progress};
 use vaezoo_core::process::{memory_limit, MAX_MEMORY_VAR};
 use vaezoo_core::rng::seeded;
@@ -92,6 +92,14 @@ pub fn step_budget(pending: u64) -> Option<u64> {
     Some(limit.saturating_sub(headroom + live + pending))
 }
 
+/// [`step_budget`] where the device's memory is the host heap the meter counts: `None` on the
+/// GPU.
+fn host_budget<D: Backend>(pending: u64) -> Option<u64> {
+    (TypeId::of::<D>() == TypeId::of::<Cpu>())
+        .then(|| step_budget(pending))
+        .flatten()
+}
+
 /// Checks that a training step of `training.batch_size` rows of `data` fits in the memory this
 /// process may use, `pending` bytes besides still to be allocated: measures the step
 /// ([`measure_step`]) and refuses with the estimate where it does not fit. Nothing is checked
@@ -104,10 +112,7 @@ pub fn check_step_fits<D: Backend>(
     training: &TrainingSpec,
     pending: u64,
 ) -> Result<()> {
-    if TypeId::of::<D>() != TypeId::of::<Cpu>() {
-        return Ok(());
-    }
-    let Some(budget) = step_budget(pending) else {
+    let Some(budget) = host_budget::<D>(pending) else {
         return Ok(());
     };
     let rows = training.batch_size.min(data.len()).max(1);
@@ -145,10 +150,7 @@ pub fn rows_that_fit<D: Backend>(
     lengths: &[usize],
     observe: &dyn Fn(&[usize]) -> Result<Observation<D>>,
 ) -> Result<Option<usize>> {
-    if TypeId::of::<D>() != TypeId::of::<Cpu>() {
-        return Ok(None);
-    }
-    let Some(budget) = step_budget(0) else {
+    let Some(budget) = host_budget::<D>(0) else {
         return Ok(None);
     };
     // Measured up to batches of this size, as an evaluation's (not just the first rows).
@@ -291,10 +293,7 @@ pub fn rows_per_call<D: Backend>(
     dev: &D,
     work: impl Fn(usize) -> Result<()>,
 ) -> Result<Option<usize>> {
-    if TypeId::of::<D>() != TypeId::of::<Cpu>() {
-        return Ok(None);
-    }
-    let Some(budget) = step_budget(0) else {
+    let Some(budget) = host_budget::<D>(0) else {
         return Ok(None);
     };
     peak_bytes(dev, || work(2))?;
@@ -325,11 +324,6 @@ pub fn gradient_bytes<D: Backend>(params: &ParamStore<D>) -> u64 {
     (0..params.len())
         .map(|i| params.host(i).len() as u64 * 4)
         .sum()
-}
-
-/// `bytes` in gigabytes, for messages.
-fn gigabytes(bytes: u64) -> String {
-    format!("{:.1} GB", bytes as f64 / 1e9)
 }
 
 #[cfg(test)]

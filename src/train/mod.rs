@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use vaezoo_core::checkpoint::{CheckpointRef, ParamRef};
-use vaezoo_core::optim::{Adam, AdamState};
+use vaezoo_core::optim::Adam;
 use vaezoo_core::params::ParamStore;
 use vaezoo_core::plugin::{KlShaping, Progress};
 use vaezoo_core::rng::{seeded, HostRng};
@@ -189,14 +189,7 @@ fn resume_on<D: Backend>(dev: &D, root: &Path, opts: &TrainOptions) -> Result<Tr
     // The checkpoint's tensors move into the session (the weights are in the store by now):
     // copies would hold the model's state twice while it trains.
     restored.checkpoint.params = Vec::new();
-    let optimizer = std::mem::replace(
-        &mut restored.checkpoint.optimizer,
-        AdamState {
-            step: 0,
-            m: Vec::new(),
-            v: Vec::new(),
-        },
-    );
+    let optimizer = std::mem::take(&mut restored.checkpoint.optimizer);
     let config = restored.spec.training.optimizer.clone();
     let adam = Adam::resumed(config, &restored.params, optimizer)?;
     let (params, model) = (&restored.params, &restored.model);

@@ -23,6 +23,27 @@ pub fn vaezoo(args: &[&str]) -> Output {
         .expect("the vaezoo binary runs")
 }
 
+/// `vaezoo ARGS` with its address space limited to `bytes` (as `ulimit -v`).
+pub fn vaezoo_within(bytes: u64, args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vaezoo"));
+    command.args(args).env_remove("VAEZOO_MAX_PARAMS");
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            match libc::setrlimit(libc::RLIMIT_AS, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    command.output().unwrap()
+}
+
 /// Starts `vaezoo PREFIX… train SPEC --out RUN`, waits for its first checkpoint, kills it with
 /// SIGKILL and returns the step of the checkpoint it left.
 pub fn train_until_killed(prefix: &[&str], spec: &Path, run: &Path) -> u64 {

@@ -127,6 +127,7 @@ impl CheckpointRef<'_> {
         let mut tensors = Vec::with_capacity(3 * params.len());
         let mut layouts = BTreeMap::new();
         let mut hasher = Sha256::new();
+        let mut bytes = Vec::new();
         for (i, p) in params.iter().enumerate() {
             if !seen.insert(p.name) {
                 return Err(format!("parameter `{}` appears twice", p.name));
@@ -134,7 +135,11 @@ impl CheckpointRef<'_> {
             let view = self.torch_views.get(p.name).cloned().unwrap_or_default();
             for (which, prefix) in PREFIXES.iter().enumerate() {
                 let (shape, values) = self.stored(i, which)?;
-                hash_f32s(&mut hasher, &values);
+                le_chunks(&values, &mut bytes, |chunk| {
+                    hasher.update(chunk);
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .unwrap_or_else(|never| match never {});
                 tensors.push((format!("{prefix}/{}", p.name), shape, (i, which)));
             }
             if view != TorchView::Same {
@@ -223,11 +228,7 @@ impl CheckpointRef<'_> {
         let mut bytes = Vec::new();
         for &(i, which) in &plan.order {
             let (_, values) = self.stored(i, which).map_err(invalid)?;
-            for chunk in values.chunks(1 << 14) {
-                bytes.clear();
-                bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
-                out.write_all(&bytes)?;
-            }
+            le_chunks(&values, &mut bytes, |chunk| out.write_all(chunk))?;
         }
         Ok(())
     }
@@ -240,12 +241,17 @@ struct FilePlan {
     order: Vec<(usize, usize)>,
 }
 
-/// Feeds the little-endian bytes of `values` to `hasher`.
-fn hash_f32s(hasher: &mut Sha256, values: &[f32]) {
-    let mut bytes = Vec::with_capacity(4 << 14);
+/// Passes the little-endian bytes of `values` to `sink` a chunk at a time, through `bytes`
+/// (so that neither hashing nor writing holds a tensor's bytes whole).
+fn le_chunks<E>(
+    values: &[f32],
+    bytes: &mut Vec<u8>,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
     for chunk in values.chunks(1 << 14) {
         bytes.clear();
         bytes.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
-        hasher.update(&bytes);
+        sink(bytes)?;
     }
+    Ok(())
 }

@@ -60,7 +60,7 @@ pub fn memory_max_params() -> Option<usize> {
 }
 
 /// `bytes` in gigabytes, for messages.
-fn gigabytes(bytes: u64) -> String {
+pub fn gigabytes(bytes: u64) -> String {
     format!("{:.1} GB", bytes as f64 / 1e9)
 }
 
