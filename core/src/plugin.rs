@@ -88,7 +88,7 @@ pub struct TokenBatch {
 impl TokenBatch {
     /// Checks that `ids` and `keep` are both `Batch × seq` with `seq > 0`.
     pub fn new(ids: Vec<usize>, keep: Vec<bool>, seq: Seq) -> crate::Result<Self> {
-        if seq.0 == 0 || ids.len() % seq.0 != 0 || keep.len() != ids.len() {
+        if seq.0 == 0 || !ids.len().is_multiple_of(seq.0) || keep.len() != ids.len() {
             return Err(crate::Error::Shape(format!(
                 "{} ids and {} flags are not rows of {} positions",
                 ids.len(),

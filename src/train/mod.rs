@@ -360,7 +360,7 @@ impl<D: Backend> Job<D> {
             }
             bar.set_message(status);
             let interrupted = interrupt::requested_by().is_some();
-            if self.step % t.checkpoint_every == 0 || self.step == end || interrupted {
+            if self.step.is_multiple_of(t.checkpoint_every) || self.step == end || interrupted {
                 // Lines and events first, the checkpoint, then both committed: a failure on the
                 // way cuts them back to the last checkpoint (see MetricsWriter).
                 metrics.flush()?;

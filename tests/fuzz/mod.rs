@@ -266,7 +266,7 @@ pub fn run_suite(seed: u64, plan: &[Family], workers: usize, only: Option<&str>)
         }
         s.2.push((family, seconds));
         let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-        if n % 100 == 0 {
+        if n.is_multiple_of(100) {
             eprintln!(
                 "fuzz: {n}/{} cases, {} findings ({} s)",
                 plan.len(),

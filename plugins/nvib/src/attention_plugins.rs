@@ -77,7 +77,7 @@ impl Projections {
         bias: bool,
         plugin: &str,
     ) -> Result<Self> {
-        if width % heads != 0 {
+        if !width.is_multiple_of(heads) {
             return Err(Error::Config {
                 plugin: plugin.into(),
                 message: format!("{heads} heads do not divide the latent width {width}"),

@@ -35,7 +35,7 @@ impl SelfAttention {
     /// Xavier-uniform weights, zero in- and out-projection biases.
     /// `heads` must divide `width`.
     pub fn new(params: &mut ParamBuilder, name: &str, width: Model, heads: Head) -> Result<Self> {
-        if heads.0 == 0 || width.0 % heads.0 != 0 {
+        if heads.0 == 0 || !width.0.is_multiple_of(heads.0) {
             return Err(Error::Shape(format!(
                 "{} heads do not divide the model width {}",
                 heads.0, width.0

@@ -63,7 +63,7 @@ pub fn yes() -> bool {
 impl TransformerConfig {
     /// The layer sizes, checked (`plugin` names the plugin in errors).
     pub fn sizes(&self, plugin: &str) -> Result<LayerSizes> {
-        if self.d_model % self.heads != 0 || !(0.0..1.0).contains(&self.dropout) {
+        if !self.d_model.is_multiple_of(self.heads) || !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::Config {
                 plugin: plugin.into(),
                 message: format!(

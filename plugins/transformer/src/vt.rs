@@ -181,9 +181,9 @@ pub fn stride_mask(padded: &[bool], seq: usize, perc: f64) -> Vec<bool> {
         if perc <= 0.0 {
             false
         } else if perc <= 0.5 {
-            (idx + 1) % (1.0 / perc).floor() as usize == 0
+            (idx + 1).is_multiple_of((1.0 / perc).floor() as usize)
         } else if perc < 1.0 {
-            idx % (1.0 / (1.0 - perc)).floor() as usize != 0
+            !idx.is_multiple_of((1.0 / (1.0 - perc)).floor() as usize)
         } else {
             idx != 0
         }

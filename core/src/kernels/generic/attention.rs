@@ -160,7 +160,7 @@ impl HeadDims {
         let (dq, pk, pv) = (q.2.size(), k.2.size(), v.2.size());
         let split = |width: usize, what: &str| {
             assert!(
-                heads > 0 && width % heads == 0,
+                heads > 0 && width.is_multiple_of(heads),
                 "{heads} heads do not divide the {what} width {width}"
             );
             width / heads

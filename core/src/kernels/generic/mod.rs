@@ -247,7 +247,7 @@ pub(crate) fn check_nll_inputs(
     assert_eq!(targets.len(), rows, "one target per row");
     assert_eq!(weights.len(), rows, "one weight per row");
     assert!(
-        groups > 0 && rows % groups == 0,
+        groups > 0 && rows.is_multiple_of(groups),
         "{rows} rows in {groups} groups"
     );
     assert!(
