@@ -6,7 +6,12 @@
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
-use super::{buffer_of, for_each_row, host_values, into_tensor, recycled, zip_chunks};
+use rayon::prelude::*;
+
+use super::{
+    add_into, buffer_of, for_each_chunk, for_each_row, host_values, into_tensor, recycled,
+    zip_chunks, PARALLEL_MIN_ELEMENTS,
+};
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::layer_norm`].
@@ -56,7 +61,7 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
         (sub.ghost(), mask)
     });
     if sub.is_none() {
-        normed.copy_from_slice(&xs);
+        zip_chunks(&mut normed, &xs, |n, x| n.copy_from_slice(x));
     }
     drop(xs);
     let (gs, bs) = (host_values(&gamma), host_values(&beta));
@@ -84,18 +89,9 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
         grads.try_alloc_for(&out_ghost)?;
         let g = take_grad!(grads, &out_ghost);
         {
-            let gg = grads.get_or_alloc_mut(&g_ghost)?;
-            for (gr, nr) in g.chunks_exact(n).zip(normed.chunks_exact(n)) {
-                for ((acc, gv), nv) in gg.iter_mut().zip(gr).zip(nr) {
-                    *acc += gv * nv;
-                }
-            }
-        }
-        {
-            let gb = grads.get_or_alloc_mut(&b_ghost)?;
-            for gr in g.chunks_exact(n) {
-                super::add_into(gb, gr);
-            }
+            let (dgamma, dbeta) = affine_grads(&g, &normed, n);
+            add_into(grads.get_or_alloc_mut(&g_ghost)?, &dgamma);
+            add_into(grads.get_or_alloc_mut(&b_ghost)?, &dbeta);
         }
         // d(sum) per row, then added into x and (masked) into sub.
         let mut dsum = recycled(&dev, len);
@@ -114,18 +110,14 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
                 *d = *r * (*d - mean_d - nv * mean_dn);
             }
         });
-        zip_chunks(grads.get_or_alloc_mut(&x_ghost)?, &dsum, |acc, d| {
-            acc.iter_mut().zip(d).for_each(|(a, d)| *a += d)
-        });
+        add_into(grads.get_or_alloc_mut(&x_ghost)?, &dsum);
         if let Some((sub_ghost, mask)) = &sub {
             if let Some(m) = mask {
                 zip_chunks(&mut dsum, m, |d, m| {
                     d.iter_mut().zip(m).for_each(|(d, m)| *d *= m)
                 });
             }
-            zip_chunks(grads.get_or_alloc_mut(sub_ghost)?, &dsum, |acc, d| {
-                acc.iter_mut().zip(d).for_each(|(a, d)| *a += d)
-            });
+            add_into(grads.get_or_alloc_mut(sub_ghost)?, &dsum);
         }
         put_grad!(grads, &out_ghost, g);
         Ok(())
@@ -135,10 +127,86 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
 
 /// `out = x + values ⊙ mask` (`mask` empty: `out = x + values`).
 fn add_masked(out: &mut [f32], x: &[f32], values: &[f32], mask: &[f32]) {
-    let sums = out.iter_mut().zip(x).zip(values);
-    if mask.is_empty() {
-        sums.for_each(|((o, x), v)| *o = x + v);
+    for_each_chunk(out, |range, out| {
+        let sums = out
+            .iter_mut()
+            .zip(&x[range.clone()])
+            .zip(&values[range.clone()]);
+        if mask.is_empty() {
+            sums.for_each(|((o, x), v)| *o = x + v);
+        } else {
+            sums.zip(&mask[range])
+                .for_each(|(((o, x), v), m)| *o = x + v * m);
+        }
+    });
+}
+
+/// The gradients of the gain and the shift, `Σ_rows g ⊙ normed` and `Σ_rows g` (rows of `n`
+/// values): partial sums over fixed blocks of rows on rayon's pool, added in block order, so
+/// the result does not depend on the number of threads.
+fn affine_grads(g: &[f32], normed: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    const BLOCK_ROWS: usize = 64;
+    let block = |(gb, nb): (&[f32], &[f32])| {
+        let (mut dgamma, mut dbeta) = (vec![0.0f32; n], vec![0.0f32; n]);
+        for (gr, nr) in gb.chunks_exact(n).zip(nb.chunks_exact(n)) {
+            for (((dg, db), gv), nv) in dgamma.iter_mut().zip(&mut dbeta).zip(gr).zip(nr) {
+                *dg += gv * nv;
+                *db += gv;
+            }
+        }
+        (dgamma, dbeta)
+    };
+    let width = (BLOCK_ROWS * n).max(1);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = if g.len() >= PARALLEL_MIN_ELEMENTS {
+        g.par_chunks(width)
+            .zip(normed.par_chunks(width))
+            .map(block)
+            .collect()
     } else {
-        sums.zip(mask).for_each(|(((o, x), v), m)| *o = x + v * m);
+        g.chunks(width)
+            .zip(normed.chunks(width))
+            .map(block)
+            .collect()
+    };
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; n], vec![0.0f32; n]);
+    for (pg, pb) in &partials {
+        add_into(&mut dgamma, pg);
+        add_into(&mut dbeta, pb);
+    }
+    (dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::affine_grads;
+
+    /// The same bits on 1 and 2 threads, and the plain column sums within rounding, above the
+    /// size that goes parallel.
+    #[test]
+    fn affine_grads_do_not_depend_on_threads() {
+        let (rows, n) = (700, 128);
+        let g: Vec<f32> = (0..rows * n)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let normed: Vec<f32> = (0..rows * n)
+            .map(|i| ((i * 11) % 53) as f32 / 26.0 - 1.0)
+            .collect();
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| affine_grads(&g, &normed, n))
+        };
+        let (one, two) = (on(1), on(2));
+        assert_eq!(one, two);
+        for j in 0..n {
+            let dgamma: f64 = (0..rows)
+                .map(|r| f64::from(g[r * n + j] * normed[r * n + j]))
+                .sum();
+            let dbeta: f64 = (0..rows).map(|r| f64::from(g[r * n + j])).sum();
+            assert!((f64::from(one.0[j]) - dgamma).abs() < 1e-3, "gain {j}");
+            assert!((f64::from(one.1[j]) - dbeta).abs() < 1e-3, "shift {j}");
+        }
     }
 }

@@ -1,14 +1,16 @@
 //! Fused Linear: `act(x · W + b)` as one GEMM with the bias and the activation in the same
 //! pass, and a backward pass of one GEMM per gradient that is needed (none for an input that
 //! carries no tape). The grouped form (per-head maps) runs one GEMM per group over strided
-//! views of the packed columns, so no group is ever copied out. Given a row mask, only the
-//! kept rows are computed at all (padding).
+//! views of the packed columns, so no group is ever copied out. Given a row mask that leaves
+//! out many rows (padding), only the kept rows are gathered and computed; one that leaves out
+//! few has every row computed in place and the others zeroed ([`super::rows::row_plan`]).
 
 use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::{
-    add_into, buffer, buffer_of, host_values, into_tensor, recycled, zip_chunks, Buffer, HostValues,
+    add_rows, buffer_of, fill_rows, gather_rows, host_values, into_tensor, recycled, row_plan,
+    scatter_rows, zero_rows, zip_chunks, Buffer, HostValues,
 };
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::GroupDims;
@@ -73,21 +75,15 @@ where
     let (w, w_tape) = w.split_tape();
     let mut tape = w_tape.merge(x_tape);
     let ws = host_values(&w);
-    // The kept rows of x, gathered (`None`: all of them, in place); `mk` of them.
-    let kept: Option<Vec<usize>> = rows.map(|keep| {
+    if let Some(keep) = rows {
         assert_eq!(keep.len(), m_all, "one row flag per row");
-        (0..m_all).filter(|&r| keep[r]).collect()
-    });
+    }
+    // The kept rows of x, gathered (`None`: all of them, in place, with the left-out rows
+    // `zeroed` in the output and in its gradient); `mk` of them.
+    let (kept, zeroed) = row_plan(rows, &host_values(&x), wi);
     let xs = match &kept {
         None => host_values(&x),
-        Some(kept) => {
-            let all = host_values(&x);
-            let mut xa = recycled(x.device(), kept.len() * wi);
-            for (dst, &r) in xa.chunks_exact_mut(wi.max(1)).zip(kept) {
-                dst.copy_from_slice(&all[r * wi..(r + 1) * wi]);
-            }
-            HostValues::Owned(xa)
-        }
+        Some(kept) => HostValues::Owned(gather_rows(x.device(), &host_values(&x), kept, wi)),
     };
     let mk = kept.as_ref().map_or(m_all, Vec::len);
     let dev = x.device().clone();
@@ -97,10 +93,7 @@ where
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
-        let bs = host_values(&b);
-        for row in y.chunks_exact_mut(wo.max(1)) {
-            row.copy_from_slice(&bs);
-        }
+        fill_rows(&mut y, &host_values(&b));
         b.ghost()
     });
     for j in 0..gs {
@@ -143,26 +136,15 @@ where
         assert_eq!(mask.len(), m_all * wo, "one dropout value per output");
         let mask = match &kept {
             None => buffer_of(&dev, mask),
-            Some(kept) => {
-                let mut ma = recycled(&dev, mk * wo);
-                for (dst, &r) in ma.chunks_exact_mut(wo.max(1)).zip(kept) {
-                    dst.copy_from_slice(&mask[r * wo..(r + 1) * wo]);
-                }
-                ma
-            }
+            Some(kept) => gather_rows(&dev, mask, kept, wo),
         };
         zip_chunks(&mut y, &mask, scale_by);
         mask
     });
+    zero_rows(&mut y, &zeroed, wo);
     let out = match &kept {
         None => into_tensor(&dev, y, (m, out_dim)),
-        Some(kept) => {
-            let mut full = buffer(&dev, m_all * wo);
-            for (src, &r) in y.chunks_exact(wo.max(1)).zip(kept) {
-                full[r * wo..(r + 1) * wo].copy_from_slice(src);
-            }
-            into_tensor(&dev, full, (m, out_dim))
-        }
+        Some(kept) => into_tensor(&dev, scatter_rows(&dev, &y, kept, m_all, wo), (m, out_dim)),
     };
 
     if matches!(saved, Saved::Output) {
@@ -174,14 +156,11 @@ where
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
         let mut g_full = take_grad!(grads, &out_ghost);
+        zero_rows(&mut g_full, &zeroed, wo);
         // The output gradient of the kept rows (modified in place when every row is kept).
-        let mut gathered = kept.as_ref().map(|kept| {
-            let mut ga = recycled(&dev, kept.len() * wo);
-            for (dst, &r) in ga.chunks_exact_mut(wo.max(1)).zip(kept) {
-                dst.copy_from_slice(&g_full[r * wo..(r + 1) * wo]);
-            }
-            ga
-        });
+        let mut gathered = kept
+            .as_ref()
+            .map(|kept| gather_rows(&dev, &g_full, kept, wo));
         let g: &mut [f32] = match &mut gathered {
             Some(ga) => ga,
             None => &mut g_full,
@@ -244,10 +223,7 @@ where
                 matmul_into((mk, ns, ks), dst, accumulate, lhs, rhs, 1.0, threads);
             }
             if let (Some(dxa), Some(kept)) = (&dxa, &kept) {
-                let gx = grads.get_or_alloc_mut(x_ghost)?;
-                for (src, &r) in dxa.chunks_exact(wi.max(1)).zip(kept) {
-                    add_into(&mut gx[r * wi..(r + 1) * wi], src);
-                }
+                add_rows(grads.get_or_alloc_mut(x_ghost)?, dxa, kept, wi);
             }
         }
         put_grad!(grads, &out_ghost, g_full);

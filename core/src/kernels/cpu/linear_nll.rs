@@ -9,7 +9,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::fastmath::{exp, log_sum_exp};
-use super::{add_into, for_each_row, host_values, recycled};
+use super::{add_rows, fill_rows, for_each_row, gather_rows, host_values, recycled};
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::check_nll_inputs;
 use crate::kernels::{Tr, Weight};
@@ -44,14 +44,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     let ws = host_values(&w);
     // The rows that count, gathered: (row index, its input).
     let active: Vec<usize> = (0..r).filter(|&i| weights[i] != 0.0).collect();
-    let xa = {
-        let xs = host_values(&x);
-        let mut xa = recycled(x.device(), active.len() * ks);
-        for (dst, &i) in xa.chunks_exact_mut(ks.max(1)).zip(&active) {
-            dst.copy_from_slice(&xs[i * ks..(i + 1) * ks]);
-        }
-        xa
-    };
+    let xa = gather_rows(x.device(), &host_values(&x), &active, ks);
     let a = active.len();
 
     // Every value is written: the bias rows then `+=` the product, or `=` the product.
@@ -60,10 +53,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
     let b_ghost = bias.map(|b| {
         let (b, b_tape) = b.split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), b_tape);
-        let bs = host_values(&b);
-        for row in logits.chunks_exact_mut(v.max(1)) {
-            row.copy_from_slice(&bs);
-        }
+        fill_rows(&mut logits, &host_values(&b));
         b.ghost()
     });
     matmul_into(
@@ -169,10 +159,7 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
                 1.0,
                 Threads::BySize,
             );
-            let gx = grads.get_or_alloc_mut(&x_ghost)?;
-            for (src, &i) in dxa.chunks_exact(ks.max(1)).zip(&active) {
-                add_into(&mut gx[i * ks..(i + 1) * ks], src);
-            }
+            add_rows(grads.get_or_alloc_mut(&x_ghost)?, &dxa, &active, ks);
         }
         put_grad!(grads, &out_ghost, g);
         Ok(())

@@ -138,42 +138,50 @@ pub(super) fn for_each_row<T: Send>(
     }
 }
 
+/// Runs `f(range, chunk)` over the chunks of `data` (`range`: the chunk's place in `data`, for
+/// slicing other arrays alike), on rayon's pool when `data` is large. Chunks have a fixed
+/// length, so the results do not depend on the number of threads.
+pub(super) fn for_each_chunk(
+    data: &mut [f32],
+    f: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + Send,
+) {
+    const CHUNK: usize = 1 << 14;
+    let run = |(i, d): (usize, &mut [f32])| f(i * CHUNK..i * CHUNK + d.len(), d);
+    if data.len() >= PARALLEL_MIN_ELEMENTS {
+        data.par_chunks_mut(CHUNK).enumerate().for_each(run);
+    } else {
+        data.chunks_mut(CHUNK).enumerate().for_each(run);
+    }
+}
+
 /// Runs `f` over matching chunks of `data` and `other` (`other` may be empty: then `f` gets
-/// empty slices), on rayon's pool when `data` is large. Chunks have a fixed length, so the
-/// results do not depend on the number of threads.
+/// empty slices), as [`for_each_chunk`].
 pub(super) fn zip_chunks(
     data: &mut [f32],
     other: &[f32],
     f: impl Fn(&mut [f32], &[f32]) + Sync + Send,
 ) {
-    const CHUNK: usize = 1 << 14;
-    let others = |i: usize| {
-        let start = (i * CHUNK).min(other.len());
-        &other[start..((i + 1) * CHUNK).min(other.len())]
-    };
-    if data.len() >= PARALLEL_MIN_ELEMENTS {
-        data.par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, d)| f(d, others(i)));
-    } else {
-        data.chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(i, d)| f(d, others(i)));
-    }
+    for_each_chunk(data, |range, d| {
+        let start = range.start.min(other.len());
+        f(d, &other[start..range.end.min(other.len())])
+    });
 }
 
 /// A buffer from dfdx's cache holding a copy of `values`.
 pub(super) fn buffer_of(dev: &Cpu, values: &[f32]) -> Buffer {
     let mut b = recycled(dev, values.len());
-    b.copy_from_slice(values);
+    zip_chunks(&mut b, values, |b, v| b.copy_from_slice(v));
     b
 }
 
-/// `dst[i] += src[i]`.
+/// `dst[i] += src[i]` (as many values as the shorter of the two has).
 pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += *s;
-    }
+    let n = dst.len().min(src.len());
+    zip_chunks(&mut dst[..n], &src[..n], |d, s| {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += *s;
+        }
+    });
 }
 
 pub(crate) mod attention;
@@ -185,4 +193,7 @@ pub(crate) mod linear;
 pub(crate) mod linear_nll;
 pub(crate) mod mixture;
 pub(crate) mod nll;
+mod rows;
 pub(crate) mod sq_norm;
+
+use rows::{add_rows, fill_rows, gather_rows, row_plan, scatter_rows, zero_rows};

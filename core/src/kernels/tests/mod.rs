@@ -276,8 +276,8 @@ fn rows_store(m: usize, n: usize) -> ParamStore<Cpu> {
 #[test]
 fn linear_rows_match_the_generic_ops() {
     let some: Vec<bool> = (0..M).map(|i| i % 3 != 1).collect();
-    for keep in [some, vec![true; M], vec![false; M]] {
-        let p = rows_store(M, N);
+    for keep in [some, vec![true; M], vec![false; M], few_left_out()] {
+        let p = rows_store(keep.len(), N);
         for act in ACTIVATIONS {
             for (out_in, dropout) in [(false, false), (true, false), (false, true), (true, true)] {
                 same_as_generic(
@@ -300,14 +300,42 @@ fn linear_rows_match_the_generic_ops() {
 
 #[test]
 fn linear_rows_gradients_match_finite_differences() {
-    let keep: Vec<bool> = (0..M).map(|i| i % 3 != 1).collect();
-    for (act, dropout) in [(Activation::Tanh, false), (Activation::Gelu, true)] {
-        let mut p = rows_store(M, N);
-        GradCheck::default()
-            .run(&mut p, |p| {
-                linear_rows_loss(p, true, act, true, &keep, dropout)
-            })
-            .unwrap_or_else(|e| panic!("{act:?}: {e}"));
+    let some: Vec<bool> = (0..M).map(|i| i % 3 != 1).collect();
+    for keep in [some, few_left_out()] {
+        for (act, dropout) in [(Activation::Tanh, false), (Activation::Gelu, true)] {
+            let mut p = rows_store(keep.len(), N);
+            GradCheck::default()
+                .run(&mut p, |p| {
+                    linear_rows_loss(p, true, act, true, &keep, dropout)
+                })
+                .unwrap_or_else(|e| panic!("{act:?}: {e}"));
+        }
+    }
+}
+
+/// A row mask that leaves out 2 rows of 16: few enough for the kernel to compute every row in
+/// place and zero the left-out ones.
+fn few_left_out() -> Vec<bool> {
+    (0..16).map(|i| i != 3 && i != 11).collect()
+}
+
+/// A left-out row whose input is not finite changes nothing: not the output, not a gradient.
+#[test]
+fn linear_rows_ignore_what_left_out_rows_hold() {
+    let keep = few_left_out();
+    let clean = rows_store(keep.len(), N);
+    let mut dirty = rows_store(keep.len(), N);
+    let mut x = dirty.host(0).to_vec();
+    x[3 * K..4 * K].fill(f32::NAN);
+    x[11 * K] = f32::INFINITY;
+    dirty.set(0, &x).unwrap();
+    for act in [Activation::Identity, Activation::Gelu] {
+        let loss = |p: &ParamStore<Cpu>| linear_rows_loss(p, true, act, true, &keep, true);
+        let ((cv, cg), (dv, dg)) = (evaluate(&clean, loss), evaluate(&dirty, loss));
+        assert_eq!(cv, dv);
+        // The input's gradient differs only in rows nobody reads; the others are equal.
+        assert_eq!(cg[1..], dg[1..]);
+        assert!(dg[0].iter().all(|g| g.is_finite()));
     }
 }
 

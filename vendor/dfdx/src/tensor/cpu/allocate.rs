@@ -45,7 +45,7 @@ impl Cpu {
                 // - ✅ "capacity needs to be the capacity that the pointer was allocated with."
                 // - ✅ "The allocated size in bytes must be no larger than isize::MAX. See the safety documentation of pointer::offset."
                 let mut data = unsafe { Vec::from_raw_parts(allocation.0 as *mut E, numel, numel) };
-                data.fill(elem);
+                fill(&mut data, elem);
                 Ok(data)
             },
         )?;
@@ -54,6 +54,18 @@ impl Cpu {
             data,
             cache: self.cache.clone(),
         })
+    }
+}
+
+/// `data.fill(elem)`, on rayon's pool for large buffers (vaezoo: the zero fill of a recycled
+/// gradient buffer was a serial pass of every training step).
+fn fill<E: Unit>(data: &mut [E], elem: E) {
+    use rayon::prelude::*;
+    const PARALLEL_MIN: usize = 1 << 16;
+    if data.len() >= PARALLEL_MIN {
+        data.par_chunks_mut(1 << 14).for_each(|c| c.fill(elem));
+    } else {
+        data.fill(elem);
     }
 }
 
