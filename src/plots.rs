@@ -21,8 +21,19 @@ static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 /// Size of a loss-curve PNG in pixels.
 const LOSS_SIZE: (u32, u32) = (800, 500);
+/// Width of the legend column right of a [`Marks::MeanAndSpread`] chart, in pixels.
+const LEGEND_WIDTH: u32 = 320;
+
+/// The PNG size of an [`xy_chart`]: a [`Marks::MeanAndSpread`] chart has its legend in a
+/// column of its own, so that it never hides a point.
+fn chart_size(marks: Marks) -> (u32, u32) {
+    match marks {
+        Marks::MeanAndSpread => (LOSS_SIZE.0 + LEGEND_WIDTH, LOSS_SIZE.1),
+        _ => LOSS_SIZE,
+    }
+}
 /// Line colours of the series, in order (Tableau 10), repeated if needed.
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -31,7 +42,37 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
+
+/// How [`xy_chart`] draws each series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marks {
+    /// A line through the points (a dot for a single point).
+    Lines,
+    /// A dot per point.
+    Dots,
+    /// A ring per point (e.g. one per seed), and their mean as a dot with error bars of one
+    /// sample standard deviation each way (none for a single point).
+    MeanAndSpread,
+}
+
+/// The mean of `points` and the sample standard deviation of each coordinate (0 for fewer
+/// than two points).
+pub fn mean_and_spread(points: &[(f64, f64)]) -> ((f64, f64), (f64, f64)) {
+    let n = points.len() as f64;
+    let mean = |f: fn(&(f64, f64)) -> f64| points.iter().map(f).sum::<f64>() / n;
+    let (mx, my) = (mean(|p| p.0), mean(|p| p.1));
+    let sd = |f: fn(&(f64, f64)) -> f64, m: f64| {
+        if points.len() < 2 {
+            0.0
+        } else {
+            (points.iter().map(|p| (f(p) - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+        }
+    };
+    ((mx, my), (sd(|p| p.0, mx), sd(|p| p.1, my)))
+}
 /// Grey level of the separators between the images of a grid.
 const SEPARATOR: u8 = 64;
 
@@ -106,15 +147,23 @@ fn draw_loss_chart(
     series: &[(&str, Vec<(f64, f64)>)],
     (x_label, y_label): (&str, &str),
     (x_range, y_range): (Range<f64>, Range<f64>),
-    lines: bool,
+    marks: Marks,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let x_decimals = tick_decimals(&x_range);
     let y_decimals = tick_decimals(&y_range);
     let x_ticks = move |v: &f64| tick_label(*v, x_decimals);
     let y_ticks = move |v: &f64| tick_label(*v, y_decimals);
-    let root = BitMapBackend::with_buffer(rgb, LOSS_SIZE).into_drawing_area();
+    let size = chart_size(marks);
+    let root = BitMapBackend::with_buffer(rgb, size).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (plot_area, legend_area) = match marks {
+        Marks::MeanAndSpread => {
+            let (plot, legend) = root.split_horizontally(size.0 - LEGEND_WIDTH);
+            (plot, Some(legend))
+        }
+        _ => (root.clone(), None),
+    };
+    let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, (FAMILY, 24))
         .margin(16)
         .x_label_area_size(48)
@@ -135,26 +184,73 @@ fn draw_loss_chart(
         if points.is_empty() {
             continue;
         }
-        let style = COLORS[i % COLORS.len()].filled().stroke_width(2);
-        let drawn = if lines {
-            // A single point has no line: show it as a dot.
-            let dot = if points.len() == 1 { 4 } else { 0 };
-            chart.draw_series(LineSeries::new(points.iter().copied(), style).point_size(dot))?
-        } else {
-            let dots = points.iter().map(|&p| Circle::new(p, 5, style));
-            chart.draw_series(dots)?
+        let color = COLORS[i % COLORS.len()];
+        let style = color.filled().stroke_width(2);
+        let drawn = match marks {
+            Marks::Lines => {
+                // A single point has no line: show it as a dot.
+                let dot = if points.len() == 1 { 4 } else { 0 };
+                chart.draw_series(LineSeries::new(points.iter().copied(), style).point_size(dot))?
+            }
+            Marks::Dots => {
+                let dots = points.iter().map(|&p| Circle::new(p, 5, style));
+                chart.draw_series(dots)?
+            }
+            Marks::MeanAndSpread => {
+                let ring = color.stroke_width(1);
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, ring)))?;
+                let ((mx, my), (sx, sy)) = mean_and_spread(points);
+                if points.len() > 1 {
+                    chart.draw_series([ErrorBar::new_vertical(
+                        mx,
+                        my - sy,
+                        my,
+                        my + sy,
+                        style,
+                        10,
+                    )])?;
+                    chart.draw_series([ErrorBar::new_horizontal(
+                        my,
+                        mx - sx,
+                        mx,
+                        mx + sx,
+                        style,
+                        10,
+                    )])?;
+                }
+                chart.draw_series([Circle::new((mx, my), 6, style)])?
+            }
         };
         drawn
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FAMILY, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(160, 160, 160))
-        .draw()?;
+    match legend_area {
+        // One line per series: its colour's dot and its name.
+        Some(area) => {
+            let names = series.iter().filter(|(_, points)| !points.is_empty());
+            for (i, (name, _)) in names.enumerate() {
+                let y = 64 + 26 * i as i32;
+                let color = COLORS[i % COLORS.len()];
+                area.draw(&Circle::new((14, y), 6, color.filled()))?;
+                area.draw(&Text::new(*name, (28, y - 9), (FAMILY, 15)))?;
+            }
+            let key = "rings: seeds; dots: their mean; bars: ± 1 s.d.";
+            let y = 64 + 26 * series.len() as i32 + 8;
+            area.draw(&Text::new(
+                key,
+                (8, y),
+                (FAMILY, 13).into_font().color(&RGBColor(90, 90, 90)),
+            ))?;
+        }
+        None => chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font((FAMILY, 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()?,
+    }
     root.present()?;
     Ok(())
 }
@@ -172,17 +268,22 @@ pub fn loss_curves(
     series: &[(&str, Vec<(f64, f64)>)],
     x_label: &str,
 ) -> Result<(), PlotError> {
-    xy_chart(path, title, series, (x_label, "nats per example"), true)
+    xy_chart(
+        path,
+        title,
+        series,
+        (x_label, "nats per example"),
+        Marks::Lines,
+    )
 }
 
-/// [`loss_curves`] with any axis labels `(x, y)`, each series drawn as a line (`lines`) or
-/// as dots.
+/// [`loss_curves`] with any axis labels `(x, y)`, each series drawn with `marks`.
 pub fn xy_chart(
     path: &Path,
     title: &str,
     series: &[(&str, Vec<(f64, f64)>)],
     labels: (&str, &str),
-    lines: bool,
+    marks: Marks,
 ) -> Result<(), PlotError> {
     let fail = |message: String| PlotError {
         path: path.to_path_buf(),
@@ -200,12 +301,32 @@ pub fn xy_chart(
             )
         })
         .collect();
-    let all = || finite.iter().flat_map(|(_, points)| points.iter().copied());
-    let x_range = axis_range(bounds(all().map(|p| p.0)), 0.0).map_err(fail)?;
+    // The error bars' ends count as points for the axes.
+    let bar_ends: Vec<(f64, f64)> = match marks {
+        Marks::MeanAndSpread => finite
+            .iter()
+            .filter(|(_, points)| !points.is_empty())
+            .flat_map(|(_, points)| {
+                let ((mx, my), (sx, sy)) = mean_and_spread(points);
+                [(mx - sx, my - sy), (mx + sx, my + sy)]
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let all = || {
+        let points = finite.iter().flat_map(|(_, points)| points.iter().copied());
+        points.chain(bar_ends.iter().copied())
+    };
+    let x_margin = if marks == Marks::MeanAndSpread {
+        0.05
+    } else {
+        0.0
+    };
+    let x_range = axis_range(bounds(all().map(|p| p.0)), x_margin).map_err(fail)?;
     let y_range = axis_range(bounds(all().map(|p| p.1)), 0.05).map_err(fail)?;
-    let (width, height) = LOSS_SIZE;
+    let (width, height) = chart_size(marks);
     let mut rgb = vec![0u8; width as usize * height as usize * 3];
-    draw_loss_chart(&mut rgb, title, &finite, labels, (x_range, y_range), lines)
+    draw_loss_chart(&mut rgb, title, &finite, labels, (x_range, y_range), marks)
         .map_err(|e| fail(format!("cannot draw the chart: {e}")))?;
     write_png(path, width, height, png::ColorType::Rgb, &rgb)
 }

@@ -112,6 +112,19 @@ fn the_tiny_nvae_trains_and_eval_reports_every_text_metric() {
     ]));
     assert!(out.contains("NVAE") && out.contains("T "), "{out}");
     assert!(png.is_file());
+    // By configuration: each run's spec name labels its series.
+    let out = ok(vaezoo(&[
+        "plot",
+        "--seeds",
+        nvae_s,
+        t_s,
+        "--out",
+        png.to_str().unwrap(),
+    ]));
+    assert!(
+        out.contains("nvae-wiki-tiny") && out.contains("t-wiki-tiny"),
+        "{out}"
+    );
 }
 
 #[test]

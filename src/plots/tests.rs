@@ -129,3 +129,34 @@ fn image_grid_partial_rows_and_bad_input() {
     assert!(image_grid(&path, &[1.0; 4], 1, 2, 2, 1, 0).is_err());
     assert!(image_grid(&path, &[1.0; 4], 1, 2, 2, 1, u32::MAX).is_err());
 }
+
+#[test]
+fn seed_charts_show_mean_and_spread_beside_a_legend() {
+    let ((mx, my), (sx, sy)) = mean_and_spread(&[(0.5, 10.0), (0.7, 20.0), (0.6, 30.0)]);
+    assert!((mx - 0.6).abs() < 1e-12 && (my - 20.0).abs() < 1e-12);
+    assert!((sx - 0.1).abs() < 1e-12 && (sy - 10.0).abs() < 1e-12);
+    assert_eq!(mean_and_spread(&[(0.5, 10.0)]).1, (0.0, 0.0));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("seeds.png");
+    let series = [
+        ("three seeds", vec![(0.5, 10.0), (0.7, 20.0), (0.6, 30.0)]),
+        ("one seed", vec![(0.9, 80.0)]),
+    ];
+    xy_chart(
+        &path,
+        "seeds",
+        &series,
+        ("kept", "BLEU"),
+        Marks::MeanAndSpread,
+    )
+    .unwrap();
+    let (w, h, color, pixels) = decode(&path);
+    assert_eq!(
+        (w, h, color),
+        (800 + LEGEND_WIDTH, 500, png::ColorType::Rgb)
+    );
+    // Both series' colours are drawn.
+    assert!(pixels.chunks(3).any(|p| p == [31, 119, 180]));
+    assert!(pixels.chunks(3).any(|p| p == [255, 127, 14]));
+}

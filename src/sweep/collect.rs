@@ -108,7 +108,7 @@ fn numbers(value: &Value, prefix: &str) -> Vec<String> {
 }
 
 /// The sweep's figure: for text runs with vectors kept and BLEU, those against each other
-/// (`OUT/vectors-vs-bleu.png`); otherwise the -ELBO (or the first metric) against the first
+/// (`OUT/vectors-vs-bleu.png`, one series per configuration with its seeds' mean and spread); otherwise the -ELBO (or the first metric) against the first
 /// numeric axis, one series per value of the other axes (`OUT/<metric>-vs-<axis>.png`).
 /// `None` when no run is evaluated yet or no axis is numeric.
 fn plot(sweep: &Sweep, evals: &[Option<Value>]) -> Result<Option<PathBuf>> {
@@ -124,7 +124,7 @@ fn plot(sweep: &Sweep, evals: &[Option<Value>]) -> Result<Option<PathBuf>> {
             .iter()
             .map(|(r, _)| sweep.run_dir(&r.id))
             .collect();
-        plot_vectors_vs_bleu(&dirs, &out)?;
+        plot_vectors_vs_bleu(&dirs, &out, true)?;
         return Ok(Some(out));
     }
     let Some(axis) = (0..sweep.axes.len())
@@ -168,7 +168,13 @@ fn plot(sweep: &Sweep, evals: &[Option<Value>]) -> Result<Option<PathBuf>> {
         "{}: {metric} against {axis_name}, one dot per run",
         sweep.name
     );
-    plots::xy_chart(&out, &title, &series, (axis_name, &metric), false)?;
+    plots::xy_chart(
+        &out,
+        &title,
+        &series,
+        (axis_name, &metric),
+        plots::Marks::Dots,
+    )?;
     Ok(Some(out))
 }
 

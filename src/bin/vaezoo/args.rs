@@ -212,6 +212,11 @@ pub enum Command {
         /// Output PNG.
         #[arg(long, default_value = "vectors-vs-bleu.png")]
         out: PathBuf,
+        /// One series per configuration (runs whose specs differ only in their seed): each
+        /// seed's point as a ring, their mean as a dot with error bars of one standard
+        /// deviation. Without it, one series per model family.
+        #[arg(long)]
+        seeds: bool,
     },
     /// Vary the most active latent dimensions of a test image's encoding one at a time: a PNG
     /// grid with one row per dimension (default RUN/plots/traverse-I.png).

@@ -352,9 +352,14 @@ fn run(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plot { runs, out } => {
-            for (family, (kept, bleu)) in plot_vectors_vs_bleu(&runs, &out)? {
-                println!("{family:<10} kept {kept:.3}  BLEU {bleu:.2}");
+        Command::Plot { runs, out, seeds } => {
+            for (run, p) in runs.iter().zip(plot_vectors_vs_bleu(&runs, &out, seeds)?) {
+                let (kept, bleu) = p.point;
+                let group = if seeds { p.configuration() } else { &p.family };
+                println!(
+                    "{group:<10} kept {kept:.3}  BLEU {bleu:.2}  {}",
+                    run.display()
+                );
             }
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
