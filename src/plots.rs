@@ -235,13 +235,12 @@ fn draw_loss_chart(
                 area.draw(&Circle::new((14, y), 6, color.filled()))?;
                 area.draw(&Text::new(*name, (28, y - 9), (FAMILY, 15)))?;
             }
-            let key = "rings: seeds; dots: their mean; bars: ± 1 s.d.";
-            let y = 64 + 26 * series.len() as i32 + 8;
-            area.draw(&Text::new(
-                key,
-                (8, y),
-                (FAMILY, 13).into_font().color(&RGBColor(90, 90, 90)),
-            ))?;
+            let grey = (FAMILY, 13).into_font().color(&RGBColor(90, 90, 90));
+            let key = ["rings: one per seed", "dot and bars: their mean ± 1 s.d."];
+            for (j, line) in key.iter().enumerate() {
+                let y = 64 + 26 * series.len() as i32 + 8 + 18 * j as i32;
+                area.draw(&Text::new(*line, (8, y), grey.clone()))?;
+            }
         }
         None => chart
             .configure_series_labels()
