@@ -28,6 +28,16 @@ fn train_eval_sample_write_the_run_folder() {
     ] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("env.json")).unwrap()).unwrap();
+    assert!(env["threads"].as_u64() >= Some(1), "{env}");
+    // The binary's commit, where it was built in a git checkout.
+    let commit = &env["build_commit"];
+    let hex = |c: &str| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit());
+    assert!(
+        commit.is_null() || commit.as_str().is_some_and(hex),
+        "{env}"
+    );
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 24);
     // The spec's `$schema` (relative in zoo/) still leads to the schema from the run folder.

@@ -1,5 +1,6 @@
 //! What a run records about where it was trained: the versions of vaezoo and its plugins (in
-//! every checkpoint) and `env.json` (seed, device, plugins, git revision, threads, Slurm ids).
+//! every checkpoint) and `env.json` (seed, device, plugins, the commit the binary was built
+//! from, the git revision of the directory the run started in, threads, Slurm ids).
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,10 @@ pub(super) fn versions() -> BTreeMap<String, String> {
     v
 }
 
-/// `env.json`: versions, seed, device, plugins, git revision, threads.
+/// `env.json`: versions, seed, device, plugins, `build_commit` (the commit the binary was
+/// built at, uncommitted changes not counted; null outside a git checkout), `git_revision`
+/// (`git rev-parse HEAD` where the run started: the researcher's own repository, say), the
+/// threads of the pool the run computes on.
 pub(super) fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Value {
     let git = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -43,7 +47,8 @@ pub(super) fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Valu
         "versions": versions(),
         "seed": spec.training.seed,
         "device": device.name(),
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": rayon::current_num_threads(),
+        "build_commit": option_env!("VAEZOO_BUILD_COMMIT"),
         "git_revision": git,
         "started_utc": utc_stamp(),
         "plugins": plugins,
