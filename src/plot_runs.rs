@@ -129,22 +129,21 @@ pub fn plot_vectors_vs_bleu(
             plots::Marks::Dots,
         ),
     };
-    let named: Vec<(String, Vec<(f64, f64)>)> = series
-        .into_iter()
-        .map(|(label, pts)| match by_seed {
-            true => {
-                let seeds = if pts.len() == 1 { "seed" } else { "seeds" };
-                (format!("{label} ({} {seeds})", pts.len()), pts)
-            }
-            false => (label, pts),
+    let labels: Vec<String> = (series.iter())
+        .map(|(label, pts)| match (by_seed, pts.len()) {
+            (false, _) => label.clone(),
+            (true, 1) => format!("{label} (1 seed)"),
+            (true, n) => format!("{label} ({n} seeds)"),
         })
         .collect();
-    let borrowed: Vec<(&str, Vec<(f64, f64)>)> =
-        named.iter().map(|(l, p)| (l.as_str(), p.clone())).collect();
+    let labelled: Vec<(&str, Vec<(f64, f64)>)> = (labels.iter())
+        .zip(series)
+        .map(|(label, (_, pts))| (label.as_str(), pts))
+        .collect();
     plots::xy_chart(
         out,
         title,
-        &borrowed,
+        &labelled,
         ("proportion of vectors kept (avg_prop_vec)", "BLEU"),
         marks,
     )?;

@@ -228,9 +228,12 @@ fn draw_loss_chart(
     match legend_area {
         // One line per series: its colour's dot and its name.
         Some(area) => {
-            let names = series.iter().filter(|(_, points)| !points.is_empty());
-            for (i, (name, _)) in names.enumerate() {
-                let y = 64 + 26 * i as i32;
+            // Colours by the series' index, as the chart drew them; lines for the drawn ones.
+            let drawn: Vec<_> = (series.iter().enumerate())
+                .filter(|(_, (_, p))| !p.is_empty())
+                .collect();
+            for (line, &(i, (name, _))) in drawn.iter().enumerate() {
+                let y = 64 + 26 * line as i32;
                 let color = COLORS[i % COLORS.len()];
                 area.draw(&Circle::new((14, y), 6, color.filled()))?;
                 area.draw(&Text::new(*name, (28, y - 9), (FAMILY, 15)))?;
@@ -238,7 +241,7 @@ fn draw_loss_chart(
             let grey = (FAMILY, 13).into_font().color(&RGBColor(90, 90, 90));
             let key = ["rings: one per seed", "dot and bars: their mean ± 1 s.d."];
             for (j, line) in key.iter().enumerate() {
-                let y = 64 + 26 * series.len() as i32 + 8 + 18 * j as i32;
+                let y = 64 + 26 * drawn.len() as i32 + 8 + 18 * j as i32;
                 area.draw(&Text::new(*line, (8, y), grey.clone()))?;
             }
         }

@@ -59,6 +59,7 @@ pub fn fill_dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, out:
     // u < p·2⁶⁴ with u uniform on [0, 2⁶⁴): probability p (to within 2⁻⁶⁴).
     let threshold = (p * 2f64.powi(64)) as u64;
     let scale = E::from(1.0 / (1.0 - p)).expect("a finite scale");
+    #[cfg(target_arch = "x86_64")]
     let wide = wide_multiplies();
     let fill = |(chunk, values): (usize, &mut [E])| {
         let first = (chunk * MASK_CHUNK) as u64;
@@ -68,7 +69,6 @@ pub fn fill_dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, out:
             unsafe { fill_mask_avx512(values, (seed, first), threshold, scale) };
             return;
         }
-        let _ = wide;
         fill_mask(values, (seed, first), threshold, scale);
     };
     if out.len() >= 4 * MASK_CHUNK {
@@ -103,15 +103,11 @@ unsafe fn fill_mask_avx512<E: Float>(values: &mut [E], at: (u64, u64), threshold
 }
 
 /// Whether [`fill_mask_avx512`] may run on this CPU.
+#[cfg(target_arch = "x86_64")]
 fn wide_multiplies() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512dq")
-            && is_x86_feature_detected!("avx512vl")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("avx512vl")
 }
 
 /// Values per unit of parallel work in [`fill_dropout_mask`].
@@ -165,6 +161,7 @@ mod tests {
     }
 
     /// The AVX-512 build of the mask gives the plain loop's values (where the CPU has it).
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn vectorised_masks_match_the_plain_loop() {
         if !wide_multiplies() {
@@ -173,11 +170,8 @@ mod tests {
         let threshold = (0.3 * 2f64.powi(64)) as u64;
         let (mut plain, mut wide) = (vec![0.0f32; 1000], vec![0.0f32; 1000]);
         fill_mask(&mut plain, (42, 7), threshold, 2.0);
-        #[cfg(target_arch = "x86_64")]
         // SAFETY: checked above.
-        unsafe {
-            fill_mask_avx512(&mut wide, (42, 7), threshold, 2.0)
-        };
+        unsafe { fill_mask_avx512(&mut wide, (42, 7), threshold, 2.0) };
         assert_eq!(plain, wide);
         assert!(plain.contains(&0.0) && plain.contains(&2.0));
     }
