@@ -120,6 +120,49 @@ fn linear_matches_the_generic_ops() {
 }
 
 #[test]
+fn linear_on_two_threads_matches_the_generic_ops() {
+    // Large enough for products split by rows across the pool (forward) and for the weight's
+    // and the input's gradients computed side by side (backward); rows gathered and not.
+    let (m, k, n) = (160, 96, 144);
+    let p = store(&[("x", &[m, k]), ("w", &[n, k]), ("b", &[n])], m * n);
+    let keep: Vec<bool> = (0..m).map(|i| i % 5 != 2).collect();
+    let loss = |p: &ParamStore<Cpu>, fast: bool, rows: Option<&[bool]>| {
+        let x = p.get(ParamId(0), (m, k));
+        let w = Weight::OutIn(p.get(ParamId(1), (n, k)));
+        let b = Some(p.get(ParamId(2), (n,)));
+        let y = match (fast, rows) {
+            (true, _) => cpu::linear::forward_rows(x, w, b, Activation::Relu, rows, None),
+            (false, Some(keep)) => generic::linear_rows(x, w, b, Activation::Relu, keep, None),
+            (false, None) => generic::linear(x, w, b, Activation::Relu),
+        };
+        read_out(p, y, 3)
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        for rows in [None, Some(&keep[..])] {
+            same_as_generic(&p, |p| loss(p, true, rows), |p| loss(p, false, rows));
+        }
+    });
+}
+
+#[test]
+fn linear_of_a_matrix_by_itself_matches_finite_differences() {
+    // x is both the input and the weight, so both gradients land in one buffer (dfdx's own
+    // matmul refuses this case, so finite differences are the reference).
+    let mut p = store(&[("x", &[K, K])], K * K);
+    GradCheck::default()
+        .run(&mut p, |p| {
+            let x = p.get(ParamId(0), (K, K));
+            let w = Weight::InOut(x.retaped());
+            read_out(p, cpu::linear::forward(x, w, None, Activation::Tanh), 1)
+        })
+        .unwrap();
+}
+
+#[test]
 fn linear_computes_no_gradient_for_an_input_without_a_tape() {
     let p = linear_store();
     let (_, grads) = evaluate(&p, |p| {
