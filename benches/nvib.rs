@@ -6,8 +6,8 @@
 //!   KL_D; backward of Σ z·gz + Σ π·gπ + mean KL_G + mean KL_D to the input and the weights
 //!   (Σ z·gz as one product through the fused Linear, see [`upstream`]);
 //! - `denoising_attention_fwd_bwd`: training-time multi-head denoising attention (in and out
-//!   projections, no biases) on a fixed latent; backward of Σ out·g to the query, z, π and
-//!   the weights;
+//!   projections, no biases) on a fixed latent; backward of Σ out·g (through [`upstream`], as
+//!   above) to the query, z, π and the weights;
 //! - `denoising_attention_eval_fwd`: evaluation-time denoising attention, forward only.
 //!
 //! dfdx's buffer cache is on, as in training. 100 timed steps after 10 warm-up steps by
@@ -193,7 +193,7 @@ fn run() -> vaezoo::Result<()> {
                 &keep_l,
                 DaVersion::V1,
             );
-            let grads = (out * g.clone()).sum::<(), _>().backward();
+            let grads = upstream(out, &g).backward();
             std::hint::black_box(grads);
             Ok(B)
         })?;
