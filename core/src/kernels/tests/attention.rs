@@ -254,3 +254,32 @@ fn attention_gradients_match_finite_differences() {
             .unwrap_or_else(|e| panic!("{case:?}: {e}"));
     }
 }
+
+#[test]
+fn self_attention_of_one_tensor_matches_finite_differences() {
+    // The queries, keys and values are one tensor, so their gradients land in one buffer.
+    let case = Case::small(2, 4);
+    let (b, n, d) = (case.batch, case.nk, case.dk * case.heads);
+    let mut p = super::store(&[("x", &[b, n, d])], b * n * d);
+    GradCheck::default()
+        .run(&mut p, |p| {
+            let x = p.get(ParamId(0), (b, n, d));
+            let spec = AttentionSpec {
+                heads: Head(case.heads),
+                shared_kv: false,
+                scale: 0.5,
+                keep: None,
+                causal: false,
+                query_gate: false,
+                want_weights: false,
+            };
+            let (q, k) = (
+                x.retaped::<OwnedTape<f32, Cpu>>(),
+                x.retaped::<OwnedTape<f32, Cpu>>(),
+            );
+            let attended: Attended<usize, usize, usize, usize, f32, Cpu> =
+                cpu::attention::forward(q, k, x, None, spec);
+            read_out(p, attended.0, 1)
+        })
+        .unwrap();
+}

@@ -5,11 +5,9 @@
 //! d key_bias = Σ over heads and queries of dS. Only the gradients of inputs on a tape are
 //! computed.
 
-use dfdx::prelude::*;
-
 use super::layout::Layout;
 use super::{for_each_example, slabs, softmax, Inputs};
-use crate::kernels::cpu::{buffer, Buffer};
+use crate::kernels::cpu::Buffer;
 use crate::kernels::gemm::{matmul_into, View};
 
 /// Which inputs carry a tape (and get a gradient).
@@ -21,12 +19,12 @@ pub(super) struct Wanted {
     pub bias: bool,
 }
 
-/// The inputs' gradients, empty where not wanted.
+/// The inputs' gradient buffers, into which the products add (empty where not wanted).
 pub(super) struct InputGrads {
-    pub q: Buffer,
-    pub k: Buffer,
-    pub v: Buffer,
-    pub bias: Buffer,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub bias: Vec<f32>,
 }
 
 /// What the forward pass keeps.
@@ -45,17 +43,10 @@ struct ExampleGrads<'a> {
     bias: &'a mut [f32],
 }
 
-/// The gradients of the inputs given `g`, the output's.
-pub(super) fn run(l: &Layout, dev: &Cpu, saved: &Saved, g: &[f32], wanted: Wanted) -> InputGrads {
+/// Adds the inputs' gradients given `g`, the output's, to `grads` (those not empty).
+pub(super) fn run(l: &Layout, saved: &Saved, g: &[f32], grads: &mut InputGrads) {
     let b = saved.attn.len() / l.example_weights().max(1);
     let inputs = &saved.inputs;
-    let sized = |wanted: bool, len: usize| buffer(dev, if wanted { len } else { 0 });
-    let mut grads = InputGrads {
-        q: sized(wanted.q, inputs.q.len()),
-        k: sized(wanted.k, inputs.k.len()),
-        v: sized(wanted.v, inputs.v.len()),
-        bias: sized(wanted.bias, b * l.nk),
-    };
     let tasks: Vec<_> = slabs(&mut grads.q, l.nq * l.wq, b)
         .into_iter()
         .zip(slabs(&mut grads.k, l.nk * l.wk, b))
@@ -73,7 +64,6 @@ pub(super) fn run(l: &Layout, dev: &Cpu, saved: &Saved, g: &[f32], wanted: Wante
         };
         example.backward(l, grads, scratch, saved.scale);
     });
-    grads
 }
 
 /// One example's inputs, weights and output gradient.
