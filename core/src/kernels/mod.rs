@@ -89,7 +89,8 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
 
     /// `act(x · W + b) ⊙ dropout` of the rows whose flag in `rows` is true; the other rows of
     /// the output are zero and pass no gradient back (padding positions, whose values nothing
-    /// reads). `dropout` is a dropout layer's scaled keep mask over the output (`None`: none).
+    /// reads). `dropout` is a dropout layer's scaled keep mask over the output (`None`: none),
+    /// handed over so that the backward pass keeps it without a copy.
     ///
     /// # Shapes
     /// `x: (M, K)`, `W: (K, N)` or `(N, K)`, `b: (N,)`, `rows: M`, `dropout: M × N` → `(M, N)`
@@ -99,9 +100,9 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
         bias: Option<Tr<(N,), E, Self>>,
         activation: Activation,
         rows: &[bool],
-        dropout: Option<&[E]>,
+        dropout: Option<Vec<E>>,
     ) -> Tr<(M, N), E, Self> {
-        generic::linear_rows(x, weight, bias, activation, rows, dropout)
+        generic::linear_rows(x, weight, bias, activation, rows, dropout.as_deref())
     }
 
     /// One Linear map per group of columns, `y_g = x_g · W_g (+ b_g)`: x_g and y_g are the g-th
@@ -270,12 +271,12 @@ impl Kernels<f32> for Cpu {
         bias: Option<Tr<(N,), f32, Self>>,
         activation: Activation,
         rows: &[bool],
-        dropout: Option<&[f32]>,
+        dropout: Option<Vec<f32>>,
     ) -> Tr<(M, N), f32, Self> {
         if fast_path_enabled() {
             cpu::linear::forward_rows(x, weight, bias, activation, Some(rows), dropout)
         } else {
-            generic::linear_rows(x, weight, bias, activation, rows, dropout)
+            generic::linear_rows(x, weight, bias, activation, rows, dropout.as_deref())
         }
     }
 

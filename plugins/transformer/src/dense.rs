@@ -120,7 +120,7 @@ impl<I: Dim, O: Dim> Dense<I, O> {
         x: Tr<(B, N, I), E, D>,
         activation: Activation,
         keep: Option<&[bool]>,
-        dropout: Option<&[E]>,
+        dropout: Option<Vec<E>>,
     ) -> Tr<(B, N, O), E, D> {
         let (b, n, i) = *x.shape();
         let rows = x.reshape_like(&(b.size() * n.size(), i));

@@ -58,7 +58,7 @@ impl FeedForward {
                 let (b, n, _) = *x.shape();
                 let len = b.size() * n.size() * linear1.out_dim().size();
                 let mask = self.dropout.mask(len, mode, rng);
-                linear1.forward_rows(w, x, Activation::Relu, Some(keep), mask.as_deref())
+                linear1.forward_rows(w, x, Activation::Relu, Some(keep), mask)
             }
             None => {
                 let h = linear1.forward_rows(w, x, Activation::Relu, None, None);

@@ -9,8 +9,8 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 
 use super::{
-    add_rows, buffer_of, fill_rows, gather_rows, host_values, into_tensor, recycled, row_plan,
-    scatter_rows, zero_rows, zip_chunks, Buffer, HostValues,
+    add_rows, buffer_of, compact_rows, fill_rows, gather_rows, host_values, into_tensor, recycled,
+    row_plan, scatter_rows, zero_rows, zip_chunks, Buffer, HostValues,
 };
 use crate::kernels::gemm::{matmul_into, Threads, View};
 use crate::kernels::generic::GroupDims;
@@ -38,7 +38,7 @@ pub(crate) fn forward_rows<M: Dim, K: Dim, N: Dim>(
     bias: Option<Tr<(N,), f32, Cpu>>,
     activation: Activation,
     rows: Option<&[bool]>,
-    dropout: Option<&[f32]>,
+    dropout: Option<Vec<f32>>,
 ) -> Tr<(M, N), f32, Cpu> {
     grouped(x, weight, bias, activation, 1, rows, dropout)
 }
@@ -53,7 +53,7 @@ pub(crate) fn grouped<M: Dim, I: Dim, O: Dim, K: Dim, N: Dim, T>(
     activation: Activation,
     groups: usize,
     rows: Option<&[bool]>,
-    dropout: Option<&[f32]>,
+    dropout: Option<Vec<f32>>,
 ) -> Tr<(M, O), f32, Cpu>
 where
     T: Tape<f32, Cpu>,
@@ -132,12 +132,11 @@ where
         }
     };
     // The dropout mask of the computed rows, applied after the activation's saved values.
-    let dropped = dropout.map(|mask| {
+    let dropped = dropout.map(|mut mask| {
         assert_eq!(mask.len(), m_all * wo, "one dropout value per output");
-        let mask = match &kept {
-            None => buffer_of(&dev, mask),
-            Some(kept) => gather_rows(&dev, mask, kept, wo),
-        };
+        if let Some(kept) = &kept {
+            compact_rows(&mut mask, kept, wo);
+        }
         zip_chunks(&mut y, &mask, scale_by);
         mask
     });

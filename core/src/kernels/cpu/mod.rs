@@ -196,4 +196,4 @@ pub(crate) mod nll;
 mod rows;
 pub(crate) mod sq_norm;
 
-use rows::{add_rows, fill_rows, gather_rows, row_plan, scatter_rows, zero_rows};
+use rows::{add_rows, compact_rows, fill_rows, gather_rows, row_plan, scatter_rows, zero_rows};

@@ -26,6 +26,18 @@ pub(super) fn gather_rows(dev: &Cpu, values: &[f32], rows: &[usize], width: usiz
     out
 }
 
+/// [`gather_rows`] in place: the rows `rows` (increasing) of `values` moved to its front in
+/// that order, and the rest cut off.
+pub(super) fn compact_rows(values: &mut Vec<f32>, rows: &[usize], width: usize) {
+    for (i, &r) in rows.iter().enumerate() {
+        debug_assert!(r >= i, "rows listed in increasing order");
+        if r != i {
+            values.copy_within(r * width..(r + 1) * width, i * width);
+        }
+    }
+    values.truncate(rows.len() * width);
+}
+
 /// Where each of `total` rows comes from in a gathered buffer of the rows `rows` (increasing):
 /// its index there, or `None` for a row left out.
 fn row_sources(rows: &[usize], total: usize) -> Vec<Option<usize>> {
@@ -166,6 +178,9 @@ mod tests {
                     .flat_map(|&r| values[r * width..(r + 1) * width].to_vec())
                     .collect();
                 assert_eq!(&gathered[..], &expected[..]);
+                let mut compacted = values.clone();
+                compact_rows(&mut compacted, &rows, width);
+                assert_eq!(compacted, expected);
 
                 let scattered = scatter_rows(&dev, &gathered, &rows, total, width);
                 for r in 0..total {

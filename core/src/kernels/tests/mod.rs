@@ -305,7 +305,7 @@ fn linear_rows_loss(
         mask
     });
     let y = if fast {
-        cpu::linear::forward_rows(x, w, b, act, Some(keep), mask.as_deref())
+        cpu::linear::forward_rows(x, w, b, act, Some(keep), mask)
     } else {
         generic::linear_rows(x, w, b, act, keep, mask.as_deref())
     };
