@@ -240,17 +240,8 @@ mod tests {
             .build()
             .unwrap();
         let mut dst = vec![7.0; m * wide];
-        pool.install(|| {
-            matmul_into(
-                (m, k, n),
-                (&mut dst[3..], wide),
-                false,
-                lhs,
-                rhs,
-                1.0,
-                Threads::BySize,
-            )
-        });
+        let block = (&mut dst[3..], wide);
+        pool.install(|| matmul_into((m, k, n), block, false, lhs, rhs, 1.0, Threads::BySize));
         for (i, row) in dst.chunks(wide).enumerate() {
             assert_eq!([row[0], row[2], row[3 + n]], [7.0; 3], "outside the block");
             for j in 0..n {
