@@ -161,62 +161,41 @@ where
         // The products add straight into the inputs' gradient buffers, taken out of `grads`.
         // An input that shares its tensor (and so its buffer) with one taken before finds
         // an empty one: it gets a zeroed buffer, added to the shared one once that is back.
-        let mut shared = Vec::new();
-        let mut take = |wanted: bool, len: usize, grad: &mut Vec<f32>| {
-            if wanted && grad.len() != len {
-                shared.push(true);
-                *grad = vec![0.0; len];
-            } else {
-                shared.push(false);
+        let ghost = |i: usize| match i {
+            0 => &q_ghost,
+            1 => &k_ghost,
+            2 => &v_ghost,
+            _ => bias_ghost.as_ref().expect("a key bias"),
+        };
+        let wanted = [wanted.q, wanted.k, wanted.v, wanted.bias];
+        let lens = [
+            saved.inputs.q.len(),
+            saved.inputs.k.len(),
+            saved.inputs.v.len(),
+            b * l.nk,
+        ];
+        let mut shared = [false; 4];
+        let mut taken: [Vec<f32>; 4] = Default::default();
+        for i in 0..4 {
+            if wanted[i] {
+                taken[i] = take_grad!(grads, ghost(i));
+                shared[i] = taken[i].len() != lens[i];
+                if shared[i] {
+                    taken[i] = vec![0.0; lens[i]];
+                }
             }
-        };
-        let mut targets = backward::InputGrads {
-            q: if wanted.q {
-                take_grad!(grads, &q_ghost)
-            } else {
-                Vec::new()
-            },
-            k: if wanted.k {
-                take_grad!(grads, &k_ghost)
-            } else {
-                Vec::new()
-            },
-            v: if wanted.v {
-                take_grad!(grads, &v_ghost)
-            } else {
-                Vec::new()
-            },
-            bias: match &bias_ghost {
-                Some(ghost) => take_grad!(grads, ghost),
-                None => Vec::new(),
-            },
-        };
-        take(wanted.q, saved.inputs.q.len(), &mut targets.q);
-        take(wanted.k, saved.inputs.k.len(), &mut targets.k);
-        take(wanted.v, saved.inputs.v.len(), &mut targets.v);
-        take(wanted.bias, b * l.nk, &mut targets.bias);
+        }
+        let [q, k, v, bias] = taken;
+        let mut targets = backward::InputGrads { q, k, v, bias };
         backward::run(&l, &saved, &g, &mut targets);
         put_grad!(grads, &out_ghost, g);
         let backward::InputGrads { q, k, v, bias } = targets;
-        let mut results = [
-            (wanted.q, q),
-            (wanted.k, k),
-            (wanted.v, v),
-            (wanted.bias, bias),
-        ];
+        let mut results = [q, k, v, bias];
         // Every buffer taken goes back first, then the shared ones are added to them.
         for pass_shared in [false, true] {
-            for (i, (wanted, values)) in results.iter_mut().enumerate() {
-                if !*wanted || shared[i] != pass_shared {
-                    continue;
-                }
-                let values = std::mem::take(values);
-                let slot = match i {
-                    0 => grads.get_or_alloc_mut(&q_ghost)?,
-                    1 => grads.get_or_alloc_mut(&k_ghost)?,
-                    2 => grads.get_or_alloc_mut(&v_ghost)?,
-                    _ => grads.get_or_alloc_mut(bias_ghost.as_ref().expect("a key bias"))?,
-                };
+            for i in (0..4).filter(|&i| wanted[i] && shared[i] == pass_shared) {
+                let values = std::mem::take(&mut results[i]);
+                let slot = grads.get_or_alloc_mut(ghost(i))?;
                 match pass_shared {
                     false => **slot = values,
                     true => add_into(slot, &values),
