@@ -72,6 +72,17 @@ impl Case {
         self
     }
 
+    /// Pads each example at the end, as a batch of sequences of different lengths: example e
+    /// hides its last `e + 1` keys (keeping at least one), the keys its products skip.
+    fn trailing_padding(mut self) -> Self {
+        let nk = self.nk;
+        let keep = (0..self.batch * nk)
+            .map(|i| i % nk < nk.saturating_sub(i / nk + 1).max(1))
+            .collect();
+        self.keep = Some(keep);
+        self
+    }
+
     /// The widths of q, k and v.
     fn widths(&self) -> [usize; 3] {
         let kv = if self.shared { 1 } else { self.heads };
@@ -149,17 +160,19 @@ fn attention_matches_the_generic_ops() {
         for (shared, gate) in [(false, false), (true, false), (false, true), (true, true)] {
             for bias in [false, true] {
                 for nq in [3, 4] {
-                    for (padded, causal) in
-                        [(false, false), (true, false), (false, true), (true, true)]
+                    for (mask, causal) in
+                        [0, 1, 2].into_iter().flat_map(|m| [(m, false), (m, true)])
                     {
                         let mut case = Case::small(heads, nq);
                         (case.shared, case.bias, case.causal) = (shared, bias, causal);
                         if gate {
                             case = case.gated();
                         }
-                        if padded {
-                            case = case.padded();
-                        }
+                        case = match mask {
+                            0 => case,
+                            1 => case.padded(),
+                            _ => case.trailing_padding(),
+                        };
                         case.check_against_generic();
                     }
                 }
@@ -247,7 +260,10 @@ fn attention_gradients_match_finite_differences() {
     let mut shared = Case::small(2, 4).padded();
     (shared.bias, shared.shared) = (true, true);
     let gated = shared.clone().gated();
-    for case in [causal, shared, gated] {
+    let mut trailing = Case::small(2, 3).trailing_padding();
+    trailing.bias = true;
+    let trailing_gated = trailing.clone().gated();
+    for case in [causal, shared, gated, trailing, trailing_gated] {
         let mut p = case.store();
         GradCheck::default()
             .run(&mut p, |p| case.loss(p, true))

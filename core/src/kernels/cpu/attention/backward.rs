@@ -32,6 +32,8 @@ pub(super) struct Saved {
     pub inputs: Inputs,
     /// The weights, per example and product.
     pub attn: Buffer,
+    /// Per example, the keys the products read (the weights of the others are zero).
+    pub keys: Vec<usize>,
     pub scale: f32,
 }
 
@@ -61,6 +63,7 @@ pub(super) fn run(l: &Layout, saved: &Saved, g: &[f32], grads: &mut InputGrads) 
             inputs: inputs.example(l, e),
             attn: &saved.attn[e * l.example_weights()..],
             g: &g[e * l.nq * l.wo..],
+            keys: saved.keys[e],
         };
         example.backward(l, grads, scratch, saved.scale);
     });
@@ -71,6 +74,8 @@ struct Example<'a> {
     inputs: (&'a [f32], &'a [f32], &'a [f32]),
     attn: &'a [f32],
     g: &'a [f32],
+    /// The keys the products read; the others have zero weights, so zero gradients.
+    keys: usize,
 }
 
 impl Example<'_> {
@@ -82,11 +87,11 @@ impl Example<'_> {
         let (dot, scratch) = scratch.split_at_mut(l.rows());
         let (attended, gates) = scratch.split_at_mut(l.rows() * if l.gate { l.dv } else { 0 });
         let (q, k, v) = self.inputs;
-        let (rows, nk, threads) = (l.rows(), l.nk, l.threads);
+        let (rows, nk, read, threads) = (l.rows(), l.nk, self.keys, l.threads);
         let want_scores = !(grads.q.is_empty() && grads.k.is_empty() && grads.bias.is_empty());
         for p in 0..l.products() {
-            // The weights key by key, Aᵀ (nk × rows).
-            let at = &self.attn[p * rows * nk..(p + 1) * rows * nk];
+            // The weights of the keys read, key by key, Aᵀ (read × rows).
+            let at = &self.attn[p * rows * nk..][..read * rows];
             let a = View::transposed(at, rows);
             let (start, rs) = l.block(p, l.d_out());
             let (q_start, q_rs) = l.block(p, l.dk);
@@ -95,7 +100,7 @@ impl Example<'_> {
                 if !grads.q.is_empty() {
                     let dst = (&mut *gates, l.dk);
                     matmul_into(
-                        (rows, nk, l.dk),
+                        (rows, read, l.dk),
                         dst,
                         false,
                         a,
@@ -133,15 +138,24 @@ impl Example<'_> {
                 // dV += Aᵀ G
                 let dst = (&mut grads.v[p * l.dv..], l.wv);
                 let at = View::rows(at, rows);
-                matmul_into((nk, rows, l.dv), dst, true, at, g_view(false), 1.0, threads);
+                matmul_into(
+                    (read, rows, l.dv),
+                    dst,
+                    true,
+                    at,
+                    g_view(false),
+                    1.0,
+                    threads,
+                );
             }
             if !want_scores {
                 continue;
             }
-            // dAᵀ = V Gᵀ (nk × rows), then dSᵀ in place.
+            // dAᵀ = V Gᵀ (read × rows), then dSᵀ in place.
+            let scores = &mut scores[..read * rows];
             let (vp, gt) = (l.v(v, p, false), g_view(true));
             matmul_into(
-                (nk, l.dv, rows),
+                (read, l.dv, rows),
                 (&mut *scores, rows),
                 false,
                 vp,
@@ -160,7 +174,7 @@ impl Example<'_> {
                 let dst = (&mut grads.q[q_start..], q_rs);
                 let ds = View::transposed(scores, rows);
                 matmul_into(
-                    (rows, nk, l.dk),
+                    (rows, read, l.dk),
                     dst,
                     true,
                     ds,
@@ -174,7 +188,7 @@ impl Example<'_> {
                 let dst = (&mut grads.k[p * l.dk..], l.wk);
                 let dst_t = View::rows(scores, rows);
                 matmul_into(
-                    (nk, rows, l.dk),
+                    (read, rows, l.dk),
                     dst,
                     true,
                     dst_t,

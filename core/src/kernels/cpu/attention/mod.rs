@@ -81,6 +81,7 @@ where
         .zip(slabs(&mut out, l.nq * l.wo, b))
         .collect();
     let scale = spec.scale as f32;
+    let keys = keys_read(spec.keep, b, l.nk);
     let bias_values = bias.as_ref().map(|(values, _)| &values[..]);
     let gated = if l.gate { l.rows() * l.dv } else { 0 };
     for_each_example(
@@ -90,18 +91,21 @@ where
         |e, (attn, out), scratch| {
             let (attended, columns) = scratch.split_at_mut(gated);
             let (q, k, v) = inputs.example(&l, e);
-            let (rows, nk) = (l.rows(), l.nk);
+            let (rows, nk, read) = (l.rows(), l.nk, keys[e]);
             let hidden = Hidden {
-                keep: spec.keep.map(|keep| &keep[e * nk..(e + 1) * nk]),
+                keep: spec.keep.map(|keep| &keep[e * nk..e * nk + read]),
                 causal: spec.causal,
             };
             for p in 0..l.products() {
                 // The scores key by key, Sᵀ = scale · K Qᵀ (nk × rows): the product's many rows
-                // are the GEMM's long side, and the softmax runs along them.
-                let st = &mut attn[p * rows * nk..(p + 1) * rows * nk];
+                // are the GEMM's long side, and the softmax runs along them. The trailing keys
+                // hidden from every query are not read: their weights are zero.
+                let (st, trailing) =
+                    attn[p * rows * nk..(p + 1) * rows * nk].split_at_mut(read * rows);
+                trailing.fill(0.0);
                 let (kp, qt) = (l.k(k, p, false), l.q(q, p, true));
                 matmul_into(
-                    (nk, l.dk, rows),
+                    (read, l.dk, rows),
                     (&mut *st, rows),
                     false,
                     kp,
@@ -113,7 +117,7 @@ where
                 softmax::forward(&l, st, bias, hidden, columns);
                 let (start, rs) = l.block(p, l.d_out());
                 let (a, vp) = (View::transposed(st, rows), l.v(v, p, false));
-                let dims = (rows, nk, l.dv);
+                let dims = (rows, read, l.dv);
                 if !l.gate {
                     matmul_into(dims, (&mut out[start..], rs), false, a, vp, 1.0, l.threads);
                     continue;
@@ -153,6 +157,7 @@ where
     let saved = backward::Saved {
         inputs,
         attn,
+        keys,
         scale,
     };
     tape.add_backward_op(move |grads| {
@@ -205,6 +210,20 @@ where
         Ok(())
     });
     (out.put_tape(tape), weights)
+}
+
+/// Per example, how many keys the products read: all but the trailing ones `keep` hides, or
+/// every key when it hides them all (each query then gets NaN weights, as in PyTorch).
+fn keys_read(keep: Option<&[bool]>, batch: usize, nk: usize) -> Vec<usize> {
+    (0..batch)
+        .map(|e| match keep {
+            Some(keep) => keep[e * nk..(e + 1) * nk]
+                .iter()
+                .rposition(|&kept| kept)
+                .map_or(nk, |last| last + 1),
+            None => nk,
+        })
+        .collect()
 }
 
 /// A call's queries, keys and values, read in place.
