@@ -189,6 +189,22 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
         Self::weighted_nll(logits, targets, weights, groups)
     }
 
+    /// The rows `ids` of `table`: an embedding lookup. The rows looked up for `frozen` (torch's
+    /// `padding_idx`) pass no gradient back, so that row of the table keeps its values.
+    ///
+    /// # Shapes
+    /// `table: (V, N)`, `ids: M` → `(M, N)`
+    ///
+    /// # Panics
+    /// If an id is outside the table (a caller bug: the layers check their ids first).
+    fn embedding<V: Dim, N: Dim>(
+        table: Tr<(V, N), E, Self>,
+        ids: &[usize],
+        frozen: Option<usize>,
+    ) -> Tr<(usize, N), E, Self> {
+        generic::embedding(table, ids, frozen)
+    }
+
     /// `scale · Σ_j x_ij²`, the scaled squared norm of each row.
     ///
     /// # Shapes
@@ -351,6 +367,18 @@ impl Kernels<f32> for Cpu {
         } else {
             let logits = generic::linear(x, weight, bias, Activation::Identity);
             generic::weighted_nll(logits, targets, weights, groups)
+        }
+    }
+
+    fn embedding<V: Dim, N: Dim>(
+        table: Tr<(V, N), f32, Self>,
+        ids: &[usize],
+        frozen: Option<usize>,
+    ) -> Tr<(usize, N), f32, Self> {
+        if fast_path_enabled() {
+            cpu::embedding::forward(table, ids, frozen)
+        } else {
+            generic::embedding(table, ids, frozen)
         }
     }
 

@@ -5,7 +5,7 @@ use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Model, Seq, Vocab};
 use vaezoo_core::params::{ParamBuilder, ParamId};
 use vaezoo_core::{Error, Result};
-use vaezoo_nvib::num::{c, Dev, Real, Tr};
+use vaezoo_nvib::num::{Dev, Real, Tr};
 
 use crate::weights::Source;
 
@@ -68,23 +68,8 @@ impl TokenEmbedding {
                 self.vocab.0
             )));
         }
-        let dev = w.device().clone();
-        let rows = (ids.len(), self.width);
-        let idx = dev.tensor_from_vec(ids.to_vec(), (ids.len(),));
-        let looked_up = w.get(self.table, (self.vocab, self.width)).gather(idx);
-        // A copy (a new tensor: `choose` must not read one tensor on both sides) off the tape.
-        let frozen = looked_up.retaped::<NoneTape>() * c::<E>(1.0);
-        let flags = ids
-            .iter()
-            .map(|&t| c::<E>(if t == PAD { 0.0 } else { 1.0 }))
-            .collect();
-        let trained = dev
-            .tensor_from_vec(flags, (ids.len(),))
-            .gt(c::<E>(0.5))
-            .broadcast_like::<_, Axis<1>>(&rows);
-        Ok(trained
-            .choose(looked_up, frozen)
-            .reshape_like(&(batch, seq, self.width)))
+        let table = w.get(self.table, (self.vocab, self.width));
+        Ok(D::embedding(table, ids, Some(PAD)).reshape_like(&(batch, seq, self.width)))
     }
 }
 

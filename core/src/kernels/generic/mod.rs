@@ -236,6 +236,38 @@ pub fn scaled_sq_norm_rows<M: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     x.square().sum::<(M,), Axis<1>>() * E::from_f64(scale).expect("a finite scale")
 }
 
+/// See [`super::Kernels::embedding`]: a gather, and for a frozen id a choice per row between
+/// the gathered rows and a copy of them off the tape.
+pub fn embedding<V: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
+    table: Tr<(V, N), E, D>,
+    ids: &[usize],
+    frozen: Option<usize>,
+) -> Tr<(usize, N), E, D> {
+    let (vocab, n) = *table.shape();
+    if let Some(&bad) = ids.iter().find(|&&id| id >= vocab.size()) {
+        panic!(
+            "embedding: id {bad} outside a table of {} rows",
+            vocab.size()
+        );
+    }
+    let dev = table.device().clone();
+    let looked_up = table.gather(dev.tensor_from_vec(ids.to_vec(), (ids.len(),)));
+    let Some(frozen) = frozen else {
+        return looked_up;
+    };
+    // A new tensor: `choose` must not read one tensor on both sides.
+    let copy = looked_up.retaped::<NoneTape>() * E::one();
+    let flags = ids
+        .iter()
+        .map(|&id| if id == frozen { E::zero() } else { E::one() })
+        .collect();
+    let trained = dev
+        .tensor_from_vec(flags, (ids.len(),))
+        .gt(E::from_f64(0.5).expect("a float"))
+        .broadcast_like::<_, Axis<1>>(&(ids.len(), n));
+    trained.choose(looked_up, copy)
+}
+
 /// The preconditions of [`weighted_nll`], shared with the CPU kernel.
 pub(crate) fn check_nll_inputs(
     rows: usize,
