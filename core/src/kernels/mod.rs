@@ -50,6 +50,10 @@ pub struct AttentionSpec<'a> {
     pub keep: Option<&'a [bool]>,
     /// Also hides from query i every key j > i (torch's `is_causal`, aligned at the first key).
     pub causal: bool,
+    /// Row-major `Batch × Query`, true = a query whose output is read; `None`: every query.
+    /// The others (padding positions) get zero output rows and pass no gradient back; the
+    /// weights, when asked for, are every query's.
+    pub queries: Option<&'a [bool]>,
     /// Whether the values hold, per head, a gate and then a shift as wide as the queries, the
     /// output being `gate ⊙ q + shift` with both attention-weighted: NVIB's evaluation-time
     /// interpolation between each query and the attended means.

@@ -160,6 +160,7 @@ impl SelfAttention {
             scale: 1.0 / ((self.width.0 / self.heads.0) as f64).sqrt(),
             keep,
             causal,
+            queries: keep,
             query_gate: false,
             want_weights: false,
         };

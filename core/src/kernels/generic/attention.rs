@@ -84,6 +84,20 @@ where
         }
         None => out.reshape_like(&(batch, nq, out_dim)),
     };
+    let out = match spec.queries {
+        // `choose`, not a product: a query that sees no key has NaN outputs.
+        Some(read) => {
+            let dev = out.device().clone();
+            let flags = read.iter().map(|&r| if r { E::one() } else { E::zero() });
+            let shape = *out.shape();
+            let zeros = dev.zeros_like(&shape);
+            dev.tensor_from_vec(flags.collect(), (batch, nq))
+                .gt(E::from_f64(0.5).expect("a float"))
+                .broadcast_like::<_, Axis<2>>(&shape)
+                .choose(out, zeros)
+        }
+        None => out,
+    };
     (out, weights)
 }
 

@@ -154,6 +154,7 @@ pub fn denoising_attention_eval_with<E: Real, D: Dev<E>>(
         scale: 1.0,
         keep: Some(&keep),
         causal: false,
+        queries: None,
         query_gate: true,
         want_weights: true,
     };

@@ -89,6 +89,7 @@ fn attend<E: Real, D: Dev<E>>(
         scale,
         keep: Some(keep),
         causal: false,
+        queries: None,
         query_gate: false,
         want_weights: true,
     };

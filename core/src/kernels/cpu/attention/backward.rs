@@ -5,7 +5,7 @@
 //! d key_bias = Σ over heads and queries of dS. Only the gradients of inputs on a tape are
 //! computed.
 
-use super::layout::Layout;
+use super::layout::{Extents, Layout};
 use super::{for_each_example, slabs, softmax, Inputs};
 use crate::kernels::cpu::Buffer;
 use crate::kernels::gemm::{matmul_into, View};
@@ -32,8 +32,8 @@ pub(super) struct Saved {
     pub inputs: Inputs,
     /// The weights, per example and product.
     pub attn: Buffer,
-    /// Per example, the keys the products read (the weights of the others are zero).
-    pub keys: Vec<usize>,
+    /// What each example's products read.
+    pub extents: Extents,
     pub scale: f32,
 }
 
@@ -58,12 +58,22 @@ pub(super) fn run(l: &Layout, saved: &Saved, g: &[f32], grads: &mut InputGrads) 
         .collect();
     let gated = if l.gate { l.dv + l.dk } else { 0 };
     let scratch = l.rows() * (l.nk + 1 + gated);
+    // The outputs computed but not read pass no gradient back.
+    let masked = saved.extents.gaps.as_ref().map(|read| {
+        let mut masked = g.to_vec();
+        for (row, _) in masked.chunks_exact_mut(l.wo).zip(read).filter(|(_, &r)| !r) {
+            row.fill(0.0);
+        }
+        masked
+    });
+    let g = masked.as_deref().unwrap_or(g);
     for_each_example(l, tasks, scratch, |e, grads, scratch| {
         let example = Example {
             inputs: inputs.example(l, e),
             attn: &saved.attn[e * l.example_weights()..],
             g: &g[e * l.nq * l.wo..],
-            keys: saved.keys[e],
+            keys: saved.extents.keys[e],
+            cols: l.rows_of(saved.extents.queries[e]),
         };
         example.backward(l, grads, scratch, saved.scale);
     });
@@ -76,6 +86,8 @@ struct Example<'a> {
     g: &'a [f32],
     /// The keys the products read; the others have zero weights, so zero gradients.
     keys: usize,
+    /// The product rows computed; the others' outputs are zero, so pass no gradient back.
+    cols: usize,
 }
 
 impl Example<'_> {
@@ -87,7 +99,10 @@ impl Example<'_> {
         let (dot, scratch) = scratch.split_at_mut(l.rows());
         let (attended, gates) = scratch.split_at_mut(l.rows() * if l.gate { l.dv } else { 0 });
         let (q, k, v) = self.inputs;
-        let (rows, nk, read, threads) = (l.rows(), l.nk, self.keys, l.threads);
+        let (rows, nk, read, cols, threads) = (l.rows(), l.nk, self.keys, self.cols, l.threads);
+        if cols == 0 {
+            return;
+        }
         let want_scores = !(grads.q.is_empty() && grads.k.is_empty() && grads.bias.is_empty());
         for p in 0..l.products() {
             // The weights of the keys read, key by key, Aᵀ (read × rows).
@@ -100,7 +115,7 @@ impl Example<'_> {
                 if !grads.q.is_empty() {
                     let dst = (&mut *gates, l.dk);
                     matmul_into(
-                        (rows, read, l.dk),
+                        (cols, read, l.dk),
                         dst,
                         false,
                         a,
@@ -109,7 +124,7 @@ impl Example<'_> {
                         threads,
                     );
                 }
-                for (r, d) in attended.chunks_exact_mut(l.dv).enumerate() {
+                for (r, d) in attended.chunks_exact_mut(l.dv).take(cols).enumerate() {
                     let (d_gate, d_shift) = d.split_at_mut(l.dk);
                     let g = &self.g[start + r * rs..][..l.dk];
                     let q_row = &q[q_start + r * q_rs..][..l.dk];
@@ -139,7 +154,7 @@ impl Example<'_> {
                 let dst = (&mut grads.v[p * l.dv..], l.wv);
                 let at = View::rows(at, rows);
                 matmul_into(
-                    (read, rows, l.dv),
+                    (read, cols, l.dv),
                     dst,
                     true,
                     at,
@@ -155,7 +170,7 @@ impl Example<'_> {
             let scores = &mut scores[..read * rows];
             let (vp, gt) = (l.v(v, p, false), g_view(true));
             matmul_into(
-                (read, l.dv, rows),
+                (read, l.dv, cols),
                 (&mut *scores, rows),
                 false,
                 vp,
@@ -163,10 +178,10 @@ impl Example<'_> {
                 1.0,
                 threads,
             );
-            softmax::backward(rows, scores, at, dot);
+            softmax::backward(rows, cols, scores, at, dot);
             if !grads.bias.is_empty() {
                 for (d, row) in grads.bias.iter_mut().zip(scores.chunks_exact(rows)) {
-                    *d += row.iter().sum::<f32>();
+                    *d += row[..cols].iter().sum::<f32>();
                 }
             }
             if !grads.q.is_empty() {
@@ -174,7 +189,7 @@ impl Example<'_> {
                 let dst = (&mut grads.q[q_start..], q_rs);
                 let ds = View::transposed(scores, rows);
                 matmul_into(
-                    (rows, read, l.dk),
+                    (cols, read, l.dk),
                     dst,
                     true,
                     ds,
@@ -188,7 +203,7 @@ impl Example<'_> {
                 let dst = (&mut grads.k[p * l.dk..], l.wk);
                 let dst_t = View::rows(scores, rows);
                 matmul_into(
-                    (read, rows, l.dk),
+                    (read, cols, l.dk),
                     dst,
                     true,
                     dst_t,

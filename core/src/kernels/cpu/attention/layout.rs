@@ -7,6 +7,7 @@ use super::PARALLEL_MIN_MACS;
 use crate::kernels::cpu::{recycled, Buffer};
 use crate::kernels::gemm::{Threads, View};
 use crate::kernels::generic::HeadDims;
+use crate::kernels::AttentionSpec;
 
 /// The sizes of a call, the row widths of its packed tensors, and how it runs.
 #[derive(Clone, Copy)]
@@ -62,6 +63,24 @@ impl Layout {
             self.dk
         } else {
             self.dv
+        }
+    }
+
+    /// A product's rows for the first `queries` queries (they come first in either layout).
+    pub fn rows_of(&self, queries: usize) -> usize {
+        if self.shared {
+            queries * self.heads
+        } else {
+            queries
+        }
+    }
+
+    /// The query of a product's row `r`.
+    pub fn query_of(&self, r: usize) -> usize {
+        if self.shared {
+            r / self.heads
+        } else {
+            r
         }
     }
 
@@ -141,4 +160,54 @@ impl Layout {
         }
         w
     }
+}
+
+/// How much of each example the products read: the trailing keys hidden from every query and
+/// the trailing queries whose outputs nobody reads are left out.
+pub(super) struct Extents {
+    /// Per example, the keys read: all up to the last visible one, or every key when all are
+    /// hidden (each query then gets NaN weights, as in PyTorch).
+    pub keys: Vec<usize>,
+    /// Per example, the queries computed: all up to the last one read (every query when the
+    /// weights are wanted: they are returned for all).
+    pub queries: Vec<usize>,
+    /// The `queries` flags, kept when some query before the last one computed is not read:
+    /// its output row is zeroed and its gradient ignored.
+    pub gaps: Option<Vec<bool>>,
+}
+
+impl Extents {
+    pub fn new(l: &Layout, batch: usize, spec: &AttentionSpec) -> Self {
+        let (nq, nk) = (l.nq, l.nk);
+        let keys = (0..batch)
+            .map(|e| {
+                spec.keep
+                    .map_or(nk, |keep| trimmed(&keep[e * nk..(e + 1) * nk], nk))
+            })
+            .collect();
+        let queries: Vec<usize> = (0..batch)
+            .map(|e| match spec.queries {
+                Some(read) if !spec.want_weights => trimmed(&read[e * nq..(e + 1) * nq], 0),
+                _ => nq,
+            })
+            .collect();
+        let gaps = spec
+            .queries
+            .filter(|read| (0..batch).any(|e| read[e * nq..e * nq + queries[e]].contains(&false)));
+        Self {
+            keys,
+            queries,
+            gaps: gaps.map(<[bool]>::to_vec),
+        }
+    }
+
+    /// Whether example `e`'s query `query` is computed but not read.
+    pub fn unread(&self, e: usize, query: usize, nq: usize) -> bool {
+        self.gaps.as_ref().is_some_and(|read| !read[e * nq + query])
+    }
+}
+
+/// The length of `flags` up to its last true one, `none` when all are false.
+fn trimmed(flags: &[bool], none: usize) -> usize {
+    flags.iter().rposition(|&f| f).map_or(none, |last| last + 1)
 }

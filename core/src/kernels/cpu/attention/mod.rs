@@ -22,7 +22,7 @@ use crate::axes::Head;
 use crate::kernels::gemm::{matmul_into, View};
 use crate::kernels::generic::HeadDims;
 use crate::kernels::{Attended, AttentionSpec, Tr};
-use layout::Layout;
+use layout::{Extents, Layout};
 
 /// Below this many multiply-adds a call runs on the calling thread: waking rayon's pool costs
 /// 20–30 µs, more than the products save.
@@ -81,7 +81,7 @@ where
         .zip(slabs(&mut out, l.nq * l.wo, b))
         .collect();
     let scale = spec.scale as f32;
-    let keys = keys_read(spec.keep, b, l.nk);
+    let extents = Extents::new(&l, b, &spec);
     let bias_values = bias.as_ref().map(|(values, _)| &values[..]);
     let gated = if l.gate { l.rows() * l.dv } else { 0 };
     for_each_example(
@@ -91,7 +91,8 @@ where
         |e, (attn, out), scratch| {
             let (attended, columns) = scratch.split_at_mut(gated);
             let (q, k, v) = inputs.example(&l, e);
-            let (rows, nk, read) = (l.rows(), l.nk, keys[e]);
+            let (rows, nk, read) = (l.rows(), l.nk, extents.keys[e]);
+            let cols = l.rows_of(extents.queries[e]);
             let hidden = Hidden {
                 keep: spec.keep.map(|keep| &keep[e * nk..e * nk + read]),
                 causal: spec.causal,
@@ -99,13 +100,21 @@ where
             for p in 0..l.products() {
                 // The scores key by key, Sᵀ = scale · K Qᵀ (nk × rows): the product's many rows
                 // are the GEMM's long side, and the softmax runs along them. The trailing keys
-                // hidden from every query are not read: their weights are zero.
+                // hidden from every query are not read (their weights are zero), nor the
+                // trailing queries whose outputs are not read (`cols` of the `rows` computed).
                 let (st, trailing) =
                     attn[p * rows * nk..(p + 1) * rows * nk].split_at_mut(read * rows);
                 trailing.fill(0.0);
+                let (start, rs) = l.block(p, l.d_out());
+                for r in cols..rows {
+                    out[start + r * rs..][..l.d_out()].fill(0.0);
+                }
+                if cols == 0 {
+                    continue;
+                }
                 let (kp, qt) = (l.k(k, p, false), l.q(q, p, true));
                 matmul_into(
-                    (read, l.dk, rows),
+                    (read, l.dk, cols),
                     (&mut *st, rows),
                     false,
                     kp,
@@ -114,18 +123,23 @@ where
                     l.threads,
                 );
                 let bias = bias_values.map(|b| &b[e * nk..(e + 1) * nk]);
-                softmax::forward(&l, st, bias, hidden, columns);
-                let (start, rs) = l.block(p, l.d_out());
+                softmax::forward(&l, st, cols, bias, hidden, columns);
                 let (a, vp) = (View::transposed(st, rows), l.v(v, p, false));
-                let dims = (rows, read, l.dv);
+                let dims = (cols, read, l.dv);
+                let zero_unread = |out: &mut [f32]| {
+                    for r in (0..cols).filter(|&r| extents.unread(e, l.query_of(r), l.nq)) {
+                        out[start + r * rs..][..l.d_out()].fill(0.0);
+                    }
+                };
                 if !l.gate {
                     matmul_into(dims, (&mut out[start..], rs), false, a, vp, 1.0, l.threads);
+                    zero_unread(out);
                     continue;
                 }
                 // gate ⊙ q + shift, row by row, from the attended [gate, shift].
                 matmul_into(dims, (&mut *attended, l.dv), false, a, vp, 1.0, l.threads);
                 let (q_start, q_rs) = l.block(p, l.dk);
-                for (r, row) in attended.chunks_exact(l.dv).enumerate() {
+                for (r, row) in attended.chunks_exact(l.dv).take(cols).enumerate() {
                     let (gate, shift) = row.split_at(l.dk);
                     let q = &q[q_start + r * q_rs..][..l.dk];
                     let o = &mut out[start + r * rs..][..l.dk];
@@ -133,6 +147,7 @@ where
                         *o = g * q + s;
                     }
                 }
+                zero_unread(out);
             }
         },
     );
@@ -157,7 +172,7 @@ where
     let saved = backward::Saved {
         inputs,
         attn,
-        keys,
+        extents,
         scale,
     };
     tape.add_backward_op(move |grads| {
@@ -210,20 +225,6 @@ where
         Ok(())
     });
     (out.put_tape(tape), weights)
-}
-
-/// Per example, how many keys the products read: all but the trailing ones `keep` hides, or
-/// every key when it hides them all (each query then gets NaN weights, as in PyTorch).
-fn keys_read(keep: Option<&[bool]>, batch: usize, nk: usize) -> Vec<usize> {
-    (0..batch)
-        .map(|e| match keep {
-            Some(keep) => keep[e * nk..(e + 1) * nk]
-                .iter()
-                .rposition(|&kept| kept)
-                .map_or(nk, |last| last + 1),
-            None => nk,
-        })
-        .collect()
 }
 
 /// A call's queries, keys and values, read in place.

@@ -6,18 +6,20 @@ use super::super::fastmath::exp;
 use super::layout::Layout;
 use super::Hidden;
 
-/// Scores `st` (`nk × rows`) → weights: plus `bias` per key, −∞ where hidden, then each
-/// column (query) normalised. A query that sees no key gets NaN weights, as in PyTorch.
-/// `columns` is room for `2 · rows` values.
+/// Scores `st` (`nk × rows`, of which the first `cols` columns are read) → weights: plus
+/// `bias` per key, −∞ where hidden, then each column (query) normalised. A query that sees no
+/// key gets NaN weights, as in PyTorch. `columns` is room for `2 · cols` values.
 pub(super) fn forward(
     l: &Layout,
     st: &mut [f32],
+    cols: usize,
     bias: Option<&[f32]>,
     hidden: Hidden,
     columns: &mut [f32],
 ) {
     let rows = l.rows();
     for (j, row) in st.chunks_exact_mut(rows).enumerate() {
+        let row = &mut row[..cols];
         if hidden.keep.is_some_and(|keep| !keep[j]) {
             row.fill(f32::NEG_INFINITY);
             continue;
@@ -26,10 +28,10 @@ pub(super) fn forward(
             row.iter_mut().for_each(|x| *x += bias[j]);
         }
         if hidden.causal {
-            row[..l.first_row_seeing(j).min(rows)].fill(f32::NEG_INFINITY);
+            row[..l.first_row_seeing(j).min(cols)].fill(f32::NEG_INFINITY);
         }
     }
-    let (max, sum) = columns.split_at_mut(rows);
+    let (max, sum) = columns[..2 * cols].split_at_mut(cols);
     max.fill(f32::NEG_INFINITY);
     for row in st.chunks_exact(rows) {
         for (m, &x) in max.iter_mut().zip(row) {
@@ -52,8 +54,10 @@ pub(super) fn forward(
 }
 
 /// The weights' gradient `ds` (`nk × rows`, like the weights `at`) → the scores':
-/// dS = A ⊙ (dA − Σ_keys dA ⊙ A), per query. `dot` is room for `rows` values.
-pub(super) fn backward(rows: usize, ds: &mut [f32], at: &[f32], dot: &mut [f32]) {
+/// dS = A ⊙ (dA − Σ_keys dA ⊙ A), per query, in the first `cols` columns. `dot` is room for
+/// `cols` values.
+pub(super) fn backward(rows: usize, cols: usize, ds: &mut [f32], at: &[f32], dot: &mut [f32]) {
+    let dot = &mut dot[..cols];
     dot.fill(0.0);
     for (d_row, a_row) in ds.chunks_exact(rows).zip(at.chunks_exact(rows)) {
         for ((s, d), a) in dot.iter_mut().zip(d_row).zip(a_row) {
