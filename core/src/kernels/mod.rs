@@ -240,13 +240,14 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
     ///
     /// # Shapes
     /// `q: (B, Q, heads·dk)`, `k: (B, K, heads·dk)`, `v: (B, K, heads·dv)` (`shared_kv`:
-    /// `k: (B, K, dk)`, `v: (B, K, dv)`), `key_bias: (B, K)`, `keep: B × K`
+    /// `k: (B, K, dk)`, `v: (B, K, dv)`), `key_bias: (B, K)`, `keep: B × K`, `queries: B × Q`
     /// → `(B, Q, heads·dv)` (`query_gate`: `dv = 2·dk` → `(B, Q, heads·dk)`),
     /// weights `(B, Head, Q, K)`
     ///
     /// # Panics
     /// If the heads do not divide the widths, the widths disagree, `O` is not `heads·dv` wide
-    /// or `keep` is not `B × K` (caller bugs: the layers check their inputs first).
+    /// or `keep` is not `B × K` or `queries` not `B × Q` (caller bugs: the layers check their
+    /// inputs first).
     #[allow(clippy::type_complexity)]
     fn multi_head_attention<B: Dim, Q: Dim, K: Dim, DQ: Dim, DK: Dim, DV: Dim, O: Dim, TQ, TK, TV>(
         q: Tensor<(B, Q, DQ), E, Self, TQ>,

@@ -7,7 +7,8 @@
 //! are the (query, head) pairs. Gated values (`query_gate`) are combined with the queries in
 //! the same pass. The weights are kept for the backward pass ([`backward`]), which computes
 //! only the gradients of the inputs on a tape. Large calls run the examples in parallel, each
-//! GEMM then on one thread.
+//! GEMM then on one thread. Padding costs little: per example, the products stop at the last
+//! visible key and at the last query whose output is read ([`layout::Extents`]).
 
 mod backward;
 mod layout;
