@@ -6,8 +6,9 @@
 //!   KL_D; backward of Σ z·gz + Σ π·gπ + mean KL_G + mean KL_D to the input and the weights
 //!   (Σ z·gz as one product through the fused Linear, see [`upstream`]);
 //! - `denoising_attention_fwd_bwd`: training-time multi-head denoising attention (in and out
-//!   projections, no biases) on a fixed latent; backward of Σ out·g (through [`upstream`], as
-//!   above) to the query, z, π and the weights;
+//!   projections, no biases) on a fixed latent, its output alone (no attention weights, as a
+//!   decoder and the reference read it); backward of Σ out·g (through [`upstream`], as above)
+//!   to the query, z, π and the weights;
 //! - `denoising_attention_eval_fwd`: evaluation-time denoising attention, forward only.
 //!
 //! dfdx's buffer cache is on, as in training. 100 timed steps after 10 warm-up steps by
@@ -25,7 +26,7 @@ use vaezoo_core::dfdx::prelude::*;
 use vaezoo_core::kernels::{Kernels, Weight};
 use vaezoo_core::layers::Activation;
 use vaezoo_core::rng::{normal_vec, seeded, uniform_vec};
-use vaezoo_nvib::attention::{denoising_mha_eval, denoising_mha_train, DaVersion, MhaWeights};
+use vaezoo_nvib::attention::{denoising_mha_eval, denoising_mha_train_kept, DaVersion, MhaWeights};
 use vaezoo_nvib::kl::{kl_dirichlet, kl_gaussian, DpPrior};
 use vaezoo_nvib::layer::{forward, AlphaWeights, Noise, PriorComponent, Version, Weights};
 
@@ -185,14 +186,10 @@ fn run() -> vaezoo::Result<()> {
     };
     if flags.selected("denoising_attention_fwd_bwd") {
         let timing = time_steps(steps, warmup, |_| {
-            let (out, _) = denoising_mha_train(
-                query.leaky_trace(),
-                mha(),
-                z.leaky_trace(),
-                pi.leaky_trace(),
-                &keep_l,
-                DaVersion::V1,
-            );
+            // The output alone, as a decoder reads it (and as the reference returns it).
+            let latent = (z.leaky_trace(), pi.leaky_trace(), &keep_l[..]);
+            let out =
+                denoising_mha_train_kept(query.leaky_trace(), None, mha(), latent, DaVersion::V1);
             let grads = upstream(out, &g).backward();
             std::hint::black_box(grads);
             Ok(B)

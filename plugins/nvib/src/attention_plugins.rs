@@ -146,13 +146,16 @@ impl Denoising {
         let (b, s, l) = *queries.shape();
         let q = queries.reshape_like(&(b, s, Model(l.0)));
         let weights = self.proj.get(ctx.params);
-        let (out, _) = match ctx.mode {
+        let out = match ctx.mode {
             Mode::Train => {
                 let (keep, pi) = (latent.keep(), latent.weights_or_uniform());
                 let latent_terms = (latent.z.reuse(), pi, &keep[..]);
                 denoising_mha_train_kept(q, query_keep, weights, latent_terms, self.version)
             }
-            Mode::Eval => denoising_mha_eval_with(q, weights, self.eval_keys(latent), self.version),
+            Mode::Eval => {
+                let keys = self.eval_keys(latent);
+                denoising_mha_eval_with(q, weights, keys, self.version).0
+            }
         };
         Ok(out.reshape_like(&(b, s, l)))
     }

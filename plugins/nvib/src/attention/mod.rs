@@ -50,6 +50,9 @@ pub type Weights<E, D> = Tensor<(Batch, Head, Seq, Comp), E, D>;
 /// An output of shape `S` and the attention weights that made it.
 pub type WithWeights<S, E, D> = (Tr<S, E, D>, Weights<E, D>);
 
+/// An output of shape `S` and, when they were asked for, the attention weights.
+type MaybeWeights<S, E, D> = (Tr<S, E, D>, Option<Weights<E, D>>);
+
 /// Per-head queries, keys and values packed in the model width, as the in-projections give
 /// them (torch's layout before its `view(…, nh, E)`): head h owns columns h·E..(h+1)·E,
 /// E = Model / heads.
@@ -71,8 +74,18 @@ impl<E: Real, D: Dev<E>> Projected<E, D> {
     }
 }
 
+/// What a caller reads of an attention.
+#[derive(Clone, Copy)]
+enum Read<'a> {
+    /// Every output, and the weights.
+    All,
+    /// Only the outputs of the queries flagged (row-major `Batch × Seq`; `None`: all): the
+    /// others are zero, and no weights are made.
+    Outputs(Option<&'a [bool]>),
+}
+
 /// softmax(scale · q kᵀ + key_bias, −∞ where `keep` is false) v for every head of `x`, and the
-/// weights.
+/// weights (with [`Read::All`]).
 ///
 /// # Shapes
 /// `key_bias: (Batch, Comp)`, `keep: Batch × Comp` → `(Batch, Seq, Model)`,
@@ -82,18 +95,29 @@ fn attend<E: Real, D: Dev<E>>(
     key_bias: Option<Tr<(Batch, Comp), E, D>>,
     keep: &[bool],
     scale: f64,
-) -> WithWeights<(Batch, Seq, Model), E, D> {
+    read: Read,
+) -> MaybeWeights<(Batch, Seq, Model), E, D> {
+    let (queries, want_weights) = match read {
+        Read::All => (None, true),
+        Read::Outputs(queries) => (queries, false),
+    };
     let spec = AttentionSpec {
         heads: x.heads,
         shared_kv: false,
         scale,
         keep: Some(keep),
         causal: false,
-        queries: None,
+        queries,
         query_gate: false,
-        want_weights: true,
+        want_weights,
     };
-    let (out, weights) = D::multi_head_attention(x.q, x.k, x.v, key_bias, spec);
+    D::multi_head_attention(x.q, x.k, x.v, key_bias, spec)
+}
+
+/// The output and the weights of an [`attend`] with [`Read::All`].
+fn with_weights<S: Shape, E: Real, D: Dev<E>>(
+    (out, weights): MaybeWeights<S, E, D>,
+) -> WithWeights<S, E, D> {
     (out, weights.expect("the weights were asked for"))
 }
 

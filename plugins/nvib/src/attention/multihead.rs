@@ -13,9 +13,10 @@ use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
 use vaezoo_core::kernels::Weight;
 use vaezoo_core::layers::Activation;
 
+use super::train::attend_train;
 use super::{
-    denoising_attention_eval_with, denoising_attention_train, sdpa, DaVersion, EvalKeys,
-    LatentQuery, Projected, ValueMap, WithWeights,
+    denoising_attention_eval_with, sdpa, with_weights, DaVersion, EvalKeys, LatentQuery,
+    MaybeWeights, Projected, Read, ValueMap, WithWeights,
 };
 use crate::num::{Dev, Real, Tr};
 
@@ -66,7 +67,14 @@ pub fn denoising_mha_train<E: Real, D: Dev<E>>(
     keep: &[bool],
     version: DaVersion,
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
-    denoising_mha_train_kept(query, None, weights, (z, pi, keep), version)
+    with_weights(train_multihead(
+        query,
+        None,
+        weights,
+        (z, pi, keep),
+        version,
+        Read::All,
+    ))
 }
 
 /// The sampled latent that training-time attention reads: z `(Batch, Comp, Latent)`, π
@@ -77,19 +85,37 @@ pub type SampledLatent<'a, E, D> = (
     &'a [bool],
 );
 
-/// [`denoising_mha_train`] of the queries flagged in `query_keep` (row-major `Batch × Seq`;
-/// `None`: all): the others are padding, neither projected nor output-projected, and their
+/// The output of [`denoising_mha_train`] for the queries flagged in `query_keep` (row-major
+/// `Batch × Seq`; `None`: all), without the weights (a decoder's cross-attention in training):
+/// the other queries are padding, neither projected, attended nor output-projected, and their
 /// outputs are zero.
 ///
 /// # Shapes
-/// As [`denoising_mha_train`], `query_keep: Batch × Seq`.
+/// As [`denoising_mha_train`], `query_keep: Batch × Seq` → `(Batch, Seq, Model)`
 pub fn denoising_mha_train_kept<E: Real, D: Dev<E>>(
+    query: Tr<(Batch, Seq, Model), E, D>,
+    query_keep: Option<&[bool]>,
+    weights: MhaWeights<E, D>,
+    latent: SampledLatent<'_, E, D>,
+    version: DaVersion,
+) -> Tr<(Batch, Seq, Model), E, D> {
+    let read = Read::Outputs(query_keep);
+    train_multihead(query, query_keep, weights, latent, version, read).0
+}
+
+/// [`denoising_mha_train`] with the queries `query_keep` flags projected, reading what `read`
+/// says.
+///
+/// # Shapes
+/// As [`denoising_mha_train_kept`].
+fn train_multihead<E: Real, D: Dev<E>>(
     query: Tr<(Batch, Seq, Model), E, D>,
     query_keep: Option<&[bool]>,
     weights: MhaWeights<E, D>,
     (z, pi, keep): SampledLatent<'_, E, D>,
     version: DaVersion,
-) -> WithWeights<(Batch, Seq, Model), E, D> {
+    read: Read,
+) -> MaybeWeights<(Batch, Seq, Model), E, D> {
     let MhaWeights {
         heads,
         q: w_q,
@@ -110,7 +136,7 @@ pub fn denoising_mha_train_kept<E: Real, D: Dev<E>>(
         k: project_rows(z.retaped(), w_k, b_k, keep),
         v: project_rows(z.retaped(), w_v, b_v, keep),
     };
-    let (out, attn) = denoising_attention_train(x, pi, z, keep, version);
+    let (out, attn) = attend_train(x, pi, z, keep, version, read);
     (queries(out, w_o, b_o), attn)
 }
 

@@ -4,7 +4,7 @@
 
 use vaezoo_core::axes::{Batch, Model, Seq};
 
-use super::{attend, Projected, WithWeights};
+use super::{attend, with_weights, Projected, Read, WithWeights};
 use crate::num::{Dev, Real};
 
 /// softmax(q kᵀ/√E + mask) v per head, where the mask is −∞ at the components `keep` drops.
@@ -20,5 +20,5 @@ pub fn sdpa<E: Real, D: Dev<E>>(
     keep: &[bool],
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
     let scale = 1.0 / (x.head_width() as f64).sqrt();
-    attend(x, None, keep, scale)
+    with_weights(attend(x, None, keep, scale, Read::All))
 }

@@ -4,7 +4,10 @@
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
 
-use super::{attend, keep_where_pi_positive, log_pi, DaVersion, Projected, WithWeights};
+use super::{
+    attend, keep_where_pi_positive, log_pi, with_weights, DaVersion, MaybeWeights, Projected, Read,
+    WithWeights,
+};
 use crate::num::{Dev, Real, Tr};
 
 /// Denoising attention to a sampled latent, for every head:
@@ -32,11 +35,26 @@ pub fn denoising_attention_train<E: Real, D: Dev<E>>(
     keep: &[bool],
     version: DaVersion,
 ) -> WithWeights<(Batch, Seq, Model), E, D> {
+    with_weights(attend_train(x, pi, z, keep, version, Read::All))
+}
+
+/// [`denoising_attention_train`] reading what `read` says.
+///
+/// # Shapes
+/// As [`denoising_attention_train`].
+pub(super) fn attend_train<E: Real, D: Dev<E>>(
+    x: Projected<E, D>,
+    pi: Tr<(Batch, Comp), E, D>,
+    z: Tr<(Batch, Comp, Latent), E, D>,
+    keep: &[bool],
+    version: DaVersion,
+    read: Read,
+) -> MaybeWeights<(Batch, Seq, Model), E, D> {
     let keep = keep_where_pi_positive(keep, &pi);
     let root_e = (x.head_width() as f64).sqrt();
     let (batch, comp, latent) = *z.shape();
     let rows = z.reshape_like(&(batch.0 * comp.0, latent));
     let half_sq_norm = D::scaled_sq_norm_rows(rows, 0.5 / root_e).reshape_like(&(batch, comp));
     let prior = log_pi(pi, version) - half_sq_norm;
-    attend(x, Some(prior), &keep, 1.0 / root_e)
+    attend(x, Some(prior), &keep, 1.0 / root_e, read)
 }

@@ -168,7 +168,7 @@ fn module_train_gradients() {
                     pi.reshape_like(&(Batch(B), Comp(NL))),
                     &keep()[..],
                 );
-                let (out, _) = denoising_mha_train_kept(
+                let out = denoising_mha_train_kept(
                     q.reshape_like(&(Batch(B), Seq(NT), Model(H * E))),
                     query_keep,
                     traced_weights(heads, x),

@@ -178,7 +178,7 @@ fn padded_queries_are_zero_and_the_others_unchanged() {
         let run = |rows: Option<&[bool]>| {
             let latent = (comps(&mu), pis(&pi), &keep()[..]);
             let weights = mha_weights(heads, &weights);
-            denoising_mha_train_kept(query(&q), rows, weights, latent, version).0
+            denoising_mha_train_kept(query(&q), rows, weights, latent, version)
         };
         let (all, kept) = (run(None).as_vec(), run(Some(&query_keep)).as_vec());
         let m = H * E;
