@@ -8,6 +8,7 @@ use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
 use super::{host_values, into_tensor, recycled, PARALLEL_MIN_ELEMENTS};
+use crate::kernels::generic::check_embedding_ids;
 use crate::kernels::Tr;
 
 /// See [`crate::kernels::Kernels::embedding`].
@@ -18,12 +19,7 @@ pub(crate) fn forward<V: Dim, N: Dim>(
 ) -> Tr<(usize, N), f32, Cpu> {
     let (vocab, n) = *table.shape();
     let width = n.size();
-    if let Some(&bad) = ids.iter().find(|&&id| id >= vocab.size()) {
-        panic!(
-            "embedding: id {bad} outside a table of {} rows",
-            vocab.size()
-        );
-    }
+    check_embedding_ids(ids, vocab.size());
     let (table, tape) = table.reshape_like(&(vocab.size() * width,)).split_tape();
     let values = host_values(&table);
     let dev = table.device().clone();

@@ -7,6 +7,7 @@ use num_traits::Float;
 
 use super::traced;
 use crate::axes::{Head, HeadDim};
+use crate::kernels::mixture::keep_tensor;
 use crate::kernels::{Attended, AttentionSpec, Tr};
 
 /// See [`crate::kernels::Kernels::multi_head_attention`].
@@ -88,13 +89,10 @@ where
         // `choose`, not a product: a query that sees no key has NaN outputs.
         Some(read) => {
             let dev = out.device().clone();
-            let flags = read.iter().map(|&r| if r { E::one() } else { E::zero() });
             let shape = *out.shape();
-            let zeros = dev.zeros_like(&shape);
-            dev.tensor_from_vec(flags.collect(), (batch, nq))
-                .gt(E::from_f64(0.5).expect("a float"))
+            keep_tensor::<_, E, D>(&dev, read, (batch, nq))
                 .broadcast_like::<_, Axis<2>>(&shape)
-                .choose(out, zeros)
+                .choose(out, dev.zeros_like(&shape))
         }
         None => out,
     };

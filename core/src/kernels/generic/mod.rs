@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use num_traits::Float;
 
+use super::mixture::keep_tensor;
 use super::{Tr, Weight};
 use crate::layers::Activation;
 
@@ -244,12 +245,7 @@ pub fn embedding<V: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     frozen: Option<usize>,
 ) -> Tr<(usize, N), E, D> {
     let (vocab, n) = *table.shape();
-    if let Some(&bad) = ids.iter().find(|&&id| id >= vocab.size()) {
-        panic!(
-            "embedding: id {bad} outside a table of {} rows",
-            vocab.size()
-        );
-    }
+    check_embedding_ids(ids, vocab.size());
     let dev = table.device().clone();
     let looked_up = table.gather(dev.tensor_from_vec(ids.to_vec(), (ids.len(),)));
     let Some(frozen) = frozen else {
@@ -257,15 +253,17 @@ pub fn embedding<V: Dim, N: Dim, E: Dtype + Float, D: Device<E>>(
     };
     // A new tensor: `choose` must not read one tensor on both sides.
     let copy = looked_up.retaped::<NoneTape>() * E::one();
-    let flags = ids
-        .iter()
-        .map(|&id| if id == frozen { E::zero() } else { E::one() })
-        .collect();
-    let trained = dev
-        .tensor_from_vec(flags, (ids.len(),))
-        .gt(E::from_f64(0.5).expect("a float"))
-        .broadcast_like::<_, Axis<1>>(&(ids.len(), n));
-    trained.choose(looked_up, copy)
+    let trained: Vec<bool> = ids.iter().map(|&id| id != frozen).collect();
+    keep_tensor::<_, E, D>(&dev, &trained, (ids.len(),))
+        .broadcast_like::<_, Axis<1>>(&(ids.len(), n))
+        .choose(looked_up, copy)
+}
+
+/// The precondition of [`embedding`], shared with the CPU kernel: every id inside the table.
+pub(crate) fn check_embedding_ids(ids: &[usize], vocab: usize) {
+    if let Some(&bad) = ids.iter().find(|&&id| id >= vocab) {
+        panic!("embedding: id {bad} outside a table of {vocab} rows");
+    }
 }
 
 /// The preconditions of [`weighted_nll`], shared with the CPU kernel.

@@ -107,10 +107,15 @@ where
                     attn[p * rows * nk..(p + 1) * rows * nk].split_at_mut(read * rows);
                 trailing.fill(0.0);
                 let (start, rs) = l.block(p, l.d_out());
-                for r in cols..rows {
-                    out[start + r * rs..][..l.d_out()].fill(0.0);
-                }
+                // The output rows nobody reads are zero: those left out, and the gaps between.
+                let zero_unread = |out: &mut [f32]| {
+                    let gaps = (0..cols).filter(|&r| extents.unread(e, l.query_of(r), l.nq));
+                    for r in gaps.chain(cols..rows) {
+                        out[start + r * rs..][..l.d_out()].fill(0.0);
+                    }
+                };
                 if cols == 0 {
+                    zero_unread(out);
                     continue;
                 }
                 let (kp, qt) = (l.k(k, p, false), l.q(q, p, true));
@@ -127,11 +132,6 @@ where
                 softmax::forward(&l, st, cols, bias, hidden, columns);
                 let (a, vp) = (View::transposed(st, rows), l.v(v, p, false));
                 let dims = (cols, read, l.dv);
-                let zero_unread = |out: &mut [f32]| {
-                    for r in (0..cols).filter(|&r| extents.unread(e, l.query_of(r), l.nq)) {
-                        out[start + r * rs..][..l.d_out()].fill(0.0);
-                    }
-                };
                 if !l.gate {
                     matmul_into(dims, (&mut out[start..], rs), false, a, vp, 1.0, l.threads);
                     zero_unread(out);
