@@ -174,11 +174,20 @@ const CHUNK: usize = 1 << 14;
 /// Below this many elements the optimiser stays on the calling thread.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
+/// Scales every gradient by `max_norm / norm` when their global L2 norm exceeds `max_norm`
+/// (each value on its own, in parallel chunks for large models); returns the norm before.
 pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
     let norm = global_norm(grads);
     if norm > max_norm {
         let scale = max_norm / (norm + 1e-6);
-        grads.iter_mut().flatten().for_each(|g| *g *= scale);
+        let rescale = |c: &mut [f32]| c.iter_mut().for_each(|g| *g *= scale);
+        let total: usize = grads.iter().map(Vec::len).sum();
+        let chunks = grads.iter_mut().flat_map(|g| g.chunks_mut(CHUNK));
+        if total >= PARALLEL_MIN_ELEMENTS {
+            chunks.collect::<Vec<_>>().into_par_iter().for_each(rescale);
+        } else {
+            chunks.for_each(rescale);
+        }
     }
     norm
 }

@@ -26,15 +26,7 @@ impl Cpu {
         elem: E,
     ) -> Result<CachableVec<E>, CpuError> {
         let data = self.cache.try_pop::<E>(numel).map_or_else(
-            #[cfg(feature = "fast-alloc")]
-            || Ok(std::vec![elem; numel]),
-            #[cfg(not(feature = "fast-alloc"))]
-            || {
-                let mut data: Vec<E> = Vec::new();
-                data.try_reserve(numel).map_err(|_| CpuError::OutOfMemory)?;
-                data.resize(numel, elem);
-                Ok(data)
-            },
+            || filled_vec(numel, elem),
             |allocation| {
                 // SAFETY:
                 // - ✅ "ptr must have been allocated using the global allocator, such as via the alloc::alloc function."
@@ -57,16 +49,43 @@ impl Cpu {
     }
 }
 
+/// Buffers of at least this many values are filled on rayon's pool.
+const PARALLEL_FILL_MIN: usize = 1 << 16;
+
+/// Values per unit of parallel work in [`fill`] and [`filled_vec`].
+const FILL_CHUNK: usize = 1 << 14;
+
 /// `data.fill(elem)`, on rayon's pool for large buffers (vaezoo: the zero fill of a recycled
 /// gradient buffer was a serial pass of every training step).
 fn fill<E: Unit>(data: &mut [E], elem: E) {
     use rayon::prelude::*;
-    const PARALLEL_MIN: usize = 1 << 16;
-    if data.len() >= PARALLEL_MIN {
-        data.par_chunks_mut(1 << 14).for_each(|c| c.fill(elem));
+    if data.len() >= PARALLEL_FILL_MIN {
+        data.par_chunks_mut(FILL_CHUNK).for_each(|c| c.fill(elem));
     } else {
         data.fill(elem);
     }
+}
+
+/// A new allocation of exactly `len` copies of `elem` (capacity `len`, as the cache expects),
+/// or `OutOfMemory`. vaezoo: a large one is filled on rayon's pool, so that its first touch
+/// (the page faults of fresh memory, then the fill) is not a serial pass of the training step
+/// when a batch of a new shape misses the cache.
+pub(super) fn filled_vec<E: Unit>(len: usize, elem: E) -> Result<Vec<E>, CpuError> {
+    use rayon::prelude::*;
+    let mut data: Vec<E> = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| CpuError::OutOfMemory)?;
+    if len >= PARALLEL_FILL_MIN {
+        data.spare_capacity_mut()[..len]
+            .par_chunks_mut(FILL_CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|v| { v.write(elem); }));
+        // SAFETY: the capacity is at least `len` and the loop above initialised the first
+        // `len` values.
+        unsafe { data.set_len(len) };
+    } else {
+        data.resize(len, elem);
+    }
+    Ok(data)
 }
 
 impl<E: Unit> ZerosTensor<E> for Cpu {

@@ -38,12 +38,7 @@ impl Cpu {
             // before insertion), as `try_alloc_elem` relies on; every dtype is a plain number,
             // for which any initialised bytes are a valid value.
             Some(allocation) => unsafe { Vec::from_raw_parts(allocation.0 as *mut E, len, len) },
-            None => {
-                let mut data: Vec<E> = Vec::new();
-                data.try_reserve(len).map_err(|_| CpuError::OutOfMemory)?;
-                data.resize(len, Default::default());
-                data
-            }
+            None => super::allocate::filled_vec(len, Default::default())?,
         };
         Ok(CachableVec {
             data,
