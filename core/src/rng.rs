@@ -36,6 +36,36 @@ pub fn fill_normal<E: Float>(rng: &mut HostRng, out: &mut [E]) {
     }
 }
 
+/// `n` standard normals of training noise, as [`fill_noise`] draws them, converted to `E`.
+pub fn noise_vec_as<E: Float + Send>(rng: &mut HostRng, n: usize) -> Vec<E> {
+    let mut out = vec![E::zero(); n];
+    fill_noise(rng, &mut out);
+    out
+}
+
+/// Fills `out` with standard normals of training noise (a reparameterisation's ε).
+///
+/// One draw from `rng` seeds it. Chunk c of [`NOISE_CHUNK`] values is then drawn as
+/// [`fill_normal`] draws them, from stream c of a generator keyed by that seed, so the
+/// chunks are filled in parallel with the same values on any number of threads, and `rng`
+/// advances by one draw whatever `out`'s size (as [`fill_dropout_mask`]).
+pub fn fill_noise<E: Float + Send>(rng: &mut HostRng, out: &mut [E]) {
+    let seed = rng.next_u64();
+    let fill = |(chunk, values): (usize, &mut [E])| {
+        let mut stream = HostRng::seed_from_u64(seed);
+        stream.set_stream(chunk as u64);
+        fill_normal(&mut stream, values);
+    };
+    if out.len() >= 2 * NOISE_CHUNK {
+        out.par_chunks_mut(NOISE_CHUNK).enumerate().for_each(fill);
+    } else {
+        out.chunks_mut(NOISE_CHUNK).enumerate().for_each(fill);
+    }
+}
+
+/// Values per unit of parallel work (and per generator stream) in [`fill_noise`].
+const NOISE_CHUNK: usize = 1 << 13;
+
 /// `n` uniform draws in `[low, high)`.
 pub fn uniform_vec(rng: &mut HostRng, n: usize, low: f32, high: f32) -> Vec<f32> {
     let dist = rand_distr::Uniform::new(low, high);
@@ -158,6 +188,37 @@ mod tests {
         twice.next_u64();
         twice.next_u64();
         assert_eq!(twice.next_u64(), rng.next_u64(), "one draw per mask");
+    }
+
+    #[test]
+    fn noise_is_standard_normal_and_the_same_on_any_thread_count() {
+        let n = 8 * NOISE_CHUNK + 123;
+        let mut rng = seeded(9);
+        let noise: Vec<f32> = noise_vec_as(&mut rng, n);
+        let mean = noise.iter().map(|&v| f64::from(v)).sum::<f64>() / n as f64;
+        let var = noise
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "mean {mean}, var {var}"
+        );
+        // Chunks are distinct streams, not copies of one.
+        assert_ne!(noise[..16], noise[NOISE_CHUNK..NOISE_CHUNK + 16]);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let one: Vec<f32> = pool.install(|| noise_vec_as(&mut seeded(9), n));
+        assert_eq!(one, noise);
+        // f64 noise holds the same draws; the generator moves on by one draw.
+        let wide: Vec<f64> = noise_vec_as(&mut seeded(9), 100);
+        assert!(wide.iter().zip(&noise).all(|(&w, &v)| w == f64::from(v)));
+        let mut once = seeded(9);
+        once.next_u64();
+        assert_eq!(once.next_u64(), rng.next_u64(), "one draw per fill");
     }
 
     /// The AVX-512 build of the mask gives the plain loop's values (where the CPU has it).

@@ -13,7 +13,7 @@ use num_traits::Float;
 
 use super::{cpu, fast_path_enabled, Tr};
 use crate::custom_op::HostGrad;
-use crate::rng::{normal_vec_as, HostRng};
+use crate::rng::{noise_vec_as, HostRng};
 
 /// Where one row of an assembled latent comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum Row {
 pub enum Eps<'a, E> {
     /// Exactly these values.
     Given(&'a [E]),
-    /// Drawn from the host generator, as `rng::normal_vec_as` draws them.
+    /// Drawn from the host generator, as `rng::noise_vec_as` draws them.
     Draw(&'a mut HostRng),
 }
 
@@ -218,7 +218,7 @@ pub fn generic_gaussian_rows<R: Dim, P: Dim, E: Dtype + Float, D: Device<E>>(
     let n = rows.len() * p.size();
     let mut eps = match eps {
         Eps::Given(eps) => eps.to_vec(),
-        Eps::Draw(rng) => normal_vec_as(rng, n),
+        Eps::Draw(rng) => noise_vec_as(rng, n),
     };
     assert_eq!(eps.len(), n, "one ε per output element");
     let dev = mu.device().clone();

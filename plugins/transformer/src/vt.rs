@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use vaezoo_core::axes::{Batch, Comp, Latent, Model, Seq};
 use vaezoo_core::params::ParamBuilder;
 use vaezoo_core::plugin::Mode;
-use vaezoo_core::rng::{normal_vec, HostRng};
+use vaezoo_core::rng::{noise_vec_as, HostRng};
 use vaezoo_nvib::num::{c, Dev, Real, Tr};
 
 use crate::dense::Dense;
@@ -75,10 +75,7 @@ impl GaussianHeads {
         let z = match mode {
             Mode::Eval => mu.retaped(),
             Mode::Train => {
-                let eps = normal_vec(rng, shape.num_elements())
-                    .into_iter()
-                    .map(|x| c::<E>(f64::from(x)))
-                    .collect();
+                let eps = noise_vec_as::<E>(rng, shape.num_elements());
                 let eps = w.device().tensor_from_vec(eps, shape);
                 mu.retaped::<OwnedTape<E, D>>()
                     + (log_var.retaped::<OwnedTape<E, D>>() * c::<E>(0.5)).exp() * eps

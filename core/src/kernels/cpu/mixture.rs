@@ -12,7 +12,7 @@ use super::fastmath::exp;
 use super::{buffer, host_values};
 use crate::kernels::mixture::{check_rows, Eps, GaussianRows, Row};
 use crate::kernels::Tr;
-use crate::rng::fill_normal;
+use crate::rng::fill_noise;
 
 /// Element counts from which a pass runs on rayon's pool (waking it costs 20–30 µs).
 pub(super) const PARALLEL_MIN: usize = 1 << 17;
@@ -151,7 +151,7 @@ pub(crate) fn gaussian_rows<R: Dim, P: Dim>(
         Eps::Given(eps) => eps,
         Eps::Draw(rng) => {
             let d = drawn.insert(buffer(mu.device(), n * ps));
-            fill_normal(rng, d);
+            fill_noise(rng, d);
             &d[..]
         }
     };

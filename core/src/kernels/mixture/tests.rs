@@ -9,7 +9,7 @@ use crate::backend::Traced;
 use crate::gradcheck::GradCheck;
 use crate::kernels::tests::{assert_close, read_out, same_as_generic};
 use crate::params::{ParamBuilder, ParamId, ParamStore};
-use crate::rng::{normal_vec, seeded};
+use crate::rng::{noise_vec_as, normal_vec, seeded};
 
 const P: usize = 4;
 const SOURCES: usize = 5;
@@ -200,7 +200,7 @@ fn kl_gaussian_mixture_gradients_match_finite_differences() {
         .unwrap();
 }
 
-/// ε drawn by the kernel are those `normal_vec` draws, and the generator ends where it does.
+/// ε drawn by the kernel are those `noise_vec_as` draws, and the generator ends where it does.
 #[test]
 fn drawn_noise_is_the_generators_normals() {
     let p = rows_store(SOURCES, P, ROWS.len());
@@ -210,7 +210,7 @@ fn drawn_noise_is_the_generators_normals() {
         p.get(ParamId(1), (SOURCES, P)),
     );
     let mut reference = seeded(4);
-    let eps = normal_vec(&mut reference, ROWS.len() * P);
+    let eps: Vec<f32> = noise_vec_as(&mut reference, ROWS.len() * P);
     let given = cpu::mixture::gaussian_rows(
         mu.retaped(),
         log_var.retaped(),
