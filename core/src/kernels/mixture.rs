@@ -11,6 +11,9 @@ use dfdx::prelude::*;
 use dfdx::shapes::Dim;
 use num_traits::Float;
 
+use std::ops::Add;
+
+use super::denoising_keys::{generic_denoising_keys, DenoisingKeys};
 use super::{cpu, fast_path_enabled, Tr};
 use crate::custom_op::HostGrad;
 use crate::rng::{noise_vec_as, HostRng};
@@ -108,6 +111,21 @@ pub trait MixtureKernels<E: Dtype + Float>: Device<E> + HostGrad<E> {
     ) -> Tr<(B,), E, Self> {
         generic_kl_gaussian_mixture(mu, log_var, alpha, keep, prior_mu, prior_var, scale)
     }
+
+    /// The per-component terms of evaluation-time denoising attention for heads of width s²:
+    /// with var = exp(logσ²) and V = var + s, the keys μ/V, the values [var/V, s·μ/V] side by
+    /// side, and −½ Σ_p μ²/V − `log_det_weight` · Σ_p ln V (see [`DenoisingKeys`]).
+    ///
+    /// # Shapes
+    /// `mu, log_var: (B, C, P)` → `(B, C, P)`, `(B, C, P + P)`, `(B, C)`
+    fn denoising_keys<B: Dim, C: Dim, P: Dim + Add<Output = P>>(
+        mu: Tr<(B, C, P), E, Self>,
+        log_var: Tr<(B, C, P), E, Self>,
+        s: f64,
+        log_det_weight: f64,
+    ) -> DenoisingKeys<B, C, P, E, Self> {
+        generic_denoising_keys(mu, log_var, s, log_det_weight)
+    }
 }
 
 impl MixtureKernels<f64> for Cpu {}
@@ -152,6 +170,19 @@ impl MixtureKernels<f32> for Cpu {
             cpu::kl_gaussian::forward(mu, log_var, alpha, keep, prior_mu, prior_var, scale)
         } else {
             generic_kl_gaussian_mixture(mu, log_var, alpha, keep, prior_mu, prior_var, scale)
+        }
+    }
+
+    fn denoising_keys<B: Dim, C: Dim, P: Dim + Add<Output = P>>(
+        mu: Tr<(B, C, P), f32, Self>,
+        log_var: Tr<(B, C, P), f32, Self>,
+        s: f64,
+        log_det_weight: f64,
+    ) -> DenoisingKeys<B, C, P, f32, Self> {
+        if fast_path_enabled() {
+            cpu::denoising_keys::forward(mu, log_var, s, log_det_weight)
+        } else {
+            generic_denoising_keys(mu, log_var, s, log_det_weight)
         }
     }
 }

@@ -11,6 +11,7 @@
 //! benchmarking the fast path against them).
 
 pub(crate) mod cpu;
+pub mod denoising_keys;
 mod gemm;
 pub mod generic;
 pub mod mixture;
@@ -22,6 +23,7 @@ use num_traits::Float;
 use crate::axes::Head;
 use crate::custom_op::HostGrad;
 use crate::layers::Activation;
+pub use denoising_keys::DenoisingKeys;
 pub use mixture::{Eps, GaussianRows, MixtureKernels, Row};
 
 /// A tensor recording its operations on a tape, in element type `E`.

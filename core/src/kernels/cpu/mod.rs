@@ -186,6 +186,7 @@ pub(crate) fn add_into(dst: &mut [f32], src: &[f32]) {
 
 pub(crate) mod attention;
 pub(crate) mod bernoulli;
+pub(crate) mod denoising_keys;
 pub(crate) mod embedding;
 mod fastmath;
 pub(crate) mod kl_gaussian;

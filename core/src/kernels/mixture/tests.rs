@@ -259,3 +259,56 @@ fn f64_takes_the_generic_path() {
     assert_eq!(via_trait.z.as_vec(), generic.z.as_vec());
     assert_eq!(via_trait.log_var.as_vec(), generic.log_var.as_vec());
 }
+
+/// Parameters `mu`, `log_var` `(b, c, p)` and a readout of each of the three outputs.
+fn keys_store(b: usize, c: usize, p: usize) -> ParamStore<Cpu> {
+    let mut rng = seeded(12);
+    let mut pb = ParamBuilder::new(&mut rng);
+    pb.normal("mu", &[b, c, p], 1.0);
+    pb.normal("log_var", &[b, c, p], 0.8);
+    pb.normal("keys_readout", &[b * c * p], 1.0);
+    pb.normal("values_readout", &[2 * b * c * p], 1.0);
+    pb.normal("terms_readout", &[b * c], 1.0);
+    ParamStore::new(&Cpu::default(), pb.finish())
+}
+
+/// The three outputs of `denoising_keys` (s = 2, c = ½), each read out and summed.
+fn keys_loss(p: &ParamStore<Cpu>, (b, c, w): (usize, usize, usize), fast: bool) -> Traced<(), Cpu> {
+    let shape = (b, c, w);
+    let (mu, log_var) = (p.get(ParamId(0), shape), p.get(ParamId(1), shape));
+    let out = if fast {
+        cpu::denoising_keys::forward(mu, log_var, 2.0, 0.5)
+    } else {
+        generic_denoising_keys(mu, log_var, 2.0, 0.5)
+    };
+    read_out(p, out.keys, 2) + read_out(p, out.values, 3) + read_out(p, out.terms, 4)
+}
+
+#[test]
+fn denoising_keys_match_the_generic_ops() {
+    let shape = (B, C, P);
+    same_as_generic(
+        &keys_store(B, C, P),
+        |p| keys_loss(p, shape, true),
+        |p| keys_loss(p, shape, false),
+    );
+}
+
+#[test]
+fn denoising_keys_match_the_generic_ops_when_parallel() {
+    // 2¹⁷ values: the kernel's passes run on rayon's pool.
+    let shape = (4, 64, 512);
+    same_as_generic(
+        &keys_store(shape.0, shape.1, shape.2),
+        |p| keys_loss(p, shape, true),
+        |p| keys_loss(p, shape, false),
+    );
+}
+
+#[test]
+fn denoising_keys_gradients_match_finite_differences() {
+    let mut p = keys_store(B, C, P);
+    GradCheck::default()
+        .run(&mut p, |p| keys_loss(p, (B, C, P), true))
+        .unwrap();
+}

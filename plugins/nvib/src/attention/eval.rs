@@ -5,10 +5,10 @@
 
 use dfdx::prelude::*;
 use vaezoo_core::axes::{Batch, Comp, Head, Latent, Model, Seq};
-use vaezoo_core::kernels::{AttentionSpec, Weight};
+use vaezoo_core::kernels::{AttentionSpec, DenoisingKeys, Weight};
 
 use super::{keep_where_pi_positive, log_pi, DaVersion, WithWeights};
-use crate::num::{c, Dev, Real, Tr};
+use crate::num::{Dev, Real, Tr};
 
 /// Every head's query mapped into the latent space.
 pub struct LatentQuery<E: Real, D: Dev<E>> {
@@ -57,23 +57,20 @@ impl<E: Real, D: Dev<E>> EvalKeys<E, D> {
         head_width: usize,
     ) -> Self {
         let keep = keep_where_pi_positive(keep, &pi);
-        let s = c::<E>((head_width as f64).sqrt());
-        // Per component: V = σ² + s, μ/V, and the prior terms of the logits.
-        let var = log_var.exp();
-        let biased_var = var.retaped::<OwnedTape<E, D>>() + s;
-        let mu_over_v = mu.retaped::<OwnedTape<E, D>>() / biased_var.retaped::<OwnedTape<E, D>>();
-        let var_ratio = var / biased_var.retaped::<OwnedTape<E, D>>();
-        let half_mahalanobis = (mu * mu_over_v.retaped::<OwnedTape<E, D>>())
-            .sum::<(Batch, Comp), Axis<2>>()
-            * c::<E>(0.5);
-        let log_det =
-            biased_var.ln().sum::<(Batch, Comp), Axis<2>>() * version.log_var_weight::<E>();
-        let prior = log_pi(pi, version) - half_mahalanobis - log_det;
-        // Per head: (Σ_n a σ²/V) ⊙ u + Σ_n a s μ/V, the values holding the gate and the shift.
-        let values =
-            (var_ratio, mu_over_v.retaped::<OwnedTape<E, D>>() * s).concat_along(Axis::<2>);
+        let DenoisingKeys {
+            keys,
+            values,
+            terms,
+        } = D::denoising_keys(
+            mu,
+            log_var,
+            (head_width as f64).sqrt(),
+            version.log_var_weight::<f64>(),
+        );
+        // log max(π, floor) − ½ Σ_p μ²/V − c₃ Σ_p log V
+        let prior = log_pi(pi, version) + terms;
         Self {
-            keys: mu_over_v,
+            keys,
             values,
             prior,
             keep,
