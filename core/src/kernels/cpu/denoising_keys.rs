@@ -9,7 +9,7 @@ use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
 use super::fastmath::{exp, ln, LANES};
-use super::mixture::{parallel, ROWS_PER_TASK};
+use super::mixture::{for_each_row_pair, parallel, ROWS_PER_TASK};
 use super::{host_values, into_tensor, recycled};
 use crate::kernels::denoising_keys::DenoisingKeys;
 use crate::kernels::Tr;
@@ -100,18 +100,7 @@ pub(crate) fn forward<B: Dim, C: Dim, P: Dim + Add<Output = P>>(
                 dl[j] += g_big_v * exp(l[j]);
             }
         };
-        if parallel(n) {
-            gm.par_chunks_mut(ps)
-                .zip(gl.par_chunks_mut(ps))
-                .enumerate()
-                .with_min_len(ROWS_PER_TASK)
-                .for_each(add);
-        } else {
-            gm.chunks_mut(ps)
-                .zip(gl.chunks_mut(ps))
-                .enumerate()
-                .for_each(add);
-        }
+        for_each_row_pair(&mut gm, &mut gl, ps, add);
         put_grad!(grads, &mu_ghost, gm);
         put_grad!(grads, &lv_ghost, gl);
         put_grad!(grads, &k_ghost, gk);

@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::cached_zeros;
 use super::fastmath::exp;
-use super::mixture::{parallel, ROWS_PER_TASK};
+use super::mixture::{for_each_row_pair, parallel, ROWS_PER_TASK};
 use super::{buffer, host_values};
 use crate::kernels::mixture::check_kl_inputs;
 use crate::kernels::Tr;
@@ -113,18 +113,7 @@ pub(crate) fn forward<B: Dim, C: Dim, P: Dim>(
                 prior.row_backward(w, &ms[span.clone()], &ratio[span], dm, dl);
             }
         };
-        if parallel(n) {
-            gm.par_chunks_mut(ps)
-                .zip(gl.par_chunks_mut(ps))
-                .enumerate()
-                .with_min_len(ROWS_PER_TASK)
-                .for_each(add);
-        } else {
-            gm.chunks_mut(ps)
-                .zip(gl.chunks_mut(ps))
-                .enumerate()
-                .for_each(add);
-        }
+        for_each_row_pair(&mut gm, &mut gl, ps, add);
         put_grad!(grads, &mu_ghost, gm);
         put_grad!(grads, &lv_ghost, gl);
         put_grad!(grads, &out_ghost, g);

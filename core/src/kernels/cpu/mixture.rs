@@ -25,6 +25,28 @@ pub(super) fn parallel(elements: usize) -> bool {
     elements >= PARALLEL_MIN && rayon::current_num_threads() > 1
 }
 
+/// Runs `f((row, (a_row, b_row)))` over the matching `width`-value rows of `a` and `b` (the
+/// gradients of μ and logσ² in a backward pass), on rayon's pool when they are large.
+pub(super) fn for_each_row_pair(
+    a: &mut [f32],
+    b: &mut [f32],
+    width: usize,
+    f: impl Fn((usize, (&mut [f32], &mut [f32]))) + Sync + Send,
+) {
+    if parallel(a.len()) {
+        a.par_chunks_mut(width)
+            .zip(b.par_chunks_mut(width))
+            .enumerate()
+            .with_min_len(ROWS_PER_TASK)
+            .for_each(f);
+    } else {
+        a.chunks_mut(width)
+            .zip(b.chunks_mut(width))
+            .enumerate()
+            .for_each(f);
+    }
+}
+
 /// `(a(), b())`, side by side on rayon's pool when `elements` are worth it (each of the
 /// fills this is used for is one memory-bound pass).
 fn join<A: Send, B: Send>(
