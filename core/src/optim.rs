@@ -133,8 +133,8 @@ impl Adam {
         };
         // One pass per element, no branches (the loop vectorises); each element is updated on
         // its own, so the result does not depend on how the work is split between threads.
-        let update = |(((x, m), v), g): &mut Chunk| {
-            for (((x, m), v), &g) in x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(*g) {
+        let update = |(((x, m), v), g): Chunk| {
+            for (((x, m), v), &g) in x.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
                 *x *= decay;
                 let g = g + l2 * *x;
                 *m = b1 * *m + (1.0 - b1) * g;
@@ -142,8 +142,9 @@ impl Adam {
                 *x -= step_size * *m / (v.sqrt() / bias2_sqrt + eps);
             }
         };
+        let total: usize = grads.iter().map(Vec::len).sum();
         params.update_all(|hosts| {
-            let mut chunks: Vec<Chunk> = hosts
+            let chunks: Vec<Chunk> = hosts
                 .iter_mut()
                 .zip(m.iter_mut())
                 .zip(v.iter_mut())
@@ -155,12 +156,7 @@ impl Adam {
                         .zip(g.chunks(CHUNK))
                 })
                 .collect();
-            let total: usize = grads.iter().map(Vec::len).sum();
-            if total >= PARALLEL_MIN_ELEMENTS {
-                chunks.par_iter_mut().for_each(update);
-            } else {
-                chunks.iter_mut().for_each(update);
-            }
+            over_chunks(chunks, total, update);
         });
     }
 }
@@ -174,6 +170,20 @@ const CHUNK: usize = 1 << 14;
 /// Below this many elements the optimiser stays on the calling thread.
 const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 
+/// `work` applied to each of `chunks` (slices of `total` values in all), results in the
+/// chunks' order: on rayon's pool for large models, else on the calling thread.
+fn over_chunks<T: Send, R: Send>(
+    chunks: Vec<T>,
+    total: usize,
+    work: impl Fn(T) -> R + Sync + Send,
+) -> Vec<R> {
+    if total >= PARALLEL_MIN_ELEMENTS {
+        chunks.into_par_iter().map(work).collect()
+    } else {
+        chunks.into_iter().map(work).collect()
+    }
+}
+
 /// Scales every gradient by `max_norm / norm` when their global L2 norm exceeds `max_norm`
 /// (each value on its own, in parallel chunks for large models); returns the norm before.
 pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
@@ -182,12 +192,8 @@ pub fn clip_global_norm(grads: &mut [Vec<f32>], max_norm: f32) -> f32 {
         let scale = max_norm / (norm + 1e-6);
         let rescale = |c: &mut [f32]| c.iter_mut().for_each(|g| *g *= scale);
         let total: usize = grads.iter().map(Vec::len).sum();
-        let chunks = grads.iter_mut().flat_map(|g| g.chunks_mut(CHUNK));
-        if total >= PARALLEL_MIN_ELEMENTS {
-            chunks.collect::<Vec<_>>().into_par_iter().for_each(rescale);
-        } else {
-            chunks.for_each(rescale);
-        }
+        let chunks = grads.iter_mut().flat_map(|g| g.chunks_mut(CHUNK)).collect();
+        over_chunks(chunks, total, rescale);
     }
     norm
 }
@@ -197,12 +203,10 @@ pub fn global_norm(grads: &[Vec<f32>]) -> f32 {
     // Fixed chunks summed in a fixed order: the same value on any number of threads.
     let chunks: Vec<&[f32]> = grads.iter().flat_map(|g| g.chunks(CHUNK)).collect();
     let total: usize = grads.iter().map(Vec::len).sum();
-    let partial: Vec<f64> = if total >= PARALLEL_MIN_ELEMENTS {
-        chunks.par_iter().map(|c| sum_of_squares(c)).collect()
-    } else {
-        chunks.iter().map(|c| sum_of_squares(c)).collect()
-    };
-    partial.iter().sum::<f64>().sqrt() as f32
+    over_chunks(chunks, total, sum_of_squares)
+        .iter()
+        .sum::<f64>()
+        .sqrt() as f32
 }
 
 /// Σ g² in f64, over eight interleaved partial sums (a vectorisable loop).

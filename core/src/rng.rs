@@ -56,10 +56,22 @@ pub fn fill_noise<E: Float + Send>(rng: &mut HostRng, out: &mut [E]) {
         stream.set_stream(chunk as u64);
         fill_normal(&mut stream, values);
     };
-    if out.len() >= 2 * NOISE_CHUNK {
-        out.par_chunks_mut(NOISE_CHUNK).enumerate().for_each(fill);
+    for_each_numbered_chunk(out, NOISE_CHUNK, 2, fill);
+}
+
+/// Calls `fill((c, chunk))` for chunk c of `chunk_len` values of `out`: on rayon's pool when
+/// `out` holds at least `min_chunks` chunks, else in order on the calling thread. The
+/// seeded fills above compute each chunk from its number alone, so both give the same values.
+fn for_each_numbered_chunk<E: Send>(
+    out: &mut [E],
+    chunk_len: usize,
+    min_chunks: usize,
+    fill: impl Fn((usize, &mut [E])) + Sync + Send,
+) {
+    if out.len() >= min_chunks * chunk_len {
+        out.par_chunks_mut(chunk_len).enumerate().for_each(fill);
     } else {
-        out.chunks_mut(NOISE_CHUNK).enumerate().for_each(fill);
+        out.chunks_mut(chunk_len).enumerate().for_each(fill);
     }
 }
 
@@ -101,11 +113,7 @@ pub fn fill_dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, out:
         }
         fill_mask(values, (seed, first), threshold, scale);
     };
-    if out.len() >= 4 * MASK_CHUNK {
-        out.par_chunks_mut(MASK_CHUNK).enumerate().for_each(fill);
-    } else {
-        out.chunks_mut(MASK_CHUNK).enumerate().for_each(fill);
-    }
+    for_each_numbered_chunk(out, MASK_CHUNK, 4, fill);
 }
 
 /// Values `first`, `first + 1`, … of the mask of `seed`: 0 where the hash falls below

@@ -58,11 +58,17 @@ const FILL_CHUNK: usize = 1 << 14;
 /// `data.fill(elem)`, on rayon's pool for large buffers (vaezoo: the zero fill of a recycled
 /// gradient buffer was a serial pass of every training step).
 fn fill<E: Unit>(data: &mut [E], elem: E) {
+    for_each_fill_chunk(data, |c| c.fill(elem));
+}
+
+/// `fill_chunk` over `data` in chunks of [`FILL_CHUNK`]: on rayon's pool when `data` holds at
+/// least [`PARALLEL_FILL_MIN`] values, else at once on the calling thread.
+fn for_each_fill_chunk<T: Send>(data: &mut [T], fill_chunk: impl Fn(&mut [T]) + Sync + Send) {
     use rayon::prelude::*;
     if data.len() >= PARALLEL_FILL_MIN {
-        data.par_chunks_mut(FILL_CHUNK).for_each(|c| c.fill(elem));
+        data.par_chunks_mut(FILL_CHUNK).for_each(fill_chunk);
     } else {
-        data.fill(elem);
+        fill_chunk(data);
     }
 }
 
@@ -71,20 +77,15 @@ fn fill<E: Unit>(data: &mut [E], elem: E) {
 /// (the page faults of fresh memory, then the fill) is not a serial pass of the training step
 /// when a batch of a new shape misses the cache.
 pub(super) fn filled_vec<E: Unit>(len: usize, elem: E) -> Result<Vec<E>, CpuError> {
-    use rayon::prelude::*;
     let mut data: Vec<E> = Vec::new();
     data.try_reserve_exact(len)
         .map_err(|_| CpuError::OutOfMemory)?;
-    if len >= PARALLEL_FILL_MIN {
-        data.spare_capacity_mut()[..len]
-            .par_chunks_mut(FILL_CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|v| { v.write(elem); }));
-        // SAFETY: the capacity is at least `len` and the loop above initialised the first
-        // `len` values.
-        unsafe { data.set_len(len) };
-    } else {
-        data.resize(len, elem);
-    }
+    for_each_fill_chunk(&mut data.spare_capacity_mut()[..len], |c| {
+        c.iter_mut().for_each(|v| { v.write(elem); })
+    });
+    // SAFETY: the capacity is at least `len` and the fill above initialised the first `len`
+    // values.
+    unsafe { data.set_len(len) };
     Ok(data)
 }
 
