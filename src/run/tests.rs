@@ -151,3 +151,32 @@ fn utc_stamp_has_the_expected_shape() {
     assert_eq!(s.len(), 15);
     assert_eq!(&s[8..9], "-");
 }
+
+#[test]
+fn concurrent_atomic_writes_of_one_path_all_succeed_and_leave_a_whole_file() {
+    // The array tasks of a sweep write the same resolved specs at the same time; with one
+    // shared temporary name, one writer's rename took the other's file away mid-write.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.json");
+    let text = "x".repeat(1 << 16);
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..50)
+                        .map(|_| write_atomic(&path, text.as_bytes()))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(fs::read_to_string(&path).unwrap(), text);
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("spec.json")]);
+}
