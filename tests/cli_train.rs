@@ -31,6 +31,14 @@ fn train_eval_sample_write_the_run_folder() {
     let env: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("env.json")).unwrap()).unwrap();
     assert!(env["threads"].as_u64() >= Some(1), "{env}");
+    // The CPU's model name where /proc/cpuinfo gives one (every Linux x86-64 machine does).
+    let cpu = &env["cpu"];
+    assert!(
+        cpu.is_null() || cpu.as_str().is_some_and(|c| !c.is_empty()),
+        "{env}"
+    );
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    assert!(cpu.is_string(), "{env}");
     // The binary's commit, where it was built in a git checkout.
     let commit = &env["build_commit"];
     let hex = |c: &str| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit());

@@ -1,6 +1,6 @@
 //! What a run records about where it was trained: the versions of vaezoo and its plugins (in
 //! every checkpoint) and `env.json` (seed, device, plugins, the commit the binary was built
-//! from, the git revision of the directory the run started in, threads, Slurm ids).
+//! from, the git revision of the directory the run started in, threads, the CPU, Slurm ids).
 
 use std::collections::BTreeMap;
 
@@ -25,7 +25,9 @@ pub(super) fn versions() -> BTreeMap<String, String> {
 /// `env.json`: versions, seed, device, plugins, `build_commit` (the commit the binary was
 /// built at, uncommitted changes not counted; null outside a git checkout), `git_revision`
 /// (`git rev-parse HEAD` where the run started: the researcher's own repository, say), the
-/// threads of the pool the run computes on.
+/// threads of the pool the run computes on, and the CPU's model name (`cpu`, null where
+/// `/proc/cpuinfo` does not give one): the same binary and seed can train differently on
+/// another CPU, whose GEMM blocking follows its caches.
 pub(super) fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Value {
     let git = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -48,10 +50,22 @@ pub(super) fn environment(spec: &Spec, device: DeviceChoice) -> serde_json::Valu
         "seed": spec.training.seed,
         "device": device.name(),
         "threads": rayon::current_num_threads(),
+        "cpu": cpu_model(),
         "build_commit": option_env!("VAEZOO_BUILD_COMMIT"),
         "git_revision": git,
         "started_utc": utc_stamp(),
         "plugins": plugins,
         "slurm": slurm,
     })
+}
+
+/// The CPU's model name, from `/proc/cpuinfo` (Linux); `None` elsewhere or where it has none.
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == "model name").then(|| value.trim().to_string())
+        })
+        .filter(|name| !name.is_empty())
 }
