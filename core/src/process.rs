@@ -3,7 +3,8 @@
 //! assembled, named after its process id), and how much memory this one may use.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether process `pid` is known to have exited: on Linux, when `/proc` has no entry for it.
 /// Elsewhere, or for this process, `false`: such leftovers stay (hidden and harmless) rather
@@ -31,6 +32,25 @@ pub fn remove_left_by_exited(dir: &Path, owner: impl Fn(&str) -> Option<u32>) {
             };
         }
     }
+}
+
+/// A temporary file for writing `name` in `dir` atomically: `.NAME.PID-N.tmp`, this call's own
+/// (N counts the calls of this process), so that writers of one file at once each rename a
+/// whole file of their own.
+pub fn temp_file_for(dir: &Path, name: &str) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()))
+}
+
+/// Removes the [`temp_file_for`] files of `name` in `dir` that exited processes left (killed
+/// before their rename).
+pub fn remove_temp_files_left_by_exited(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    remove_left_by_exited(dir, |entry| {
+        let rest = entry.strip_prefix(&prefix)?.strip_suffix(".tmp")?;
+        rest.split_once('-')?.0.parse().ok()
+    });
 }
 
 /// The environment variable (and `--max-memory`) that lowers [`memory_limit`]: bytes, or a

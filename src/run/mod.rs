@@ -18,7 +18,6 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -366,17 +365,13 @@ pub fn check_replaceable(paths: &[PathBuf]) -> Result<()> {
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 ///
-/// The temporary file's name (`.NAME.PID-N.tmp`) is this call's own, so that writers of the
-/// same path at once (the array tasks of a sweep writing its specs) each rename a complete
-/// file of their own: the last rename wins, and none of them fails or leaves a torn file.
+/// The temporary file ([`vaezoo_core::process::temp_file_for`]) is this call's own, so that
+/// writers of the same path at once (the array tasks of a sweep writing its specs) each rename
+/// a complete file of their own: the last rename wins, and none of them fails or leaves a torn
+/// file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = vaezoo_core::process::temp_file_for(path.parent().unwrap_or(Path::new("")), name);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;

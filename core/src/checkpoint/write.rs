@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -69,13 +68,8 @@ impl CheckpointRef<'_> {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}.{}-{}.tmp",
-            name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let name = name.to_string_lossy();
+        let tmp = crate::process::temp_file_for(dir, &name);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -96,12 +90,8 @@ impl CheckpointRef<'_> {
         }
         // Makes the rename durable; some platforms cannot open or sync a directory.
         let _ = File::open(dir).and_then(|d| d.sync_all());
-        // The temporary files `.NAME.PID-N.tmp` of saves killed before their rename.
-        let prefix = format!(".{}.", name.to_string_lossy());
-        crate::process::remove_left_by_exited(dir, |entry| {
-            let rest = entry.strip_prefix(&prefix)?.strip_suffix(".tmp")?;
-            rest.split_once('-')?.0.parse().ok()
-        });
+        // The temporary files of saves killed before their rename.
+        crate::process::remove_temp_files_left_by_exited(dir, &name);
         Ok(())
     }
 
