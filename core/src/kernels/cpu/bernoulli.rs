@@ -68,7 +68,8 @@ pub(crate) fn forward<M: Dim, N: Dim>(
     tape.add_backward_op(move |grads| {
         grads.try_alloc_for(&out_ghost)?;
         let g = take_grad!(grads, &out_ghost);
-        let gl = grads.get_or_alloc_mut(&logits_ghost)?;
+        // One value per logit: added, or written over a new buffer (`grad_to_write`).
+        let (gl, add) = grad_to_write!(grads, &logits_ghost);
         if cols > 0 {
             for ((acc, res), g) in gl
                 .chunks_exact_mut(cols)
@@ -76,7 +77,7 @@ pub(crate) fn forward<M: Dim, N: Dim>(
                 .zip(&g)
             {
                 for (a, r) in acc.iter_mut().zip(res) {
-                    *a += g * r;
+                    *a = if add { *a + g * r } else { g * r };
                 }
             }
         }

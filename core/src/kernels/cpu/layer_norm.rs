@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{
     add_into, buffer_of, for_each_chunk, for_each_row, host_values, into_tensor, recycled,
-    zip_chunks, PARALLEL_MIN_ELEMENTS,
+    write_or_add, zip_chunks, PARALLEL_MIN_ELEMENTS,
 };
 use crate::kernels::Tr;
 
@@ -110,14 +110,16 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
                 *d = *r * (*d - mean_d - nv * mean_dn);
             }
         });
-        add_into(grads.get_or_alloc_mut(&x_ghost)?, &dsum);
+        let (gx, add) = grad_to_write!(grads, &x_ghost);
+        write_or_add(gx, &dsum, add);
         if let Some((sub_ghost, mask)) = &sub {
             if let Some(m) = mask {
                 zip_chunks(&mut dsum, m, |d, m| {
                     d.iter_mut().zip(m).for_each(|(d, m)| *d *= m)
                 });
             }
-            add_into(grads.get_or_alloc_mut(sub_ghost)?, &dsum);
+            let (gsub, add) = grad_to_write!(grads, sub_ghost);
+            write_or_add(gsub, &dsum, add);
         }
         put_grad!(grads, &out_ghost, g);
         Ok(())

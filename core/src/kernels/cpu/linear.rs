@@ -185,26 +185,28 @@ where
         // transposes.
         let x_j = |j: usize, transposed: bool| View::strided(&xs[j * ks..], wi, transposed);
         let g_j = |j: usize, transposed: bool| View::strided(&g[j * ns..], wo, transposed);
-        let weight_grad = |gw: &mut [f32], threads| {
+        // Each product adds to its gradient's buffer, or writes over it where `add` is false
+        // (a new buffer, see `grad_to_write`).
+        let weight_grad = |gw: &mut [f32], add: bool, threads| {
             for j in 0..gs {
                 let block = &mut gw[j * ks * ns..];
                 if out_in {
-                    // gW_j (n × k) += g_jᵀ · x_j
+                    // gW_j (n × k) (+)= g_jᵀ · x_j
                     let (lhs, rhs) = (g_j(j, true), x_j(j, false));
-                    matmul_into((ns, mk, ks), (block, ks), true, lhs, rhs, 1.0, threads);
+                    matmul_into((ns, mk, ks), (block, ks), add, lhs, rhs, 1.0, threads);
                 } else {
-                    // gW_j (k × n) += x_jᵀ · g_j
+                    // gW_j (k × n) (+)= x_jᵀ · g_j
                     let (lhs, rhs) = (x_j(j, true), g_j(j, false));
-                    matmul_into((ks, mk, ns), (block, ns), true, lhs, rhs, 1.0, threads);
+                    matmul_into((ks, mk, ns), (block, ns), add, lhs, rhs, 1.0, threads);
                 }
             }
         };
-        // gx_j (kept rows × k) += g_j · W_jᵀ, straight into gx or gathered and added.
-        let input_grad = |gx: &mut [f32], threads| {
+        // gx_j (kept rows × k) (+)= g_j · W_jᵀ, straight into gx or gathered and added.
+        let input_grad = |gx: &mut [f32], add: bool, threads| {
             let mut dxa = kept.as_ref().map(|_| recycled(&dev, mk * wi));
             let (target, accumulate): (&mut [f32], bool) = match &mut dxa {
                 Some(d) => (d, false),
-                None => (&mut *gx, true),
+                None => (&mut *gx, add),
             };
             for j in 0..gs {
                 let dst = (&mut target[j * ks..], wi);
@@ -212,6 +214,9 @@ where
                 matmul_into((mk, ns, ks), dst, accumulate, lhs, rhs, 1.0, threads);
             }
             if let (Some(dxa), Some(kept)) = (&dxa, &kept) {
+                if !add {
+                    gx.fill(0.0);
+                }
                 add_rows(gx, dxa, kept, wi);
             }
         };
@@ -219,35 +224,39 @@ where
         // it: the two products then run side by side, each on one thread, which scales better
         // than splitting each across the pool (7 % off a 2-thread `vae_mlp_train` step, where
         // splitting both as well made it slower).
-        let mut gw = take_grad!(grads, &w_ghost);
+        let (gw, gw_add) = grad_to_write!(grads, &w_ghost);
+        let mut gw = std::mem::take(gw);
         match &x_ghost {
-            None => weight_grad(&mut gw, Threads::BySize),
+            None => weight_grad(&mut gw, gw_add, Threads::BySize),
             Some(x_ghost) => {
-                let gx = grads.get_or_alloc_mut(x_ghost)?;
+                let (gx, gx_add) = grad_to_write!(grads, x_ghost);
                 if gx.is_empty() {
                     // x is the weight itself, whose gradient buffer is `gw`.
-                    weight_grad(&mut gw, Threads::BySize);
-                    input_grad(&mut gw, Threads::BySize);
+                    weight_grad(&mut gw, gw_add, Threads::BySize);
+                    input_grad(&mut gw, true, Threads::BySize);
                 } else if mk * ks * ns * gs >= SIDE_BY_SIDE_MIN_MACS {
                     // With more threads than two, each product still splits across the pool.
                     let each = match rayon::current_num_threads() {
                         ..=2 => Threads::One,
                         _ => Threads::BySize,
                     };
-                    rayon::join(|| weight_grad(&mut gw, each), || input_grad(gx, each));
+                    rayon::join(
+                        || weight_grad(&mut gw, gw_add, each),
+                        || input_grad(gx, gx_add, each),
+                    );
                 } else {
-                    weight_grad(&mut gw, Threads::BySize);
-                    input_grad(gx, Threads::BySize);
+                    weight_grad(&mut gw, gw_add, Threads::BySize);
+                    input_grad(gx, gx_add, Threads::BySize);
                 }
             }
         }
         put_grad!(grads, &w_ghost, gw);
         if let Some(b_ghost) = &b_ghost {
-            // gb (1 × G·n) += 1ᵀ · g: the column sums as one product.
+            // gb (1 × G·n) (+)= 1ᵀ · g: the column sums as one product.
             let ones = vec![1.0f32; mk];
-            let gb = grads.get_or_alloc_mut(b_ghost)?;
+            let (gb, add) = grad_to_write!(grads, b_ghost);
             let (lhs, rhs) = (View::rows(&ones, mk), View::rows(g, wo));
-            matmul_into((1, mk, wo), (gb, wo), true, lhs, rhs, 1.0, Threads::BySize);
+            matmul_into((1, mk, wo), (gb, wo), add, lhs, rhs, 1.0, Threads::BySize);
         }
         put_grad!(grads, &out_ghost, g_full);
         Ok(())

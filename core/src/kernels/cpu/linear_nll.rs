@@ -103,24 +103,25 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
             row[targets[i]] += scale;
         });
         {
-            let gw = grads.get_or_alloc_mut(&w_ghost)?;
+            // Added to the weight's gradient, or written over a new buffer (`grad_to_write`).
+            let (gw, add) = grad_to_write!(grads, &w_ghost);
             if out_in {
-                // gW (V × K) += dLᵀ · x
+                // gW (V × K) (+)= dLᵀ · x
                 matmul_into(
                     (v, a, ks),
                     (gw, ks),
-                    true,
+                    add,
                     View::transposed(&dl, v),
                     View::rows(&xa, ks),
                     1.0,
                     Threads::BySize,
                 );
             } else {
-                // gW (K × V) += xᵀ · dL
+                // gW (K × V) (+)= xᵀ · dL
                 matmul_into(
                     (ks, a, v),
                     (gw, v),
-                    true,
+                    add,
                     View::transposed(&xa, ks),
                     View::rows(&dl, v),
                     1.0,
@@ -129,13 +130,13 @@ pub(crate) fn forward<R: Dim, K: Dim, V: Dim, G: Dim>(
             }
         }
         if let Some(b_ghost) = &b_ghost {
-            // gb (1 × V) += 1ᵀ · dL: the column sums as one product.
+            // gb (1 × V) (+)= 1ᵀ · dL: the column sums as one product.
             let ones = vec![1.0f32; a];
-            let gb = grads.get_or_alloc_mut(b_ghost)?;
+            let (gb, add) = grad_to_write!(grads, b_ghost);
             matmul_into(
                 (1, a, v),
                 (gb, v),
-                true,
+                add,
                 View::rows(&ones, a),
                 View::rows(&dl, v),
                 1.0,

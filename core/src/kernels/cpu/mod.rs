@@ -102,6 +102,19 @@ macro_rules! take_grad {
     };
 }
 
+/// The gradient buffer of a ghost tensor for a kernel that writes every one of its values,
+/// and whether to add to them: `true` where another op's gradient is there already, `false`
+/// for a new buffer from the cache, whose stale values the kernel must all write over (which
+/// saves the zero fill and the read of a zeroed buffer).
+macro_rules! grad_to_write {
+    ($grads:expr, $ghost:expr) => {{
+        let (values, add) = $grads.try_get_or_alloc_with($ghost, |dev, len| {
+            Ok($crate::kernels::cpu::recycled(dev, len))
+        })?;
+        (&mut **values, add)
+    }};
+}
+
 /// Returns a buffer taken with [`take_grad`].
 macro_rules! put_grad {
     ($grads:expr, $ghost:expr, $values:expr) => {
@@ -172,6 +185,16 @@ pub(super) fn buffer_of(dev: &Cpu, values: &[f32]) -> Buffer {
     let mut b = recycled(dev, values.len());
     zip_chunks(&mut b, values, |b, v| b.copy_from_slice(v));
     b
+}
+
+/// `dst += src` where `add`, else `dst = src` (a buffer from [`grad_to_write`]); the two have
+/// the same length.
+pub(crate) fn write_or_add(dst: &mut [f32], src: &[f32], add: bool) {
+    assert_eq!(dst.len(), src.len(), "one value per value");
+    match add {
+        true => add_into(dst, src),
+        false => zip_chunks(dst, src, |d, s| d.copy_from_slice(s)),
+    }
 }
 
 /// `dst[i] += src[i]` (as many values as the shorter of the two has).

@@ -492,3 +492,43 @@ fn cpu_values_are_read_in_place_and_cached_buffers_come_back_unfilled() {
         &[0.0; 6][..]
     );
 }
+
+/// Inputs that reach the loss through two fast ops get the sum of both gradients: the first
+/// op to reach each one writes over a new buffer, the second adds to it (x, w and b through a
+/// linear over kept rows and a dense one; x as both terms of a residual LayerNorm).
+#[test]
+fn gradients_of_inputs_used_twice_add_up() {
+    let keep: Vec<bool> = (0..8).map(|i| i % 3 != 1).collect();
+    let p = rows_store(keep.len(), N);
+    for out_in in [false, true] {
+        let loss = |p: &ParamStore<Cpu>, fast: bool| {
+            let (m, n) = (keep.len(), N);
+            let x = || p.get(ParamId(0), (m, K));
+            let w = || match out_in {
+                true => Weight::OutIn(p.get(ParamId(1), (n, K))),
+                false => Weight::InOut(p.get(ParamId(1), (K, n))),
+            };
+            let b = || Some(p.get(ParamId(2), (n,)));
+            let act = Activation::Tanh;
+            let (y1, y2) = if fast {
+                let kept = cpu::linear::forward_rows(x(), w(), b(), act, Some(&keep), None);
+                (kept, cpu::linear::forward(x(), w(), b(), act))
+            } else {
+                let kept = generic::linear_rows(x(), w(), b(), act, &keep, None);
+                (kept, generic::linear(x(), w(), b(), act))
+            };
+            read_out(p, y1 + y2, 3)
+        };
+        same_as_generic(&p, |p| loss(p, true), |p| loss(p, false));
+    }
+    // dfdx's own add refuses a tensor added to itself: finite differences are the reference.
+    let mut p = residual_norm_store(6, 5);
+    GradCheck::default()
+        .run(&mut p, |p| {
+            let x = || p.get(ParamId(0), (6, 5));
+            let (g, b) = (p.get(ParamId(2), (5,)), p.get(ParamId(3), (5,)));
+            let y = cpu::layer_norm::forward_residual(x(), Some((x(), None)), g, b, 1e-5);
+            read_out(p, y, 4)
+        })
+        .unwrap();
+}

@@ -52,6 +52,22 @@ impl<E, D: Storage<E>> Gradients<E, D> {
         Ok(self.get_mut(t))
     }
 
+    /// vaezoo: the gradient of `t` and whether it was there already; where it was not,
+    /// `alloc(device, len)` makes it (a kernel that writes every value of the new buffer then
+    /// needs no zeroed one).
+    pub fn try_get_or_alloc_with<S: Shape>(
+        &mut self,
+        t: &impl Tensorlike<S, E, D>,
+        alloc: impl FnOnce(&D, usize) -> Result<D::Vec, D::Err>,
+    ) -> Result<(&mut D::Vec, bool), D::Err> {
+        match self.gradient_by_id.entry(t.id()) {
+            std::collections::btree_map::Entry::Occupied(e) => Ok((e.into_mut(), true)),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                Ok((e.insert(alloc(t.dev(), t.len())?), false))
+            }
+        }
+    }
+
     /// Inserts a gradient for `t`
     pub fn try_alloc_for<S: Shape>(&mut self, t: &impl Tensorlike<S, E, D>) -> Result<(), D::Err> {
         if let std::collections::btree_map::Entry::Vacant(e) = self.gradient_by_id.entry(t.id()) {
