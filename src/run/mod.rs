@@ -368,10 +368,14 @@ pub fn check_replaceable(paths: &[PathBuf]) -> Result<()> {
 /// The temporary file ([`vaezoo_core::process::temp_file_for`]) is this call's own, so that
 /// writers of the same path at once (the array tasks of a sweep writing its specs) each rename
 /// a complete file of their own: the last rename wins, and none of them fails or leaves a torn
-/// file.
+/// file. The temporary files of `path` that writers killed mid-write left go after the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = vaezoo_core::process::temp_file_for(path.parent().unwrap_or(Path::new("")), name);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let tmp = vaezoo_core::process::temp_file_for(dir, name);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -381,7 +385,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
-    })
+    })?;
+    // The temporary files of writers of `path` killed before their rename.
+    vaezoo_core::process::remove_temp_files_left_by_exited(dir, name);
+    Ok(())
 }
 
 /// Writes one line per item of `lines` to `path` atomically, creating its folder.

@@ -180,3 +180,23 @@ fn concurrent_atomic_writes_of_one_path_all_succeed_and_leave_a_whole_file() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("spec.json")]);
 }
+
+#[test]
+fn an_atomic_write_removes_the_temporary_files_of_killed_writers() {
+    // A writer killed between its write and its rename leaves `.NAME.PID-N.tmp` behind; the
+    // next write of NAME removes those of exited processes, not a live writer's.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spec.json");
+    let dead = dir.path().join(".spec.json.999999999-3.tmp");
+    let live = dir
+        .path()
+        .join(format!(".spec.json.{}-999.tmp", std::process::id()));
+    let other = dir.path().join(".eval.json.999999999-0.tmp");
+    for leftover in [&dead, &live, &other] {
+        fs::write(leftover, "torn").unwrap();
+    }
+    write_atomic(&path, b"{}").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "{}");
+    assert!(!dead.exists(), "a dead writer's file stays");
+    assert!(live.exists() && other.exists());
+}
