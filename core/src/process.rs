@@ -34,6 +34,14 @@ pub fn remove_left_by_exited(dir: &Path, owner: impl Fn(&str) -> Option<u32>) {
     }
 }
 
+/// The folder `path` lies in: its parent, or `.` for a bare file name (whose parent is empty).
+pub fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// A temporary file for writing `name` in `dir` atomically: `.NAME.PID-N.tmp`, this call's own
 /// (N counts the calls of this process), so that writers of one file at once each rename a
 /// whole file of their own.

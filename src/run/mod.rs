@@ -37,10 +37,7 @@ fn resolved(path: &Path) -> PathBuf {
             return resolved(&parent.join(target));
         }
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = vaezoo_core::process::folder_of(path);
     match (fs::canonicalize(parent), path.file_name()) {
         (Ok(dir), Some(name)) => dir.join(name),
         _ => path.to_path_buf(),
@@ -87,10 +84,7 @@ impl RunDir {
         let partial = partial_path(root, std::process::id());
         // The partial folders of `root` of processes killed while they assembled it.
         let prefix = partial_prefix(root);
-        let parent = match partial.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
+        let parent = vaezoo_core::process::folder_of(&partial);
         vaezoo_core::process::remove_left_by_exited(parent, |entry| {
             entry.strip_prefix(&prefix)?.parse().ok()
         });
@@ -371,10 +365,7 @@ pub fn check_replaceable(paths: &[PathBuf]) -> Result<()> {
 /// file. The temporary files of `path` that writers killed mid-write left go after the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = vaezoo_core::process::folder_of(path);
     let tmp = vaezoo_core::process::temp_file_for(dir, name);
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;

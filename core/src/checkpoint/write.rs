@@ -64,10 +64,7 @@ impl CheckpointRef<'_> {
         let name = path
             .file_name()
             .ok_or_else(|| bad(path, "cannot save: the path does not name a file".into()))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = crate::process::folder_of(path);
         let name = name.to_string_lossy();
         let tmp = crate::process::temp_file_for(dir, &name);
         let file = OpenOptions::new()
