@@ -53,7 +53,7 @@ use vaezoo_core::registry::DataDims;
 use vaezoo_core::rng::seeded;
 use vaezoo_core::spec::Spec;
 
-use common::{report, time_steps, Flags, Timing};
+use common::{report, time_awake_steps, time_steps, Flags, Timing};
 use trainer::Job;
 
 /// The benchmark model's spec.
@@ -190,7 +190,7 @@ fn greedy(flags: &Flags, spec: Spec) -> Result<()> {
     let mut job = Job::new(spec, text_dims(VOCAB))?;
     let batches = random_batches(batch);
     let (steps, warmup) = (flags.steps(5), flags.warmup(1));
-    let timing = time_steps(steps, warmup, |i| {
+    let timing = time_awake_steps(steps, warmup, |i| {
         let obs = batches[i % batches.len()].observation(job.params.device())?;
         let mut ctx = Ctx {
             params: &job.params,

@@ -30,7 +30,7 @@ use vaezoo_nvib::attention::{denoising_mha_eval, denoising_mha_train_kept, DaVer
 use vaezoo_nvib::kl::{kl_dirichlet, kl_gaussian, DpPrior};
 use vaezoo_nvib::layer::{forward, AlphaWeights, Noise, PriorComponent, Version, Weights};
 
-use common::{time_steps, Flags, Timing};
+use common::{time_awake_steps, Flags, Timing};
 
 const B: usize = 64;
 const NS: usize = 32;
@@ -114,7 +114,7 @@ fn run() -> vaezoo::Result<()> {
     let dp = DpPrior::default();
 
     if flags.selected("nvib_layer_fwd_bwd") {
-        let timing = time_steps(steps, warmup, |_| {
+        let timing = time_awake_steps(steps, warmup, |_| {
             let out = forward(
                 x.leaky_trace(),
                 &keep,
@@ -185,7 +185,7 @@ fn run() -> vaezoo::Result<()> {
         bias: None,
     };
     if flags.selected("denoising_attention_fwd_bwd") {
-        let timing = time_steps(steps, warmup, |_| {
+        let timing = time_awake_steps(steps, warmup, |_| {
             // The output alone, as a decoder reads it (and as the reference returns it).
             let latent = (z.leaky_trace(), pi.leaky_trace(), &keep_l[..]);
             let out =
@@ -198,7 +198,7 @@ fn run() -> vaezoo::Result<()> {
     }
 
     if flags.selected("denoising_attention_eval_fwd") {
-        let timing = time_steps(steps, warmup, |_| {
+        let timing = time_awake_steps(steps, warmup, |_| {
             let (out, _) = denoising_mha_eval(
                 query.clone().put_tape(OwnedTape::default()),
                 mha(),

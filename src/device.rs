@@ -1,7 +1,10 @@
 //! Choosing the device a command runs on: the CPU always, a CUDA GPU when vaezoo is built with
 //! the `cuda` feature.
 
+use std::any::TypeId;
+
 use clap::ValueEnum;
+use vaezoo_core::Backend;
 
 /// The device of `--device`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -50,6 +53,57 @@ pub fn on_compute_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
         .build_global();
     // `scope` called from outside the pool runs its body on one of the pool's threads.
     rayon::scope(|_| op())
+}
+
+/// Runs `op` on the calling worker of rayon's pool with the pool's other workers polling for
+/// work all along, instead of falling asleep whenever `op` runs serial code for longer than
+/// rayon's few dozen spins and being woken again (a futex call by `op`'s thread and tens of
+/// microseconds before the sleeper runs) by the next parallel pass. A training step has dozens
+/// of such passes: at 2 threads this takes about 12 % off a step of `vae_mlp_train`. The other
+/// workers spin while `op` runs, as OpenMP's threads do between PyTorch's parallel regions, so
+/// the commands use it around compute only (a training step, a batch of an evaluation), not
+/// around I/O. Off the CPU backend `D`, outside a pool, with one thread, or nested in another
+/// call, `op` just runs.
+pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    thread_local! {
+        static KEEPING_AWAKE: Cell<bool> = const { Cell::new(false) };
+    }
+    let Some(caller) = rayon::current_thread_index() else {
+        return op();
+    };
+    let on_cpu = TypeId::of::<D>() == TypeId::of::<vaezoo_core::dfdx::prelude::Cpu>();
+    if !on_cpu || rayon::current_num_threads() < 2 || KEEPING_AWAKE.get() {
+        return op();
+    }
+    let running = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&running);
+    rayon::spawn_broadcast(move |worker| {
+        if worker.index() == caller {
+            return;
+        }
+        while flag.load(Ordering::Acquire) {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                // A microsecond or so between looks, not to contend for the queues' atomics
+                // with `op`'s thread.
+                (0..IDLE_SPINS).for_each(|_| std::hint::spin_loop());
+            }
+        }
+    });
+    const IDLE_SPINS: usize = 32;
+    /// Stops the polling when `op` returns or unwinds.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+            KEEPING_AWAKE.set(false);
+        }
+    }
+    KEEPING_AWAKE.set(true);
+    let _stop = Stop(running);
+    op()
 }
 
 /// Keeps freed heap memory in the process for the next allocation (glibc).
@@ -106,3 +160,63 @@ macro_rules! on_device {
     };
 }
 pub(crate) use on_device;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vaezoo_core::dfdx::prelude::Cpu;
+
+    fn pool() -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn work_in_an_awake_pool_runs_and_returns_its_value_nested_too() {
+        let sum = pool().install(|| {
+            with_pool_awake::<Cpu, _>(|| {
+                let (a, b) = rayon::join(
+                    || with_pool_awake::<Cpu, _>(|| (1..=1000u64).sum::<u64>()),
+                    || (1..=10u64).product::<u64>(),
+                );
+                a + b
+            })
+        });
+        assert_eq!(sum, 500_500 + 3_628_800);
+    }
+
+    /// CPU seconds the threads `tids` of this process have used (user + system), from
+    /// `/proc/self/task/TID/stat`.
+    #[cfg(target_os = "linux")]
+    fn cpu_seconds(tids: &[i32]) -> f64 {
+        let ticks = |tid: &i32| -> f64 {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            let fields: Vec<&str> = after_name.split_whitespace().collect();
+            // utime and stime: fields 14 and 15 of the file, 12 and 13 after the name.
+            fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()
+        };
+        tids.iter().map(ticks).sum::<f64>() / 100.0
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_workers_stop_polling_when_the_work_returns_or_panics() {
+        let pool = pool();
+        // SAFETY: gettid has no preconditions.
+        let workers = pool.broadcast(|_| unsafe { libc::gettid() });
+        pool.install(|| with_pool_awake::<Cpu, _>(|| rayon::join(|| 1, || 2)));
+        let unwound = pool.install(|| {
+            std::panic::catch_unwind(|| with_pool_awake::<Cpu, _>(|| panic!("a failed step")))
+        });
+        assert!(unwound.is_err());
+        // A worker still polling would burn a whole core over the next half second.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let before = cpu_seconds(&workers);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let used = cpu_seconds(&workers) - before;
+        assert!(used < 0.2, "{used} CPU seconds in half a second of idling");
+    }
+}

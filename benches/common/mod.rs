@@ -105,6 +105,21 @@ pub fn time_steps(
     Ok(Timing { ms, units })
 }
 
+/// [`time_steps`] for work that the commands run inside a training step or an evaluation but
+/// that a benchmark calls directly (a layer, greedy decoding): each step runs with the pool's
+/// workers awake, as there ([`vaezoo::device::with_pool_awake`]). Trainer steps need no such
+/// wrapper: [`vaezoo::train::StepState::step`] has it.
+#[allow(dead_code)] // `vae_mlp`'s bench times trainer steps only.
+pub fn time_awake_steps(
+    steps: usize,
+    warmup: usize,
+    mut step: impl FnMut(usize) -> vaezoo::Result<usize>,
+) -> vaezoo::Result<Timing> {
+    use vaezoo::device::with_pool_awake;
+    use vaezoo_core::dfdx::prelude::Cpu;
+    time_steps(steps, warmup, |i| with_pool_awake::<Cpu, _>(|| step(i)))
+}
+
 /// The process's peak resident memory so far in MB (`VmHWM` of `/proc/self/status`).
 pub fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -35,7 +35,7 @@ pub use report::{EvalReport, ExampleRow};
 pub use text_report::TextEvalReport;
 
 use crate::data::{Dataset, ImageSet};
-use crate::device::{on_device, DeviceChoice};
+use crate::device::{on_device, with_pool_awake, DeviceChoice};
 use crate::memory;
 use crate::run::{check_replaceable, write_json, write_lines};
 use crate::session::{restore, Restored};
@@ -144,7 +144,7 @@ pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
             let tokenizer = r.tokenizer()?;
             let test = r.test_data(Some(&tokenizer))?;
             opts.max_rows = opts.max_rows.min(rows_in_memory(&r, &test)?);
-            let report = text::evaluate_text(&r, &opts, &tokenizer, test)?;
+            let report = awake(&r, || text::evaluate_text(&r, &opts, &tokenizer, test))?;
             let json = serde_json::to_value(&report).expect("reports serialise");
             (Evaluation::Text(report), json)
         } else {
@@ -154,7 +154,7 @@ pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
             let Dataset::Images(test) = data else {
                 unreachable!("image data stays image data")
             };
-            let (report, rows) = evaluate_on(&r, &opts, test)?;
+            let (report, rows) = awake(&r, || evaluate_on(&r, &opts, test))?;
             let lines = rows.iter().map(|row| serde_json::json!(row));
             check_replaceable(&[r.run.eval_examples_path(), r.run.eval_path()])?;
             write_lines(&r.run.eval_examples_path(), lines)?;
@@ -164,6 +164,12 @@ pub fn evaluate(root: &Path, opts: &EvalOptions) -> Result<Evaluation> {
         write_json(&r.run.eval_path(), &json)?;
         Ok(report)
     })
+}
+
+/// `op`, an evaluation of `_run`, with the pool's threads awake on the CPU
+/// ([`with_pool_awake`]).
+fn awake<D: Backend, R>(_run: &Restored<D>, op: impl FnOnce() -> R) -> R {
+    with_pool_awake::<D, R>(op)
 }
 
 /// The most rows of `data` per forward pass that fit in the memory left

@@ -53,8 +53,18 @@ pub struct StepOutcome<D: Backend> {
 impl<D: Backend> StepState<'_, D> {
     /// One step of the trainer on the batch `obs` (the benchmarks time exactly this): the
     /// losses in training mode, the objective at `progress`, backward, the gradients read out,
-    /// clipped to `training`'s global norm (if any), and Adam.
+    /// clipped to `training`'s global norm (if any), and Adam; on the CPU with rayon's
+    /// workers awake throughout ([`crate::device::with_pool_awake`]).
     pub fn step(
+        &mut self,
+        training: &TrainingSpec,
+        obs: &Observation<D>,
+        progress: Progress,
+    ) -> Result<StepOutcome<D>> {
+        crate::device::with_pool_awake::<D, _>(|| self.step_inner(training, obs, progress))
+    }
+
+    fn step_inner(
         &mut self,
         training: &TrainingSpec,
         obs: &Observation<D>,
