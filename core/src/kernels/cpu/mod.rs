@@ -180,11 +180,13 @@ pub(super) fn zip_chunks(
     });
 }
 
-/// A buffer from dfdx's cache holding a copy of `values`.
+/// A buffer from dfdx's cache holding a copy of `values` (a new allocation, written once by
+/// the copy, when the cache has none of that length).
+///
+/// # Panics
+/// When out of memory, as dfdx's own ops.
 pub(super) fn buffer_of(dev: &Cpu, values: &[f32]) -> Buffer {
-    let mut b = recycled(dev, values.len());
-    zip_chunks(&mut b, values, |b, v| b.copy_from_slice(v));
-    b
+    dev.try_alloc_copy(values).expect("out of memory")
 }
 
 /// `dst += src` where `add`, else `dst = src` (a buffer from [`grad_to_write`]); the two have

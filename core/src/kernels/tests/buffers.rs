@@ -34,6 +34,25 @@ fn cpu_values_are_read_in_place_and_cached_buffers_come_back_unfilled() {
     );
 }
 
+/// `try_alloc_copy` (another addition of vaezoo's dfdx) copies into a cached buffer of the
+/// same length or into a new allocation, small (on the calling thread) or large (on the pool).
+#[test]
+fn copies_land_in_cached_and_new_buffers_alike() {
+    let dev = Cpu::default();
+    dev.enable_cache();
+    for len in [7, 100_003] {
+        let values: Vec<f32> = (0..len).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let fresh = dev.try_alloc_copy(&values).unwrap();
+        assert_eq!(&fresh[..], &values[..], "new allocation of {len}");
+        let address = fresh.as_ptr();
+        drop(fresh);
+        let shifted: Vec<f32> = values.iter().map(|v| v + 1.0).collect();
+        let cached = dev.try_alloc_copy(&shifted).unwrap();
+        assert_eq!(cached.as_ptr(), address, "the cached buffer of {len}");
+        assert_eq!(&cached[..], &shifted[..], "cached buffer of {len}");
+    }
+}
+
 /// Inputs that reach the loss through two fast ops get the sum of both gradients: the first
 /// op to reach each one writes over a new buffer, the second adds to it (x, w and b through a
 /// linear over kept rows and a dense one; x as both terms of a residual LayerNorm).

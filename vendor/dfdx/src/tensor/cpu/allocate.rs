@@ -89,6 +89,44 @@ pub(super) fn filled_vec<E: Unit>(len: usize, elem: E) -> Result<Vec<E>, CpuErro
     Ok(data)
 }
 
+/// A new allocation of exactly `values.len()` values (capacity `len`, as the cache expects)
+/// holding a copy of `values`, or `OutOfMemory`. vaezoo: written once by the copy, without the
+/// zero fill of `filled_vec` first; a large one is copied on rayon's pool like `filled_vec`.
+pub(super) fn copied_vec<E: Unit>(values: &[E]) -> Result<Vec<E>, CpuError> {
+    let len = values.len();
+    let mut data: Vec<E> = Vec::new();
+    data.try_reserve_exact(len)
+        .map_err(|_| CpuError::OutOfMemory)?;
+    for_each_copy_chunk(&mut data.spare_capacity_mut()[..len], values, |d, s| {
+        d.write(*s);
+    });
+    // SAFETY: the capacity is at least `len` and the copy above initialised the first `len`
+    // values.
+    unsafe { data.set_len(len) };
+    Ok(data)
+}
+
+/// `dst = src` (of the same length), on rayon's pool in chunks of [`FILL_CHUNK`] when they hold
+/// at least [`PARALLEL_FILL_MIN`] values.
+pub(super) fn copy_values<E: Unit>(dst: &mut [E], src: &[E]) {
+    for_each_copy_chunk(dst, src, |d, s| *d = *s);
+}
+
+/// `copy(d, s)` for every pair of `dst` and `src` (of the same length), chunked as
+/// [`for_each_fill_chunk`].
+fn for_each_copy_chunk<T: Send, E: Unit>(dst: &mut [T], src: &[E], copy: impl Fn(&mut T, &E) + Sync + Send) {
+    use rayon::prelude::*;
+    assert_eq!(dst.len(), src.len(), "a copy of the same length");
+    let chunk = |(d, s): (&mut [T], &[E])| d.iter_mut().zip(s).for_each(|(d, s)| copy(d, s));
+    if dst.len() >= PARALLEL_FILL_MIN {
+        dst.par_chunks_mut(FILL_CHUNK)
+            .zip(src.par_chunks(FILL_CHUNK))
+            .for_each(chunk);
+    } else {
+        chunk((dst, src));
+    }
+}
+
 impl<E: Unit> ZerosTensor<E> for Cpu {
     fn try_zeros_like<S: HasShape>(&self, src: &S) -> Result<Tensor<S::Shape, E, Self>, Self::Err> {
         let shape = *src.shape();

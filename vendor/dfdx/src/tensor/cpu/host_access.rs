@@ -45,4 +45,23 @@ impl Cpu {
             cache: self.cache.clone(),
         })
     }
+
+    /// A buffer holding a copy of `values`: from the allocation cache when it has one of that
+    /// length, else a new allocation that the copy writes once (no zero fill first).
+    pub fn try_alloc_copy<E: Unit>(&self, values: &[E]) -> Result<CachableVec<E>, CpuError> {
+        let len = values.len();
+        let data = match self.cache.try_pop::<E>(len) {
+            Some(allocation) => {
+                // SAFETY: as in `try_alloc_recycled`.
+                let mut data = unsafe { Vec::from_raw_parts(allocation.0 as *mut E, len, len) };
+                super::allocate::copy_values(&mut data, values);
+                data
+            }
+            None => super::allocate::copied_vec(values)?,
+        };
+        Ok(CachableVec {
+            data,
+            cache: self.cache.clone(),
+        })
+    }
 }
