@@ -61,48 +61,69 @@ pub fn on_compute_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
 /// microseconds before the sleeper runs) by the next parallel pass. A training step has dozens
 /// of such passes: at 2 threads this takes about 12 % off a step of `vae_mlp_train`. The other
 /// workers spin while `op` runs, as OpenMP's threads do between PyTorch's parallel regions, so
-/// the commands use it around compute only (a training step, a batch of an evaluation), not
-/// around I/O. Off the CPU backend `D`, outside a pool, with one thread, or nested in another
-/// call, `op` just runs.
+/// the commands use it around compute only (a training step, an evaluation), not around I/O.
+///
+/// One call polls at a time in the process: a poller runs as a job of its worker, and one that
+/// a worker picked up while waiting inside another caller's job would hold that job (and its
+/// caller) until this call's `op` ended. For the same reason a call returns only once its
+/// pollers have stopped, so that the next call's pollers start on idle workers. Off the CPU
+/// backend `D`, outside a pool, with one thread, or while another call polls (a nested one
+/// included), `op` just runs.
 pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
-    thread_local! {
-        static KEEPING_AWAKE: Cell<bool> = const { Cell::new(false) };
+    /// Whether a call's pollers are running.
+    static POLLING: AtomicBool = AtomicBool::new(false);
+    /// Pause-instruction spins between two looks for work: a microsecond or so, not to contend
+    /// for the queues' atomics with `op`'s thread.
+    const IDLE_SPINS: usize = 32;
+    /// One call's pollers: whether to go on, and how many have not stopped yet.
+    struct Pollers {
+        running: AtomicBool,
+        left: AtomicUsize,
     }
+    /// Stops the pollers when `op` returns or unwinds, and waits until they have.
+    struct Stop(Arc<Pollers>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.running.store(false, Ordering::Release);
+            while self.0.left.load(Ordering::Acquire) > 0 {
+                std::thread::yield_now();
+            }
+            POLLING.store(false, Ordering::Release);
+        }
+    }
+
+    let on_cpu = TypeId::of::<D>() == TypeId::of::<vaezoo_core::dfdx::prelude::Cpu>();
     let Some(caller) = rayon::current_thread_index() else {
         return op();
     };
-    let on_cpu = TypeId::of::<D>() == TypeId::of::<vaezoo_core::dfdx::prelude::Cpu>();
-    if !on_cpu || rayon::current_num_threads() < 2 || KEEPING_AWAKE.get() {
+    let others = rayon::current_num_threads() - 1;
+    let claimed = || {
+        POLLING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    };
+    if !on_cpu || others == 0 || !claimed() {
         return op();
     }
-    let running = Arc::new(AtomicBool::new(true));
-    let flag = Arc::clone(&running);
+    let pollers = Arc::new(Pollers {
+        running: AtomicBool::new(true),
+        left: AtomicUsize::new(others),
+    });
+    let shared = Arc::clone(&pollers);
     rayon::spawn_broadcast(move |worker| {
         if worker.index() == caller {
             return;
         }
-        while flag.load(Ordering::Acquire) {
+        while shared.running.load(Ordering::Acquire) {
             if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                // A microsecond or so between looks, not to contend for the queues' atomics
-                // with `op`'s thread.
                 (0..IDLE_SPINS).for_each(|_| std::hint::spin_loop());
             }
         }
+        shared.left.fetch_sub(1, Ordering::AcqRel);
     });
-    const IDLE_SPINS: usize = 32;
-    /// Stops the polling when `op` returns or unwinds.
-    struct Stop(Arc<AtomicBool>);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-            KEEPING_AWAKE.set(false);
-        }
-    }
-    KEEPING_AWAKE.set(true);
-    let _stop = Stop(running);
+    let _stop = Stop(pollers);
     op()
 }
 
@@ -185,6 +206,49 @@ mod tests {
             })
         });
         assert_eq!(sum, 500_500 + 3_628_800);
+    }
+
+    /// Back-to-back calls, each with nested parallel passes of the size of a step's (where a
+    /// poller left over from one call could start inside a job of the next and hold it), on
+    /// two and three threads: all of them finish.
+    #[test]
+    fn back_to_back_calls_with_nested_parallel_work_all_finish() {
+        use rayon::prelude::*;
+        const CALLS: u64 = 20_000;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for threads in [2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let total: u64 = pool.install(|| {
+                    (0..CALLS)
+                        .map(|call| {
+                            with_pool_awake::<Cpu, _>(|| {
+                                (0..64u64)
+                                    .into_par_iter()
+                                    .map(|i| {
+                                        (0..64u64)
+                                            .into_par_iter()
+                                            .map(|j| i * j + call)
+                                            .sum::<u64>()
+                                    })
+                                    .sum::<u64>()
+                            })
+                        })
+                        .sum()
+                });
+                let per_call = |call: u64| (0..64u64).map(|i| i * 2016 + 64 * call).sum::<u64>();
+                assert_eq!(total, (0..CALLS).map(per_call).sum::<u64>());
+            }
+            done.send(()).unwrap();
+        });
+        let waited = finished.recv_timeout(std::time::Duration::from_secs(120));
+        assert!(
+            waited.is_ok(),
+            "calls still running after two minutes: a deadlock"
+        );
     }
 
     /// CPU seconds the threads `tids` of this process have used (user + system), from
