@@ -2,6 +2,7 @@
 //! the `cuda` feature.
 
 use std::any::TypeId;
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use vaezoo_core::Backend;
@@ -55,6 +56,13 @@ pub fn on_compute_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| op())
 }
 
+/// How long a poller of [`with_pool_awake`] looks for work in vain before it stops: longer
+/// than the serial stretches of a training step.
+const POLL_IDLE_LIMIT: Duration = Duration::from_millis(1);
+
+/// How long [`with_pool_awake`] waits for its pollers to start before it runs `op` anyway.
+const POLL_START_LIMIT: Duration = Duration::from_micros(50);
+
 /// Runs `op` on the calling worker of rayon's pool with the pool's other workers polling for
 /// work all along, instead of falling asleep whenever `op` runs serial code for longer than
 /// rayon's few dozen spins and being woken again (a futex call by `op`'s thread and tens of
@@ -63,12 +71,14 @@ pub fn on_compute_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
 /// workers spin while `op` runs, as OpenMP's threads do between PyTorch's parallel regions, so
 /// the commands use it around compute only (a training step, an evaluation), not around I/O.
 ///
-/// One call polls at a time in the process: a poller runs as a job of its worker, and one that
-/// a worker picked up while waiting inside another caller's job would hold that job (and its
-/// caller) until this call's `op` ended. For the same reason a call returns only once its
-/// pollers have stopped, so that the next call's pollers start on idle workers. Off the CPU
-/// backend `D`, outside a pool, with one thread, or while another call polls (a nested one
-/// included), `op` just runs.
+/// A poller runs as a job of its worker. Started while its worker waits inside another job (one
+/// of `op`'s passes that the worker stole first), it would hold that job until `op` ended, and
+/// `op` could wait for the job forever: so `op` starts once the pollers have (or after
+/// [`POLL_START_LIMIT`]), and a poller that finds no work for [`POLL_IDLE_LIMIT`] stops. One
+/// call polls at a time in the process, and a call returns once its pollers have stopped. Off
+/// the CPU backend `D`, outside a pool, with one thread, or while another call polls (a nested
+/// one included), or with more threads than cores (where pollers would take the cores that
+/// `op` needs), `op` just runs.
 pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
@@ -77,9 +87,10 @@ pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
     /// Pause-instruction spins between two looks for work: a microsecond or so, not to contend
     /// for the queues' atomics with `op`'s thread.
     const IDLE_SPINS: usize = 32;
-    /// One call's pollers: whether to go on, and how many have not stopped yet.
+    /// One call's pollers: whether to go on, how many have started, how many have not stopped.
     struct Pollers {
         running: AtomicBool,
+        started: AtomicUsize,
         left: AtomicUsize,
     }
     /// Stops the pollers when `op` returns or unwinds, and waits until they have.
@@ -98,17 +109,20 @@ pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
     let Some(caller) = rayon::current_thread_index() else {
         return op();
     };
-    let others = rayon::current_num_threads() - 1;
+    let threads = rayon::current_num_threads();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let others = threads - 1;
     let claimed = || {
         POLLING
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     };
-    if !on_cpu || others == 0 || !claimed() {
+    if !on_cpu || others == 0 || threads > cores || !claimed() {
         return op();
     }
     let pollers = Arc::new(Pollers {
         running: AtomicBool::new(true),
+        started: AtomicUsize::new(0),
         left: AtomicUsize::new(others),
     });
     let shared = Arc::clone(&pollers);
@@ -116,14 +130,26 @@ pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
         if worker.index() == caller {
             return;
         }
+        shared.started.fetch_add(1, Ordering::AcqRel);
+        let mut idle_since = Instant::now();
         while shared.running.load(Ordering::Acquire) {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                idle_since = Instant::now();
+            } else if idle_since.elapsed() > POLL_IDLE_LIMIT {
+                break;
+            } else {
                 (0..IDLE_SPINS).for_each(|_| std::hint::spin_loop());
             }
         }
         shared.left.fetch_sub(1, Ordering::AcqRel);
     });
-    let _stop = Stop(pollers);
+    let _stop = Stop(Arc::clone(&pollers));
+    let since = Instant::now();
+    while pollers.started.load(Ordering::Acquire) < others && since.elapsed() < POLL_START_LIMIT {
+        if rayon::yield_now() != Some(rayon::Yield::Executed) {
+            std::hint::spin_loop();
+        }
+    }
     op()
 }
 
