@@ -116,57 +116,50 @@ pub(crate) fn matmul_into(
     // `lhs` (m × k). So the split goes along the longer side of the destination. Measured on
     // this machine class (2 threads, 128 × 512 × 256 with `rhs` a transposed weight): rows
     // 214-230 µs, columns 156-170, one thread 297, the crate's own split 294-320.
-    if parts > 1 && n > m && n >= parts * COLS_PER_PART_MULTIPLE {
-        let cols_per_part = n.div_ceil(parts).next_multiple_of(COLS_PER_PART_MULTIPLE);
+    let by_columns = parts > 1 && n > m && n >= parts * COLS_PER_PART_MULTIPLE;
+    let by_rows = parts > 1 && !by_columns && m >= parts * MIN_ROWS_PER_PART;
+    if by_columns || by_rows {
+        let (len, per_block) = match by_columns {
+            true => (
+                n,
+                n.div_ceil(parts).next_multiple_of(COLS_PER_PART_MULTIPLE),
+            ),
+            false => (m, m.div_ceil(parts)),
+        };
         let dst = SharedDst(dst.as_mut_ptr());
-        (0..n.div_ceil(cols_per_part))
-            .into_par_iter()
-            .for_each(|p| {
-                let first = p * cols_per_part;
-                let cols = cols_per_part.min(n - first);
-                let rhs = View {
-                    data: &rhs.data[first * rhs.cs..],
-                    ..rhs
-                };
-                // SAFETY: the blocks' columns are disjoint, and `dst` (checked above to hold
-                // every element of the m × n destination) outlives the parallel loop.
-                unsafe {
-                    gemm_raw(
-                        (m, k, cols),
-                        (dst.at(first), dst_rs),
-                        accumulate,
-                        lhs,
-                        rhs,
-                        scale,
-                        1,
-                    )
-                };
-            });
-    } else if parts > 1 && m >= parts * MIN_ROWS_PER_PART {
-        let rows_per_part = m.div_ceil(parts);
-        let dst = &mut dst[..(m - 1) * dst_rs + n];
-        dst.par_chunks_mut(rows_per_part * dst_rs)
-            .enumerate()
-            .for_each(|(p, dst)| {
-                let first = p * rows_per_part;
-                let rows = rows_per_part.min(m - first);
-                let lhs = View {
-                    data: &lhs.data[first * lhs.rs..],
-                    ..lhs
-                };
-                // SAFETY: `dst` is this block's rows, which the checks above cover.
-                unsafe {
-                    gemm_raw(
-                        (rows, k, n),
-                        (dst.as_mut_ptr(), dst_rs),
-                        accumulate,
-                        lhs,
-                        rhs,
-                        scale,
-                        1,
-                    )
-                };
-            });
+        (0..len.div_ceil(per_block)).into_par_iter().for_each(|p| {
+            let first = p * per_block;
+            let count = per_block.min(len - first);
+            let (dims, offset, lhs, rhs) = match by_columns {
+                true => {
+                    let rhs = View {
+                        data: &rhs.data[first * rhs.cs..],
+                        ..rhs
+                    };
+                    ((m, k, count), first, lhs, rhs)
+                }
+                false => {
+                    let lhs = View {
+                        data: &lhs.data[first * lhs.rs..],
+                        ..lhs
+                    };
+                    ((count, k, n), first * dst_rs, lhs, rhs)
+                }
+            };
+            // SAFETY: the blocks (of columns or of rows) are disjoint, and `dst` (checked
+            // above to hold every element of the m × n destination) outlives the loop.
+            unsafe {
+                gemm_raw(
+                    dims,
+                    (dst.at(offset), dst_rs),
+                    accumulate,
+                    lhs,
+                    rhs,
+                    scale,
+                    1,
+                )
+            };
+        });
     } else {
         // SAFETY: checked above.
         unsafe {
@@ -183,7 +176,7 @@ pub(crate) fn matmul_into(
     }
 }
 
-/// The destination of a product split into blocks of columns, shared by the blocks' threads.
+/// The destination of a product split into blocks, shared by the blocks' threads.
 #[derive(Clone, Copy)]
 struct SharedDst(*mut f32);
 
@@ -192,12 +185,12 @@ unsafe impl Send for SharedDst {}
 unsafe impl Sync for SharedDst {}
 
 impl SharedDst {
-    /// The destination from column `col` of its first row.
+    /// The destination from its element `offset` on (a block's first).
     ///
     /// # Safety
-    /// `col` is within the destination's first row.
-    unsafe fn at(self, col: usize) -> *mut f32 {
-        self.0.add(col)
+    /// `offset` is within the destination.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
     }
 }
 
