@@ -109,8 +109,11 @@ pub fn with_pool_awake<D: Backend, R>(op: impl FnOnce() -> R) -> R {
     let Some(caller) = rayon::current_thread_index() else {
         return op();
     };
+    // `available_parallelism` reads the cgroup's CPU quota files: once per process, not per
+    // step.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from));
     let threads = rayon::current_num_threads();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let others = threads - 1;
     let claimed = || {
         POLLING

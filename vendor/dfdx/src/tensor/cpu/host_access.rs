@@ -31,13 +31,8 @@ impl Cpu {
     /// allocation cache, it holds the values it held last (never uninitialised memory) instead
     /// of being zero-filled; a new allocation is zeros.
     pub fn try_alloc_recycled<E: Unit>(&self, len: usize) -> Result<CachableVec<E>, CpuError> {
-        let data = match self.cache.try_pop::<E>(len) {
-            // SAFETY: the cache hands out only allocations it received from a dropped
-            // `CachableVec<E'>` of `len` initialised values of a type with `E`'s size and
-            // alignment, allocated by the global allocator with capacity `len` (`shrink_to_fit`
-            // before insertion), as `try_alloc_elem` relies on; every dtype is a plain number,
-            // for which any initialised bytes are a valid value.
-            Some(allocation) => unsafe { Vec::from_raw_parts(allocation.0 as *mut E, len, len) },
+        let data = match self.cached_vec(len) {
+            Some(data) => data,
             None => super::allocate::filled_vec(len, Default::default())?,
         };
         Ok(CachableVec {
@@ -50,10 +45,8 @@ impl Cpu {
     /// length, else a new allocation that the copy writes once (no zero fill first).
     pub fn try_alloc_copy<E: Unit>(&self, values: &[E]) -> Result<CachableVec<E>, CpuError> {
         let len = values.len();
-        let data = match self.cache.try_pop::<E>(len) {
-            Some(allocation) => {
-                // SAFETY: as in `try_alloc_recycled`.
-                let mut data = unsafe { Vec::from_raw_parts(allocation.0 as *mut E, len, len) };
+        let data = match self.cached_vec(len) {
+            Some(mut data) => {
                 super::allocate::copy_values(&mut data, values);
                 data
             }
@@ -63,5 +56,17 @@ impl Cpu {
             data,
             cache: self.cache.clone(),
         })
+    }
+
+    /// An allocation of `len` values from the cache, holding the values it held last; `None`
+    /// when the cache has none of that length.
+    fn cached_vec<E: Unit>(&self, len: usize) -> Option<Vec<E>> {
+        let allocation = self.cache.try_pop::<E>(len)?;
+        // SAFETY: the cache hands out only allocations it received from a dropped
+        // `CachableVec<E'>` of `len` initialised values of a type with `E`'s size and
+        // alignment, allocated by the global allocator with capacity `len` (`shrink_to_fit`
+        // before insertion), as `try_alloc_elem` relies on; every dtype is a plain number, for
+        // which any initialised bytes are a valid value.
+        Some(unsafe { Vec::from_raw_parts(allocation.0 as *mut E, len, len) })
     }
 }
