@@ -5,6 +5,7 @@ use num_traits::Float;
 use rand::{RngCore, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The seedable, serialisable generator every vaezoo run draws from.
 pub type HostRng = rand_chacha::ChaCha8Rng;
@@ -48,7 +49,7 @@ pub fn noise_vec_as<E: Float + Send>(rng: &mut HostRng, n: usize) -> Vec<E> {
 /// One draw from `rng` seeds it. Chunk c of [`NOISE_CHUNK`] values is then drawn as
 /// [`fill_normal`] draws them, from stream c of a generator keyed by that seed, so the
 /// chunks are filled in parallel with the same values on any number of threads, and `rng`
-/// advances by one draw whatever `out`'s size (as [`fill_dropout_mask`]).
+/// advances by one draw whatever `out`'s size (as [`dropout_mask`]).
 pub fn fill_noise<E: Float + Send>(rng: &mut HostRng, out: &mut [E]) {
     let seed = rng.next_u64();
     let fill = |(chunk, values): (usize, &mut [E])| {
@@ -84,18 +85,19 @@ pub fn uniform_vec(rng: &mut HostRng, n: usize, low: f32, high: f32) -> Vec<f32>
     (0..n).map(|_| dist.sample(rng)).collect()
 }
 
-/// Fills `out` with a dropout layer's scaled keep mask: each value is 0 with probability `p`,
+/// A dropout layer's scaled keep mask of `len` values: each value is 0 with probability `p`,
 /// else `1 / (1 − p)`.
 ///
 /// One draw from `rng` seeds the whole mask; value i is then a SplitMix64 hash of the seed and
 /// i compared with `p`. Every value is a function of its index alone, so the mask is filled in
 /// parallel chunks with the same result on any number of threads, at a fraction of a
 /// nanosecond a value (a ChaCha draw per value cost several), and the generator advances by
-/// one draw whatever the mask's size.
+/// one draw whatever the mask's size. The values are written once, into the new allocation
+/// (no zero fill first: the masks of a text training step add up to hundreds of megabytes).
 ///
 /// # Panics
 /// If `p` is not in `[0, 1)`.
-pub fn fill_dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, out: &mut [E]) {
+pub fn dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, len: usize) -> Vec<E> {
     assert!((0.0..1.0).contains(&p), "dropout probability {p}");
     let seed = rng.next_u64();
     // u < p·2⁶⁴ with u uniform on [0, 2⁶⁴): probability p (to within 2⁻⁶⁴).
@@ -103,7 +105,7 @@ pub fn fill_dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, out:
     let scale = E::from(1.0 / (1.0 - p)).expect("a finite scale");
     #[cfg(target_arch = "x86_64")]
     let wide = wide_multiplies();
-    let fill = |(chunk, values): (usize, &mut [E])| {
+    let fill = |(chunk, values): (usize, &mut [MaybeUninit<E>])| {
         let first = (chunk * MASK_CHUNK) as u64;
         #[cfg(target_arch = "x86_64")]
         if wide {
@@ -113,19 +115,29 @@ pub fn fill_dropout_mask<E: Float + Send + Sync>(rng: &mut HostRng, p: f64, out:
         }
         fill_mask(values, (seed, first), threshold, scale);
     };
-    for_each_numbered_chunk(out, MASK_CHUNK, 4, fill);
+    let mut mask = Vec::with_capacity(len);
+    for_each_numbered_chunk(&mut mask.spare_capacity_mut()[..len], MASK_CHUNK, 4, fill);
+    // SAFETY: the chunks cover the first `len` values, and `fill_mask` writes every value of
+    // its chunk.
+    unsafe { mask.set_len(len) };
+    mask
 }
 
 /// Values `first`, `first + 1`, … of the mask of `seed`: 0 where the hash falls below
 /// `threshold`, `scale` elsewhere.
 #[inline(always)]
-fn fill_mask<E: Float>(values: &mut [E], (seed, first): (u64, u64), threshold: u64, scale: E) {
+fn fill_mask<E: Float>(
+    values: &mut [MaybeUninit<E>],
+    (seed, first): (u64, u64),
+    threshold: u64,
+    scale: E,
+) {
     for (i, v) in values.iter_mut().enumerate() {
-        *v = if splitmix64(seed, first + i as u64) < threshold {
+        v.write(if splitmix64(seed, first + i as u64) < threshold {
             E::zero()
         } else {
             scale
-        };
+        });
     }
 }
 
@@ -136,7 +148,12 @@ fn fill_mask<E: Float>(values: &mut [E], (seed, first): (u64, u64), threshold: u
 /// The CPU must support AVX-512 F, DQ and VL.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
-unsafe fn fill_mask_avx512<E: Float>(values: &mut [E], at: (u64, u64), threshold: u64, scale: E) {
+unsafe fn fill_mask_avx512<E: Float>(
+    values: &mut [MaybeUninit<E>],
+    at: (u64, u64),
+    threshold: u64,
+    scale: E,
+) {
     fill_mask(values, at, threshold, scale)
 }
 
@@ -148,7 +165,7 @@ fn wide_multiplies() -> bool {
         && is_x86_feature_detected!("avx512vl")
 }
 
-/// Values per unit of parallel work in [`fill_dropout_mask`].
+/// Values per unit of parallel work in [`dropout_mask`].
 const MASK_CHUNK: usize = 1 << 15;
 
 /// The `index`-th output of SplitMix64 started at `seed` (Steele, Lea and Flood, 2014): a
@@ -173,8 +190,7 @@ mod tests {
 
     #[test]
     fn dropout_masks_drop_at_rate_p_on_any_thread_count() {
-        let mut mask = vec![0.0f32; 10 * MASK_CHUNK];
-        fill_dropout_mask(&mut seeded(4), 0.3, &mut mask);
+        let mask: Vec<f32> = dropout_mask(&mut seeded(4), 0.3, 10 * MASK_CHUNK);
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
         assert!((dropped - 0.3).abs() < 0.005, "dropped {dropped}");
         assert!(mask.iter().all(|&v| v == 0.0 || v == (1.0 / 0.7) as f32));
@@ -182,16 +198,14 @@ mod tests {
             .num_threads(1)
             .build()
             .unwrap();
-        let mut one = vec![0.0f32; mask.len()];
-        pool.install(|| fill_dropout_mask(&mut seeded(4), 0.3, &mut one));
+        let one: Vec<f32> = pool.install(|| dropout_mask(&mut seeded(4), 0.3, mask.len()));
         assert_eq!(one, mask);
         // Consecutive masks differ, and the generator moves on by one draw.
         let mut rng = seeded(4);
-        let mut again = vec![0.0f32; 100];
-        fill_dropout_mask(&mut rng, 0.3, &mut again);
+        let again: Vec<f32> = dropout_mask(&mut rng, 0.3, 100);
         assert_eq!(again[..], mask[..100]);
-        fill_dropout_mask(&mut rng, 0.3, &mut again);
-        assert_ne!(again[..], mask[..100]);
+        let next: Vec<f32> = dropout_mask(&mut rng, 0.3, 100);
+        assert_ne!(next[..], mask[..100]);
         let mut twice = seeded(4);
         twice.next_u64();
         twice.next_u64();
@@ -237,10 +251,16 @@ mod tests {
             return;
         }
         let threshold = (0.3 * 2f64.powi(64)) as u64;
-        let (mut plain, mut wide) = (vec![0.0f32; 1000], vec![0.0f32; 1000]);
-        fill_mask(&mut plain, (42, 7), threshold, 2.0);
+        let filled = |fill: &dyn Fn(&mut [MaybeUninit<f32>])| {
+            let mut values = Vec::with_capacity(1000);
+            fill(&mut values.spare_capacity_mut()[..1000]);
+            // SAFETY: both fills write every value.
+            unsafe { values.set_len(1000) };
+            values
+        };
+        let plain = filled(&|v| fill_mask(v, (42, 7), threshold, 2.0));
         // SAFETY: checked above.
-        unsafe { fill_mask_avx512(&mut wide, (42, 7), threshold, 2.0) };
+        let wide = filled(&|v| unsafe { fill_mask_avx512(v, (42, 7), threshold, 2.0) });
         assert_eq!(plain, wide);
         assert!(plain.contains(&0.0) && plain.contains(&2.0));
     }

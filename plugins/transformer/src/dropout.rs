@@ -1,10 +1,10 @@
 //! Dropout: in training, each element is zeroed with probability p and the survivors scaled
 //! by 1/(1 − p), with the mask seeded from the host generator (see
-//! [`fill_dropout_mask`]); the identity in evaluation.
+//! [`dropout_mask`]); the identity in evaluation.
 
 use dfdx::prelude::*;
 use vaezoo_core::plugin::Mode;
-use vaezoo_core::rng::{fill_dropout_mask, HostRng};
+use vaezoo_core::rng::{dropout_mask, HostRng};
 use vaezoo_nvib::num::{Dev, Real, Tr};
 
 /// Dropout with probability `p` in `[0, 1)`.
@@ -47,9 +47,7 @@ impl Dropout {
         if mode == Mode::Eval || self.p == 0.0 {
             return None;
         }
-        let mut mask = vec![E::zero(); len];
-        fill_dropout_mask(rng, self.p, &mut mask);
-        Some(mask)
+        Some(dropout_mask(rng, self.p, len))
     }
 }
 

@@ -14,7 +14,7 @@ use crate::backend::Traced;
 use crate::gradcheck::GradCheck;
 use crate::layers::Activation;
 use crate::params::{ParamBuilder, ParamId, ParamStore};
-use crate::rng::{fill_dropout_mask, seeded};
+use crate::rng::{dropout_mask, seeded};
 
 const M: usize = 6;
 const K: usize = 5;
@@ -302,11 +302,7 @@ fn linear_rows_loss(
         Weight::InOut(p.get(ParamId(1), (K, n)))
     };
     let b = Some(p.get(ParamId(2), (n,)));
-    let mask = dropout.then(|| {
-        let mut mask = vec![0.0; m * n];
-        fill_dropout_mask(&mut seeded(9), 0.25, &mut mask);
-        mask
-    });
+    let mask = dropout.then(|| dropout_mask(&mut seeded(9), 0.25, m * n));
     let y = if fast {
         cpu::linear::forward_rows(x, w, b, act, Some(keep), mask)
     } else {
