@@ -95,6 +95,9 @@ pub fn time_steps(
     for i in 0..warmup {
         step(i)?;
     }
+    // The profile of the matrix products covers the timed steps only.
+    #[cfg(feature = "gemm-profile")]
+    vaezoo_core::kernels::gemm_profile::take_report(0);
     let (mut ms, mut units) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for i in warmup..warmup + steps {
         let started = Instant::now();
@@ -139,8 +142,16 @@ pub fn round(x: f64, digits: i32) -> f64 {
 /// Prints one result as a JSON line: `{"workload", "framework": "vaezoo", "version",
 /// "threads", "batch", "steps", "median_step_ms", unit_key, "peak_rss_mb", …config}`, with
 /// `malloc_env` when `MALLOC_*` variables are set (they change the timings). `unit_key` is
-/// `samples_per_s` or `tokens_per_s`; `config` is a JSON object.
+/// `samples_per_s` or `tokens_per_s`; `config` is a JSON object. Built with the
+/// `gemm-profile` feature, it first prints the profile of the timed steps' matrix products
+/// to stderr.
 pub fn report(workload: &str, batch: usize, timing: &Timing, unit_key: &str, config: Value) {
+    #[cfg(feature = "gemm-profile")]
+    eprintln!(
+        "{workload}, {} timed steps: {}",
+        timing.ms.len(),
+        vaezoo_core::kernels::gemm_profile::take_report(40)
+    );
     let median = timing.median_ms();
     let mut line = Map::new();
     line.insert("workload".into(), json!(workload));

@@ -99,6 +99,9 @@ pub(crate) fn matmul_into(
     if m == 0 || n == 0 {
         return;
     }
+    #[cfg(feature = "gemm-profile")]
+    let _timer =
+        super::gemm_profile::Timer::start((m, k, n), (lhs.cs != 1, rhs.cs != 1), accumulate);
     if k == 0 {
         if !accumulate {
             dst.chunks_mut(dst_rs)

@@ -13,6 +13,8 @@
 pub(crate) mod cpu;
 pub mod denoising_keys;
 mod gemm;
+#[cfg(feature = "gemm-profile")]
+pub mod gemm_profile;
 pub mod generic;
 pub mod mixture;
 
