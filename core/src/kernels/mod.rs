@@ -157,12 +157,12 @@ pub trait Kernels<E: Dtype + Float>: Device<E> + HostGrad<E> + MixtureKernels<E>
     fn residual_layer_norm<M: Dim, N: Dim>(
         x: Tr<(M, N), E, Self>,
         sub: Tr<(M, N), E, Self>,
-        mask: Option<&[E]>,
+        mask: Option<Vec<E>>,
         gamma: Tr<(N,), E, Self>,
         beta: Tr<(N,), E, Self>,
         eps: f64,
     ) -> Tr<(M, N), E, Self> {
-        generic::residual_layer_norm(x, sub, mask, gamma, beta, eps)
+        generic::residual_layer_norm(x, sub, mask.as_deref(), gamma, beta, eps)
     }
 
     /// `Σ_row weight[row] · log softmax(logits[row])[target[row]]` over each of `G` groups of
@@ -338,7 +338,7 @@ impl Kernels<f32> for Cpu {
     fn residual_layer_norm<M: Dim, N: Dim>(
         x: Tr<(M, N), f32, Self>,
         sub: Tr<(M, N), f32, Self>,
-        mask: Option<&[f32]>,
+        mask: Option<Vec<f32>>,
         gamma: Tr<(N,), f32, Self>,
         beta: Tr<(N,), f32, Self>,
         eps: f64,
@@ -346,7 +346,7 @@ impl Kernels<f32> for Cpu {
         if fast_path_enabled() {
             cpu::layer_norm::forward_residual(x, Some((sub, mask)), gamma, beta, eps)
         } else {
-            generic::residual_layer_norm(x, sub, mask, gamma, beta, eps)
+            generic::residual_layer_norm(x, sub, mask.as_deref(), gamma, beta, eps)
         }
     }
 

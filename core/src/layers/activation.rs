@@ -57,6 +57,12 @@ impl Activation {
         !matches!(self, Activation::Gelu)
     }
 
+    /// Whether the derivative depends on the output's sign alone, so an output scaled by
+    /// positive factors (dropout's survivors) still gives it.
+    pub(crate) fn derivative_from_sign(self) -> bool {
+        matches!(self, Activation::Relu | Activation::LeakyRelu)
+    }
+
     /// The activation of one value (the CPU kernels' scalar form of [`Self::apply`]).
     #[inline]
     pub(crate) fn scalar(self, x: f32) -> f32 {

@@ -71,7 +71,7 @@ impl LayerNorm {
         D::residual_layer_norm(
             x.reshape_like(&flat),
             sub.reshape_like(&flat),
-            mask.as_deref(),
+            mask,
             gamma,
             beta,
             EPS,

@@ -9,8 +9,8 @@ use dfdx::shapes::Dim;
 use rayon::prelude::*;
 
 use super::{
-    add_into, buffer_of, for_each_chunk, for_each_row, host_values, into_tensor, recycled,
-    write_or_add, zip_chunks, PARALLEL_MIN_ELEMENTS,
+    add_into, for_each_chunk, for_each_row, host_values, into_tensor, recycled, write_or_add,
+    zip_chunks, PARALLEL_MIN_ELEMENTS,
 };
 use crate::kernels::Tr;
 
@@ -25,12 +25,12 @@ pub(crate) fn forward<M: Dim, N: Dim>(
 }
 
 /// A residual added before the norm, with its optional dropout mask.
-pub(crate) type Residual<'a, M, N> = (Tr<(M, N), f32, Cpu>, Option<&'a [f32]>);
+pub(crate) type Residual<M, N> = (Tr<(M, N), f32, Cpu>, Option<Vec<f32>>);
 
 /// See [`crate::kernels::Kernels::residual_layer_norm`].
 pub(crate) fn forward_residual<M: Dim, N: Dim>(
     x: Tr<(M, N), f32, Cpu>,
-    residual: Option<Residual<'_, M, N>>,
+    residual: Option<Residual<M, N>>,
     gamma: Tr<(N,), f32, Cpu>,
     beta: Tr<(N,), f32, Cpu>,
     eps: f64,
@@ -48,10 +48,9 @@ pub(crate) fn forward_residual<M: Dim, N: Dim>(
         let (sub, sub_tape) = sub.reshape_like(&(len,)).split_tape();
         tape = Merge::<OwnedTape<f32, Cpu>>::merge(std::mem::take(&mut tape), sub_tape);
         let values = host_values(&sub);
-        let mask = mask.map(|m| {
+        if let Some(m) = &mask {
             assert_eq!(m.len(), len, "one mask value per element");
-            buffer_of(x.device(), m)
-        });
+        }
         add_masked(
             &mut normed,
             &xs,

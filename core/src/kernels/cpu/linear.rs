@@ -111,16 +111,18 @@ where
             Threads::BySize,
         );
     }
-    // What the backward pass reads to differentiate the activation: the output itself when it
-    // is the activation's output (every row computed, no dropout on top), else a copy of the
-    // activation's output or input.
+    // What the backward pass reads to differentiate the activation: the kernel's own output
+    // buffer (its computed rows) when that holds the activation's output, or values with its
+    // signs for an activation whose derivative depends on the sign alone (dropout's survivors
+    // are scaled by a positive factor, and where dropout zeroed a value its gradient is zero
+    // whatever the derivative); else a copy of the activation's output or input.
     let activate = |y: &mut [f32], _: &[f32]| y.iter_mut().for_each(|v| *v = activation.scalar(*v));
-    let output_is_activated = kept.is_none() && dropout.is_none();
+    let output_suffices = dropout.is_none() || activation.derivative_from_sign();
     let mut saved = match activation {
         Activation::Identity => Saved::Nothing,
         _ if activation.derivative_from_output() => {
             zip_chunks(&mut y, &[], activate);
-            match output_is_activated {
+            match output_suffices {
                 true => Saved::Output,
                 false => Saved::Activated(HostValues::Owned(buffer_of(&dev, &y))),
             }
@@ -141,13 +143,19 @@ where
         mask
     });
     zero_rows(&mut y, &zeroed, wo);
-    let out = match &kept {
-        None => into_tensor(&dev, y, (m, out_dim)),
-        Some(kept) => into_tensor(&dev, scatter_rows(&dev, &y, kept, m_all, wo), (m, out_dim)),
+    // The output, and the buffer of its computed rows when that is not the output's own.
+    let (out, computed) = match &kept {
+        None => (into_tensor(&dev, y, (m, out_dim)), None),
+        Some(kept) => {
+            let all = scatter_rows(&dev, &y, kept, m_all, wo);
+            (into_tensor(&dev, all, (m, out_dim)), Some(y))
+        }
     };
-
     if matches!(saved, Saved::Output) {
-        saved = Saved::Activated(host_values(&out));
+        saved = Saved::Activated(match computed {
+            Some(y) => HostValues::Owned(y),
+            None => host_values(&out),
+        });
     }
     let out_ghost = out.ghost();
     let w_ghost = w.ghost();
@@ -272,7 +280,7 @@ const SIDE_BY_SIDE_MIN_MACS: usize = 1 << 20;
 enum Saved {
     /// Nothing (the identity).
     Nothing,
-    /// The output tensor, read in place: replaced by `Activated` once the output exists.
+    /// The kernel's output buffer (see `grouped`): replaced by `Activated` once it exists.
     Output,
     /// The activation's output, of the computed rows.
     Activated(HostValues),
