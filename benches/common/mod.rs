@@ -97,7 +97,7 @@ pub fn time_steps(
     }
     // The profile of the matrix products covers the timed steps only.
     #[cfg(feature = "gemm-profile")]
-    vaezoo_core::kernels::gemm_profile::take_report(0);
+    vaezoo_core::kernels::gemm_profile::clear();
     let (mut ms, mut units) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for i in warmup..warmup + steps {
         let started = Instant::now();

@@ -57,6 +57,12 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Whether the view runs down a row-major matrix's columns (a transpose, as
+    /// [`Self::transposed`] makes it).
+    fn is_transposed(&self) -> bool {
+        self.rs == 1 && self.cs != 1
+    }
+
     fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
             let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
@@ -100,8 +106,11 @@ pub(crate) fn matmul_into(
         return;
     }
     #[cfg(feature = "gemm-profile")]
-    let _timer =
-        super::gemm_profile::Timer::start((m, k, n), (lhs.cs != 1, rhs.cs != 1), accumulate);
+    let _timer = super::gemm_profile::Timer::start(
+        (m, k, n),
+        (lhs.is_transposed(), rhs.is_transposed()),
+        accumulate,
+    );
     if k == 0 {
         if !accumulate {
             dst.chunks_mut(dst_rs)
@@ -225,7 +234,7 @@ unsafe fn gemm_raw(
         1 => Parallelism::None,
         t => Parallelism::Rayon(t),
     };
-    let block = match lhs.rs == 1 && lhs.cs != 1 && k >= 2 * TRANSPOSED_K_BLOCK {
+    let block = match lhs.is_transposed() && k >= 2 * TRANSPOSED_K_BLOCK {
         true => TRANSPOSED_K_BLOCK,
         false => k,
     };

@@ -47,8 +47,13 @@ impl Drop for Timer {
     }
 }
 
-/// The profile since the last call, as a table of the `rows` most time-consuming keys (then
-/// cleared).
+/// Forgets what was recorded so far (a warm-up's products).
+pub fn clear() {
+    PROFILE.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// The profile since the last `take_report` or `clear`, as a table of the `rows` most
+/// time-consuming keys (then cleared).
 pub fn take_report(rows: usize) -> String {
     let profile = std::mem::take(&mut *PROFILE.lock().unwrap_or_else(|e| e.into_inner()));
     let gflops = |macs: u64, t: Duration| 2.0 * macs as f64 / t.as_secs_f64().max(1e-12) / 1e9;
@@ -82,7 +87,7 @@ mod tests {
 
     #[test]
     fn products_are_filed_by_layout_and_summed() {
-        take_report(0);
+        clear();
         for m in [3, 5] {
             drop(Timer::start((m, 4, 6), (true, false), false));
         }
