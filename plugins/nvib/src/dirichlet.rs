@@ -63,9 +63,10 @@ fn check_len(what: &str, len: usize, want: usize) {
 }
 
 /// π = γ / D per group, D = Σ_group γ + offset, with the backward written by hand:
-/// dL/dγ_j = (g_j − Σ_{i ∈ group} g_i π_i) / D. dfdx's division would take −γ/D² for the
-/// denominator, which overflows where D² underflows (tiny Gammas, in f32 especially) and turns
-/// the exactly-zero gradient of a lone copy (κ = 1: σ = γ/γ) into ∞ − ∞.
+/// dL/dγ_j = (g_j − Σ_{i ∈ group} g_i π_i) / D, 0 where π_j = 0, and at most the largest
+/// finite value. dfdx's division would take −γ/D² for the denominator, which overflows where
+/// D² underflows (tiny Gammas, in f32 especially) and turns the exactly-zero gradient of a lone
+/// copy (κ = 1: σ = γ/γ) into ∞ − ∞.
 fn normalise<E: Real, D: Dev<E>, T: Tape<E, D>>(
     gamma: Tensor<(Batch, Comp), E, D, T>,
     groups: usize,
@@ -103,8 +104,24 @@ fn normalise<E: Real, D: Dev<E>, T: Tape<E, D>>(
             }
             let grad_in: Vec<E> = grad_out
                 .iter()
+                .zip(&pi)
                 .zip(&group)
-                .map(|(&g, &k)| (g - dot[k]) / denom[k])
+                .map(|((&g, &p), &k)| {
+                    // A zero γ (dropped, or an inverse-CDF Gamma that underflowed) has no
+                    // gradient to pass on: whatever made it passes none back (masked) or
+                    // multiplies by its derivative γ·f′ = 0, and ∞ · 0 would be NaN.
+                    if p == E::zero() {
+                        return E::zero();
+                    }
+                    // A subnormal D (copies whose Gammas all nearly underflowed) can overflow
+                    // the quotient; the largest finite value keeps the product with the
+                    // Gamma's own derivative (γ ≤ D) finite, where ∞ would turn the step NaN.
+                    let d = (g - dot[k]) / denom[k];
+                    match d.is_infinite() {
+                        true => d.signum() * E::max_value(),
+                        false => d,
+                    }
+                })
                 .collect();
             dev.accumulate(grads.get_or_alloc_mut(&gamma_ghost)?, &grad_in)
         });

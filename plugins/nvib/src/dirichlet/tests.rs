@@ -174,6 +174,40 @@ fn subnormal_gammas_keep_the_gradient_finite_in_f32() {
     assert!(grad.iter().all(|g| g.is_finite()), "{grad:?}");
 }
 
+/// With κ = 2 a component's copies can be subnormal Gammas, or one subnormal and one that
+/// underflows to 0 (a small α/κ draws (u·Γ(a + 1))^{1/a}): the copies' normaliser D is then
+/// subnormal and (g − Σgπ)/D overflows. That must not reach α as ∞ · 0 or ∞ (then NaN after
+/// clipping), as it did in an official-scale NVAE run with κ = 2 after about 200 steps.
+#[test]
+fn subnormal_copies_keep_the_gradient_finite_in_f32() {
+    let dev = Cpu::default();
+    let alpha: Tensor<(Batch, Comp), f32, _> =
+        dev.tensor_from_vec(vec![1.0, 0.1], (Batch(1), Comp(2)));
+    let w = dev.tensor_from_vec(vec![0.3f32, -0.8, 0.5, 0.9], (Batch(1), Comp(4)));
+    // Copy k of component i at k·2 + i; component 1's copies: u = 0.0062 gives γ ≈ 4e-45,
+    // 0.0061 about 3e-45, 1e-6 an underflow to 0.
+    for (u1, u3, zero_copy) in [(0.0062f32, 1e-6f32, true), (0.0062, 0.0061, false)] {
+        let (e_rho, u_rho) = (vec![0.1f32, 0.0], vec![0.5f32, 0.5]);
+        let (e_sub, u_sub) = (vec![0.1f32, 0.0, 0.2, 0.0], vec![0.5f32, u1, 0.6, u3]);
+        let pi = pi_v1_train_kappa(
+            alpha.leaky_trace(),
+            &[true; 2],
+            2,
+            e_rho,
+            u_rho,
+            e_sub,
+            u_sub,
+        );
+        let values = pi.as_vec();
+        assert!(
+            values[1] > 0.0 && (values[3] == 0.0) == zero_copy,
+            "{values:?}"
+        );
+        let grad = (pi * w.clone()).sum().backward().get(&alpha).as_vec();
+        assert!(grad.iter().all(|g| g.is_finite()), "u {u1}, {u3}: {grad:?}");
+    }
+}
+
 /// κ = 1 skips the sub-Dirichlet (σ = γ/γ); values and gradients are those of the general
 /// composition, in f64 and in f32, with a sub-Gamma that underflows to 0 (tiny α, tiny u).
 #[test]
