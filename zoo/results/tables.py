@@ -32,6 +32,15 @@ def lambda_d(spec):
     return spec["prior"]["config"]["lambda_d"]
 
 
+def configuration(name, spec):
+    """(table order, label) of a run's configuration: the NVAE by λ_D, then the baselines."""
+    ld = lambda_d(spec)
+    if ld is not None:
+        return (0, ld), f"NVAE λ_D {ld:g}"
+    model = name.split("-")[0]
+    return (1, BASELINES.index(model)), model.upper()
+
+
 def fixed(x, places):
     return "–" if x is None else f"{x:.{places}f}"
 
@@ -60,33 +69,27 @@ def run_rows(all_runs):
         kl, stats = e.get("kl_terms", {}), e.get("stats", {})
         mid = e.get("interpolation", {}).get("f_ppl_mid")
         samples = f"{fixed(e.get('f_ppl'), 1)} | {fixed(e.get('r_ppl'), 0)} | {fixed(mid, 1)}"
+        order, _ = configuration(name, spec)
         ld = lambda_d(spec)
         if ld is not None:
-            nvae.append(((ld, seed), f"| {link} | {ld:g} | {seed} | {e['ppl']:.3f} | {e['bleu']:.2f} "
+            nvae.append(((order, seed), f"| {link} | {ld:g} | {seed} | {e['ppl']:.3f} | {e['bleu']:.2f} "
                          f"| {stats['avg_num_vec']:.1f} | {stats['avg_prop_vec']:.3f} "
                          f"| {kl['kl_d']:.3f} | {kl['kl_g']:.3f} | {samples} |"))
         else:
-            model = name.split("-")[0]
             vectors = "–"
             if "avg_num_vec" in stats:
                 vectors = f"{stats['avg_num_vec']:.1f}, {stats['avg_prop_vec']:.3f}"
-            baselines.append(((BASELINES.index(model), seed), f"| {link} | {seed} | {e['ppl']:.3f} "
+            baselines.append(((order, seed), f"| {link} | {seed} | {e['ppl']:.3f} "
                               f"| {e['bleu']:.2f} | {fixed(kl.get('kl_g'), 2)} | {vectors} | {samples} |"))
     return [r for _, r in sorted(nvae)], [r for _, r in sorted(baselines)]
 
 
 def configurations(all_runs):
-    """Runs grouped by configuration (NVAE by λ_D, then the baselines), in table order."""
+    """The reports grouped by configuration, in table order, with their labels."""
     groups = {}
     for name, spec, e in all_runs:
-        ld = lambda_d(spec)
-        if ld is not None:
-            key = (0, ld, f"NVAE λ_D {ld:g}")
-        else:
-            model = name.split("-")[0]
-            key = (1, BASELINES.index(model), model.upper())
-        groups.setdefault(key, []).append(e)
-    return [(key[2], reports) for key, reports in sorted(groups.items())]
+        groups.setdefault(configuration(name, spec), []).append(e)
+    return [(label, reports) for (_, label), reports in sorted(groups.items())]
 
 
 def mean_rows(groups):
